@@ -1,0 +1,28 @@
+# `make test` and `make demo` bootstrap .venv on first use (idempotent: reinstalled only when
+# pyproject.toml or constraints.txt change), then run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo install bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/vdiag demo
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/synth_generation.py
+
+clean:
+	rm -rf $(VENV) vdiag-demo .pytest_cache

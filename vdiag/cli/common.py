@@ -1,0 +1,65 @@
+"""Pieces every command shares: global settings, device choice, result rendering."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import click
+from rich.table import Table
+
+from vdiag.console import stdout
+from vdiag.errors import VdiagError
+from vdiag.results import Result, to_jsonable
+
+
+@dataclass
+class Settings:
+    device: str = "auto"
+    seed: int = 0
+    quiet: bool = False
+
+
+def resolve_device(name: str) -> str:
+    """'auto' → 'cuda' when a GPU is visible, else 'cpu'; 'cuda' without a GPU is a user error."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise VdiagError("--device cuda was asked for but torch sees no GPU here; use --device cpu (see `vdiag doctor`)")
+    return name
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout, nothing else.")
+
+
+def comma_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def emit(result: Result, as_json: bool, table: Table | None = None, footer: list[str] | None = None) -> None:
+    """Render a result: a rich table (and where files went), or one JSON object on stdout."""
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), default=to_jsonable))
+        return
+    stdout.print(table if table is not None else metrics_table(result))
+    for line in footer or []:
+        stdout.print(line, highlight=False)
+
+
+def metrics_table(result: Result, title: str | None = None) -> Table:
+    table = Table(title=title or result.command, title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result.metrics.items():
+        table.add_row(name, _format(value))
+    return table
+
+
+def _format(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

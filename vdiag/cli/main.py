@@ -1,0 +1,89 @@
+"""The `vdiag` root command: global options, the command list, and one-line user errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from vdiag import __version__
+from vdiag.cli.common import Settings
+from vdiag.console import console, set_quiet
+from vdiag.errors import VdiagError
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="""\b
+Examples:
+  vdiag synth-dataset --preview        # the synthetic static/dynamic dataset
+  vdiag doctor                         # check decoders, versions, CUDA
+  vdiag demo                           # the whole story on this machine
+
+Set VDIAG_DEBUG=1 to see tracebacks; VDIAG_CACHE_DIR moves the cache (default ~/.cache/vdiag).""",
+)
+@click.version_option(__version__, "--version", prog_name="vdiag")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where models run.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed for everything a command draws.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes (results and errors still print).")
+@click.pass_context
+def cli(ctx: click.Context, device: str, seed: int, quiet: bool) -> None:
+    """vdiag: has your video model learned appearance or motion?
+
+    Pretrain self-supervised video models, and diagnose any checkpoint with the static-clip,
+    shuffled-order, factor and Koopman tests of the papers, on real videos or on synthetic data
+    where the truth is known.
+    """
+    set_quiet(quiet)
+    ctx.obj = Settings(device=device, seed=seed, quiet=quiet)
+
+
+def _register() -> None:
+    from vdiag.cli.demo import demo
+    from vdiag.cli.doctor import doctor
+    from vdiag.cli.synth import synth_dataset
+
+    for command in (synth_dataset, doctor, demo):
+        cli.add_command(command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI; user errors print one line and exit non-zero."""
+    debug = os.environ.get("VDIAG_DEBUG", "") not in ("", "0")
+    try:
+        code = cli.main(args=argv, prog_name="vdiag", standalone_mode=False)
+    except click.exceptions.Abort:
+        console.print("interrupted", highlight=False)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        console.print("interrupted", highlight=False)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except VdiagError as err:
+        if debug:
+            traceback.print_exc()
+        console.print(f"[red]error:[/red] {err}", highlight=False)
+        sys.exit(2)
+    except OSError as err:
+        if debug:
+            traceback.print_exc()
+        where = f" {err.filename}" if err.filename else ""
+        console.print(f"[red]error:[/red] cannot access{where}: {err.strerror or err}", highlight=False)
+        sys.exit(2)
+    except Exception as err:  # a bug in vdiag, not the user's fault: say so, briefly
+        if debug:
+            raise
+        console.print(
+            f"[red]internal error:[/red] {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+            "(run again with VDIAG_DEBUG=1 for the traceback, and please report it)",
+            highlight=False,
+        )
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,86 @@
+"""Terminal output shared by the library and the CLI.
+
+Progress bars, warnings and notes go to stderr (`console`), so that stdout carries only results:
+a table, or with `--json` exactly one JSON object. `set_quiet(True)` silences bars and notes.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator, TypeVar
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console(stderr=True, soft_wrap=True)
+stdout = Console(soft_wrap=True)
+_state = {"quiet": False}
+
+T = TypeVar("T")
+
+
+def set_quiet(quiet: bool) -> None:
+    _state["quiet"] = quiet
+
+
+def is_quiet() -> bool:
+    return _state["quiet"]
+
+
+def note(message: str) -> None:
+    """An informational line on stderr (hidden with --quiet)."""
+    if not _state["quiet"]:
+        console.print(message, highlight=False)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr (always shown)."""
+    console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, markup=True)
+
+
+class _Rate(TextColumn):
+    def __init__(self, unit: str):
+        super().__init__("")
+        self.unit = unit
+
+    def render(self, task):
+        speed = task.finished_speed or task.speed
+        return f"{speed:,.1f} {self.unit}/s" if speed else f"– {self.unit}/s"
+
+
+def progress_bar(unit: str = "it") -> Progress:
+    """A rich progress bar with count, rate and ETA, on stderr."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        _Rate(unit),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=_state["quiet"],
+        transient=False,
+    )
+
+
+def track(items: Iterable[T], total: int | None = None, description: str = "working", unit: str = "it") -> Iterator[T]:
+    """Iterate with a progress bar (rate and ETA)."""
+    if total is None:
+        try:
+            total = len(items)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+    with progress_bar(unit) as progress:
+        task = progress.add_task(description, total=total)
+        for item in items:
+            yield item
+            progress.advance(task)

@@ -1,0 +1,169 @@
+"""Map-style video clip datasets (DDP-friendly and deterministic).
+
+`VideoClipDataset` turns a `DatasetIndex` into samples:
+
+    {"clips": uint8 (ρ, C, T, H, W) or float after a transform, "label": int, "video_id": str,
+     "index": int, "factors": {name: int}}
+
+Clip start times come from a generator seeded by (seed, epoch, item index), so a sample does not
+depend on which worker or rank reads it. A video that cannot be decoded does not kill the epoch:
+the sample comes back as `{"failed": path, "error": reason, "index": i}`, `collate_clips` sets it
+aside, and a `FailureTracker` in the main process warns once per file and raises a clear error
+when more than a set share of the videos has failed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from vdiag.data.decode import read_frames, resolve_decoder
+from vdiag.data.formats import DatasetIndex
+from vdiag.data.sampling import ClipSpec, random_starts, uniform_starts
+from vdiag.errors import DecodeError, VdiagError
+
+ClipTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class VideoClipDataset(Dataset):
+    """ρ random clips per video (mode 'train') or N uniformly spread clips (mode 'eval').
+
+    Args:
+        index: the videos and labels (`vdiag.data.formats.load_index`).
+        clip: clip length, stride, extra frames and short-video policy.
+        mode: 'train' (independent random starts) or 'eval' (uniform starts).
+        clips_per_video: ρ for training (2 or 4 in the papers), N for evaluation (10).
+        transform: optional `f(clip_uint8 (C, T, H, W), generator) -> tensor` applied per clip in
+            the worker (augmentation, resizing); without one, clips stay uint8.
+        decoder: 'auto', 'decord' or 'pyav'.
+        seed: base seed of the clip sampling and the transform.
+
+    Example:
+        >>> index = load_index("data/ucf101", split="train")
+        >>> dataset = VideoClipDataset(index, ClipSpec(8, stride=4), clips_per_video=2)
+        >>> sample = dataset[0]; sample["clips"].shape   # (2, 3, 8, H, W)
+    """
+
+    def __init__(
+        self,
+        index: DatasetIndex,
+        clip: ClipSpec,
+        mode: str = "train",
+        clips_per_video: int = 2,
+        transform: ClipTransform | None = None,
+        decoder: str = "auto",
+        seed: int = 0,
+    ):
+        if mode not in ("train", "eval"):
+            raise VdiagError(f"mode must be 'train' or 'eval', got {mode!r}")
+        if clips_per_video < 1:
+            raise VdiagError(f"clips per video must be at least 1, got {clips_per_video}")
+        self.index = index
+        self.clip = clip
+        self.mode = mode
+        self.clips_per_video = clips_per_video
+        self.transform = transform
+        self.decoder = resolve_decoder(decoder)
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.index.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """New random clips each epoch, reproducibly (call before each epoch, as with DistributedSampler)."""
+        self.epoch = epoch
+
+    def generator(self, item: int) -> torch.Generator:
+        seed = int(np.random.SeedSequence([self.seed, self.epoch, item]).generate_state(1, np.uint64)[0] >> 1)
+        return torch.Generator().manual_seed(seed)
+
+    def __getitem__(self, item: int) -> dict:
+        record = self.index.records[item]
+        generator = self.generator(item)
+        chosen = {}
+
+        def select(frame_count: int) -> np.ndarray:
+            if chosen.get("frame_count") == frame_count:  # PyAV retrying after decord: same clips
+                return chosen["indices"].reshape(-1)
+            chosen["frame_count"] = frame_count
+            if self.mode == "train":
+                starts = random_starts(frame_count, self.clip, self.clips_per_video, generator)
+            else:
+                starts = uniform_starts(frame_count, self.clip, self.clips_per_video)
+            chosen["starts"] = starts
+            chosen["indices"] = np.stack([self.clip.indices(s, frame_count) for s in starts])  # (ρ, T)
+            return chosen["indices"].reshape(-1)
+
+        try:
+            frames = torch.from_numpy(read_frames(record.path, select, self.decoder))  # (ρ·T, H, W, C)
+        except DecodeError as err:
+            return {"failed": str(record.path), "error": err.reason, "index": item}
+        starts = chosen["starts"]
+        clips = frames.view(*chosen["indices"].shape, *frames.shape[1:])  # (ρ, T, H, W, C)
+        clips = clips.permute(0, 4, 1, 2, 3).contiguous()  # (ρ, C, T, H, W)
+        if self.transform is not None:
+            clips = torch.stack([self.transform(c, generator) for c in clips])
+        return {
+            "clips": clips,
+            "label": record.label,
+            "video_id": record.video_id,
+            "index": item,
+            "factors": dict(record.factors),
+            "starts": torch.tensor(starts),
+        }
+
+
+def collate_clips(samples: list[dict]) -> dict:
+    """Batch the good samples; failed ones are listed under 'failures' (possibly an empty batch)."""
+    good = [s for s in samples if "failed" not in s]
+    failures = [{"path": s["failed"], "error": s["error"]} for s in samples if "failed" in s]
+    batch = default_collate(good) if good else {}
+    batch["failures"] = failures
+    batch["size"] = len(good)
+    return batch
+
+
+class FailureTracker:
+    """Counts unreadable videos seen by the main process; warns once per file, fails past a share.
+
+    `max_failure_share` is the share of distinct videos that may fail before the run stops with an
+    error naming the files (default 5%). `min_seen` keeps one early failure from tripping it.
+    """
+
+    def __init__(self, total_videos: int, max_failure_share: float = 0.05, warn: Callable[[str], None] | None = None, min_seen: int = 20):
+        self.total_videos = max(total_videos, 1)
+        self.max_failure_share = max_failure_share
+        self.warn = warn or (lambda message: None)
+        self.min_seen = min_seen
+        self.errors: dict[str, str] = {}
+        self.counts: Counter[str] = Counter()
+        self.seen = 0
+
+    def update(self, batch: dict) -> None:
+        self.seen += batch.get("size", 0) + len(batch.get("failures", []))
+        for failure in batch.get("failures", []):
+            path = failure["path"]
+            if path not in self.errors:
+                self.warn(f"skipping unreadable video {path}: {failure['error']}")
+            self.errors[path] = failure["error"]
+            self.counts[path] += 1
+        self.check()
+
+    @property
+    def failed(self) -> int:
+        return len(self.errors)
+
+    def check(self) -> None:
+        share = self.failed / min(self.total_videos, max(self.seen, 1))
+        if self.seen >= min(self.min_seen, self.total_videos) and share > self.max_failure_share:
+            worst = ", ".join(f"{p} ({self.errors[p]})" for p, _ in self.counts.most_common(3))
+            raise VdiagError(
+                f"{self.failed} of {self.seen} videos read so far could not be decoded "
+                f"({share:.0%} > {self.max_failure_share:.0%} allowed); e.g. {worst}. "
+                "Fix or remove them, try --decoder pyav, or raise --max-failures"
+            )

@@ -1,0 +1,70 @@
+"""The result contract shared by every analysis command (DESIGN.md, "Results").
+
+A `Result` renders three ways: a rich table on the terminal, a JSON file in its output folder,
+and, with `--json`, exactly one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vdiag import __version__
+from vdiag.io import write_json
+
+
+@dataclass
+class Result:
+    command: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    checkpoint: str | None = None
+    data: str | None = None
+    figures: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "vdiag_version": __version__,
+            "checkpoint": self.checkpoint,
+            "data": self.data,
+            "metrics": {k: _json_number(v) for k, v in self.metrics.items()},
+            "figures": [str(f) for f in self.figures],
+            "files": [str(f) for f in self.files],
+            "config": self.config,
+            "details": self.details,
+        }
+
+    def write(self, path: str | Path) -> Path:
+        """Write the JSON file (atomically) and remember it among `files`."""
+        path = Path(path)
+        if str(path) not in self.files:
+            self.files.append(str(path))
+        return write_json(path, self.to_dict())
+
+
+def to_jsonable(value):
+    """`json.dumps(default=...)` hook: numpy scalars and arrays, paths, sets."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (Path, set, tuple)):
+        return str(value) if isinstance(value, Path) else list(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _json_number(value) -> float | int | None:
+    """JSON has no NaN/inf: write them as null rather than emit invalid JSON."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    value = float(value)
+    return value if math.isfinite(value) else None
