@@ -230,8 +230,9 @@ def _first_line(err: BaseException) -> str:
 def write_video(path: str | Path, frames: np.ndarray, fps: int = 8, codec: str = "libx264", crf: int = 18) -> None:
     """Write uint8 `(T, H, W, 3)` RGB frames as a video with PyAV (H.264 mp4 by default).
 
-    One encoder thread keeps the output byte-identical across runs; callers parallelise over
-    videos instead. Use codec 'mpeg4' for an .avi file.
+    `crf=0` writes lossless H.264 (qp 0): libx264's choices vary slightly from run to run here even
+    with one thread, so only lossless coding guarantees the same decoded frames every time. Use
+    codec 'mpeg4' for an .avi file.
     """
     import av
 
@@ -248,11 +249,13 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 8, codec: str =
         stream.pix_fmt = "yuv420p"
         stream.thread_count = 1
         if codec == "libx264":
-            stream.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
+            quality = {"qp": "0"} if crf == 0 else {"crf": str(crf)}
+            stream.options = {**quality, "preset": "medium", "threads": "1"}
         elif codec == "mpeg4":
-            stream.options = {"qscale": "2"}
+            stream.bit_rate = 8_000_000  # near-lossless; PyAV does not pass ffmpeg's -qscale through
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
+            for packet in stream.encode(yuv):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
