@@ -172,3 +172,13 @@ def test_preview_has_a_panel_per_value(tmp_path):
         width, height = image.size
     assert width > 1.5 * height  # three columns of four-frame strips
     assert height > 400
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path, tiny_synth):
+    import os
+    import stat
+
+    root, config = tiny_synth
+    assert stat.S_IMODE(os.stat(root).st_mode) & 0o055 == 0o055  # group/others may read and enter
+    preview = synthetic.write_preview(config, tmp_path / "p.png")
+    assert stat.S_IMODE(os.stat(preview).st_mode) & 0o044 == 0o044
