@@ -166,3 +166,28 @@ def test_ambiguous_layout_asks_for_format(tmp_path):
     with pytest.raises(VdiagError, match="--format"):
         load_index(root)
     assert load_index(root, format="hmdb51", split="train").format == "hmdb51"
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_every_format_loads_real_clips_through_each_decoder(tmp_path, tiny_synth, decoder):
+    from vdiag.data.datasets import VideoClipDataset
+    from vdiag.data.sampling import ClipSpec
+
+    (tmp_path / "list.csv").write_text("path,label\nf/jump/jump0.mp4,jump\nf/run/run0.mp4,run\n")
+    make_folder(tmp_path / "f")
+    (tmp_path / "k" / "clips").mkdir(parents=True)
+    write_indexed_video(tmp_path / "k" / "clips" / "abc_000001_000011.mp4", num_frames=8)
+    (tmp_path / "k" / "train.csv").write_text("label,youtube_id,time_start,time_end,split\nabseiling,abc,1,11,train\n")
+    indexes = [
+        load_index(make_ucf(tmp_path / "ucf"), split="test"),
+        load_index(make_hmdb(tmp_path / "hmdb"), split="train"),
+        load_index(tmp_path / "f", split="all"),
+        load_index(tmp_path / "list.csv", split="all"),
+        load_index(tmp_path / "k" / "train.csv", split="train"),
+        load_index(tiny_synth[0], split="test"),
+    ]
+    for index in indexes:
+        sample = VideoClipDataset(index, ClipSpec(4, 2), clips_per_video=2, decoder=decoder)[len(index) - 1]
+        assert "failed" not in sample, (index.format, sample)
+        assert sample["clips"].shape[:3] == (2, 3, 4), index.format
+        assert sample["label"] == index.records[-1].label

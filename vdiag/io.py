@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from vdiag.errors import VdiagError
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
@@ -24,8 +26,11 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         ...     tmp.write_text("{}")
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as err:
+        raise VdiagError(f"cannot write {target}: {err.strerror or err}; choose another output path") from err
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -63,8 +68,11 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     An existing `target` is removed only once the new one is complete.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as err:
+        raise VdiagError(f"cannot write {target}: {err.strerror or err}; choose another output folder") from err
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700

@@ -125,7 +125,10 @@ class SynthConfig:
                 )
         for dynamic, static in self.pairing.items():
             if dynamic not in DYNAMIC_FACTORS or static not in STATIC_FACTORS:
-                raise VdiagError(f"pairing {dynamic}->{static} must map a dynamic factor to a static one")
+                raise VdiagError(
+                    f"pairing {dynamic}={static} must map a dynamic factor ({', '.join(DYNAMIC_FACTORS)}) "
+                    f"to a static one ({', '.join(STATIC_FACTORS)})"
+                )
 
 
 def default_dataset_dir(config: SynthConfig | None = None) -> Path:
