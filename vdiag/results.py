@@ -55,8 +55,10 @@ def to_jsonable(value):
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
-    if isinstance(value, (Path, set, tuple)):
-        return str(value) if isinstance(value, Path) else list(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, tuple)):
+        return list(value)
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 

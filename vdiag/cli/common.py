@@ -17,6 +17,7 @@ from vdiag.results import Result, to_jsonable
 class Settings:
     device: str = "auto"
     seed: int = 0
+    decoder: str = "auto"
     quiet: bool = False
 
 

@@ -6,6 +6,7 @@ import click
 from rich.table import Table
 
 from vdiag.cli.common import emit, json_option
+from vdiag.console import stdout
 from vdiag.doctor import run_doctor
 
 
@@ -23,6 +24,15 @@ def doctor(as_json: bool) -> None:
     and with PyAV. Exits 1 when something vdiag needs is broken.
     """
     result = run_doctor()
+    if as_json:
+        emit(result, True)
+    else:
+        _print_tables(result)
+    if result.metrics["problems"]:
+        raise click.exceptions.Exit(1)
+
+
+def _print_tables(result) -> None:
     details = result.details
     versions = Table(title="packages", title_justify="left")
     versions.add_column("package")
@@ -36,14 +46,7 @@ def doctor(as_json: bool) -> None:
     for check in details["checks"]:
         status = "[green]ok[/green]" if check["ok"] else ("[red]FAIL[/red]" if check["required"] else "[yellow]no[/yellow]")
         checks.add_row(check["name"], status, check["detail"])
-    if as_json:
-        emit(result, True)
-    else:
-        from vdiag.console import stdout
-
-        stdout.print(versions)
-        stdout.print(checks)
-        problems = result.metrics["problems"]
-        stdout.print("all required checks pass" if not problems else f"[red]{problems} required check(s) failed[/red]")
-    if result.metrics["problems"]:
-        raise click.exceptions.Exit(1)
+    stdout.print(versions)
+    stdout.print(checks)
+    problems = result.metrics["problems"]
+    stdout.print("all required checks pass" if not problems else f"[red]{problems} required check(s) failed[/red]")

@@ -27,9 +27,16 @@ Set VDIAG_DEBUG=1 to see tracebacks; VDIAG_CACHE_DIR moves the cache (default ~/
 @click.version_option(__version__, "--version", prog_name="vdiag")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where models run.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed for everything a command draws.")
+@click.option(
+    "--decoder",
+    type=click.Choice(["auto", "decord", "pyav"]),
+    default="auto",
+    show_default=True,
+    help="Video decoder; auto = decord, falling back to PyAV per file.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes (results and errors still print).")
 @click.pass_context
-def cli(ctx: click.Context, device: str, seed: int, quiet: bool) -> None:
+def cli(ctx: click.Context, device: str, seed: int, decoder: str, quiet: bool) -> None:
     """vdiag: has your video model learned appearance or motion?
 
     Pretrain self-supervised video models, and diagnose any checkpoint with the static-clip,
@@ -37,7 +44,7 @@ def cli(ctx: click.Context, device: str, seed: int, quiet: bool) -> None:
     where the truth is known.
     """
     set_quiet(quiet)
-    ctx.obj = Settings(device=device, seed=seed, quiet=quiet)
+    ctx.obj = Settings(device=device, seed=seed, decoder=decoder, quiet=quiet)
 
 
 def _register() -> None:

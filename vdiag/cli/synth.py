@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import click
 from rich.table import Table
 
@@ -99,8 +101,6 @@ def _result(config: SynthConfig, summary: dict) -> Result:
     if not summary["reused"]:
         metrics["seconds"] = summary["seconds"]
         metrics["videos_per_second"] = summary["videos_per_second"]
-    from dataclasses import asdict
-
     return Result(
         command="synth-dataset",
         data=summary["out"],

@@ -382,7 +382,7 @@ def generate_dataset(config: SynthConfig, out: str | Path | None = None, workers
                         rows[result["id"]] = result["params"]
                         progress.advance(task)
         seconds = time.perf_counter() - started
-        ordered = [rows[f"{split}_{i:05d}"] | {"id": f"{split}_{i:05d}"} for split, i in ((s, i) for s, c in config.counts().items() for i in range(c))]
+        ordered = [rows[f"{split}_{i:05d}"] | {"id": f"{split}_{i:05d}"} for _, split, i in jobs]
         _write_tables(tmp, config, ordered)
         summary = {
             "counts": config.counts(),
