@@ -165,5 +165,5 @@ class FailureTracker:
             raise VdiagError(
                 f"{self.failed} of {self.seen} videos read so far could not be decoded "
                 f"({share:.0%} > {self.max_failure_share:.0%} allowed); e.g. {worst}. "
-                "Fix or remove them, try --decoder pyav, or raise --max-failures"
+                "Fix or remove them, or try --decoder pyav"
             )
