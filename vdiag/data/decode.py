@@ -8,6 +8,7 @@ same file (tests/test_decode.py checks this on H.264 mp4 and MPEG-4 avi).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -136,17 +137,25 @@ def _decord_read(path: Path, select) -> np.ndarray:
 # --- PyAV ---------------------------------------------------------------------------------
 
 
-def _pyav_open(path: Path):
+@contextlib.contextmanager
+def _pyav_stream(path: Path):
+    """Open a file's first video stream with PyAV; any failure becomes a DecodeError."""
     import av
 
     try:
         container = av.open(str(path))
     except Exception as err:  # av.error.InvalidDataError, FileNotFoundError, ...
         raise DecodeError(path, f"PyAV: {_first_line(err)}") from err
-    if not container.streams.video:
+    try:
+        if not container.streams.video:
+            raise DecodeError(path, "PyAV: the file has no video stream")
+        yield container, container.streams.video[0]
+    except DecodeError:
+        raise
+    except Exception as err:
+        raise DecodeError(path, f"PyAV: {_first_line(err)}") from err
+    finally:
         container.close()
-        raise DecodeError(path, "PyAV: the file has no video stream")
-    return container
 
 
 def _frame_rate(stream) -> Fraction:
@@ -156,22 +165,20 @@ def _frame_rate(stream) -> Fraction:
     return Fraction(rate)
 
 
+def _pyav_frame_count(path: Path, container, stream) -> int:
+    num_frames = int(stream.frames or 0)
+    if num_frames == 0:  # some containers do not record a count: decode to count, then rewind
+        num_frames = sum(1 for _ in container.decode(stream))
+        container.seek(stream.start_time or 0, stream=stream, backward=True, any_frame=False)
+    if num_frames == 0:
+        raise DecodeError(path, "PyAV: the video has no frames")
+    return num_frames
+
+
 def _pyav_info(path: Path) -> VideoInfo:
-    container = _pyav_open(path)
-    try:
-        stream = container.streams.video[0]
-        num_frames = int(stream.frames or 0)
-        if num_frames == 0:  # some containers do not record a count: decode to count
-            num_frames = sum(1 for _ in container.decode(stream))
-        if num_frames == 0:
-            raise DecodeError(path, "PyAV: the video has no frames")
+    with _pyav_stream(path) as (container, stream):
+        num_frames = _pyav_frame_count(path, container, stream)
         return VideoInfo(num_frames, float(_frame_rate(stream)), stream.height, stream.width)
-    except DecodeError:
-        raise
-    except Exception as err:
-        raise DecodeError(path, f"PyAV: {_first_line(err)}") from err
-    finally:
-        container.close()
 
 
 def _pyav_read(path: Path, select) -> np.ndarray:
@@ -180,14 +187,12 @@ def _pyav_read(path: Path, select) -> np.ndarray:
     A frame's index is computed from its presentation time, which is what keeps PyAV in step with
     decord after a seek (decoding order differs from presentation order with B-frames).
     """
-    num_frames = _pyav_info(path).num_frames
-    indices = _checked(path, select(num_frames), num_frames)
-    wanted = set(indices)
-    first, last = min(wanted), max(wanted)
     found: dict[int, np.ndarray] = {}
-    container = _pyav_open(path)
-    try:
-        stream = container.streams.video[0]
+    with _pyav_stream(path) as (container, stream):
+        num_frames = _pyav_frame_count(path, container, stream)
+        indices = _checked(path, select(num_frames), num_frames)
+        wanted = set(indices)
+        first, last = min(wanted), max(wanted)
         stream.thread_type = "AUTO"
         rate = _frame_rate(stream)
         start = stream.start_time or 0
@@ -210,12 +215,6 @@ def _pyav_read(path: Path, select) -> np.ndarray:
                 break
             if index > last + 16:  # well past the last wanted frame: stop decoding
                 break
-    except DecodeError:
-        raise
-    except Exception as err:
-        raise DecodeError(path, f"PyAV: {_first_line(err)}") from err
-    finally:
-        container.close()
     missing = sorted(wanted - found.keys())
     if missing:
         raise DecodeError(path, f"PyAV: frames {missing[:5]} not found (the video may be shorter or truncated)")
