@@ -55,8 +55,9 @@ class _Rate(TextColumn):
         return f"{speed:,.1f} {self.unit}/s" if speed else f"– {self.unit}/s"
 
 
-def progress_bar(unit: str = "it") -> Progress:
-    """A rich progress bar with count, rate and ETA, on stderr."""
+def progress_bar(unit: str = "it", fields: tuple[str, ...] = ()) -> Progress:
+    """A rich progress bar with count, rate and ETA, on stderr; `fields` are extra task fields
+    shown after the ETA (e.g. the current losses)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -66,6 +67,7 @@ def progress_bar(unit: str = "it") -> Progress:
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
+        *[TextColumn(f"{{task.fields[{name}]}}") for name in fields],
         console=console,
         disable=_state["quiet"],
         transient=False,

@@ -18,6 +18,7 @@ from vdiag.errors import VdiagError
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="""\b
 Examples:
+  vdiag pretrain --method simclr       # train on the synthetic data (minutes on a CPU)
   vdiag synth-dataset --preview        # the synthetic static/dynamic dataset
   vdiag doctor                         # check decoders, versions, CUDA
   vdiag demo                           # the whole story on this machine
@@ -50,9 +51,10 @@ def cli(ctx: click.Context, device: str, seed: int, decoder: str, quiet: bool) -
 def _register() -> None:
     from vdiag.cli.demo import demo
     from vdiag.cli.doctor import doctor
+    from vdiag.cli.pretrain import pretrain
     from vdiag.cli.synth import synth_dataset
 
-    for command in (synth_dataset, doctor, demo):
+    for command in (pretrain, synth_dataset, doctor, demo):
         cli.add_command(command)
 
 

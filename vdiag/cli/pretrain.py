@@ -1,0 +1,107 @@
+"""`vdiag pretrain`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vdiag.cli.common import emit, json_option, metrics_table, resolve_device
+from vdiag.data.formats import FORMATS
+from vdiag.errors import VdiagError
+from vdiag.methods import METHODS
+from vdiag.models.backbones import BACKBONES
+
+
+def _default_out(method: str, backbone: str) -> Path:
+    """runs/<method>-<backbone>, or -2, -3, … when that already holds a run."""
+    base = Path("runs") / f"{method}-{backbone}"
+    candidate, number = base, 1
+    while (candidate / "last.pt").exists():
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
+
+
+@click.command(
+    "pretrain",
+    epilog="""\b
+Examples:
+  vdiag pretrain --method simclr                      # tiny backbone, synthetic data, ~5 min on 2 cores
+  vdiag pretrain --method byol --positives 4 --epochs 20
+  vdiag pretrain --method supervised --target bg_color   # a model that must learn appearance
+  vdiag pretrain --method moco --data data/ucf101 --backbone r3d_18 --set data.size=112
+  vdiag pretrain --method simclr --preset paper --data k400/train.csv --out runs/k400-simclr
+  vdiag pretrain --resume --out runs/simclr-tiny --epochs 10   # continue, and train longer
+  torchrun --nproc_per_node 8 -m vdiag pretrain --method swav --preset paper --data k400/train.csv""",
+)
+@click.option("--method", type=click.Choice(list(METHODS)), help="The objective (required unless --resume or --config names it).")
+@click.option("--backbone", type=click.Choice(list(BACKBONES)), help="Backbone [preset: tiny for cpu, slow_r50 for paper].")
+@click.option("--data", "data_path", type=click.Path(), help="Dataset folder or CSV [default: the synthetic dataset, generated on first use].")
+@click.option("--format", "data_format", type=click.Choice(FORMATS), help="Dataset layout [auto].")
+@click.option("--epochs", type=click.IntRange(1), help="Epochs [preset]; with --resume, may be raised to train longer.")
+@click.option("--batch-size", type=click.IntRange(1), help="Videos per step over all processes [preset].")
+@click.option("--positives", type=click.IntRange(1), help="ρ, clips per video (seed 000 Eq. 1–2) [2].")
+@click.option("--target", help="supervised only: 'label' or a synthetic factor (bg_color, fg_shape, …) [label].")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Start the backbone from a local checkpoint (any common layout).")
+@click.option("--keep-temporal", is_flag=True, default=None, help="Remove temporal strides: one feature per input frame.")
+@click.option("--preset", type=click.Choice(["cpu", "paper"]), help="Hyper-parameters: cpu (small, fast) or paper (as the papers state) [cpu].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML settings (e.g. a saved config.yaml).")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override any setting, e.g. --set train.lr=0.05 (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder [runs/<method>-<backbone>].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--stop-after", type=click.IntRange(1), help="Stop after this many epochs now (checkpoint saved); resume later.")
+@click.option("--workers", type=click.IntRange(0), help="Data-loading processes per training process [preset].")
+@click.option("--max-failures", type=click.FloatRange(0, 1), help="Share of unreadable videos tolerated before stopping [0.05].")
+@json_option
+@click.pass_obj
+def pretrain(settings, method, backbone, data_path, data_format, epochs, batch_size, positives, target, weights, keep_temporal, preset, config_file, assignments, out, resume, stop_after, workers, max_failures, as_json):
+    """Pretrain a video model with a self-supervised (or supervised) objective.
+
+    Writes to the run folder: config.yaml (the resolved settings), metrics.jsonl (one line per
+    step and per epoch), last.pt after every epoch, final.pt at the end, pretrain.json. Ctrl-C
+    saves last.pt and stops; --resume continues exactly where it stopped. Under torchrun the same
+    command trains with DistributedDataParallel (--batch-size stays the global batch).
+    """
+    from vdiag.train.config import resolve_config
+    from vdiag.train.trainer import pretrain as run_pretrain
+
+    if resume:
+        if not out:
+            raise VdiagError("--resume needs --out, the run folder to continue (e.g. runs/simclr-tiny)")
+        fixed = {"backbone": backbone, "data": data_path, "positives": positives, "preset": preset, "config": config_file, "set": assignments, "weights": weights}
+        given = [f"--{k}" for k, v in fixed.items() if v]
+        if given:
+            raise VdiagError(f"{', '.join(given)} cannot change when resuming; only --epochs can (start a new run for other settings)")
+        from vdiag.train.checkpoint import load_checkpoint
+
+        config = load_checkpoint(Path(out) / "last.pt")["config"]
+        if epochs:
+            config["train"]["epochs"] = epochs
+    else:
+        if not method and not config_file:
+            raise VdiagError("choose an objective with --method (" + ", ".join(METHODS) + ")")
+        options: dict = {"backbone": {}, "data": {}, "train": {}, "method_args": {}}
+        if method:
+            options["method"] = method
+        _put(options["backbone"], name=backbone, keep_temporal=keep_temporal, weights=weights)
+        _put(options["data"], path=data_path, format=data_format, positives=positives, workers=workers, max_failures=max_failures)
+        _put(options["train"], epochs=epochs, batch_size=batch_size)
+        if target:
+            if (method or "") != "supervised":
+                raise VdiagError("--target applies to --method supervised only")
+            options["method_args"]["target"] = target
+        config = resolve_config(method, preset, config_file, options, list(assignments), seed=settings.seed)
+        out = out or _default_out(config["method"], config["backbone"]["name"])
+    result = run_pretrain(config, out, resolve_device(settings.device), settings.decoder, resume, stop_after)
+    footer = [
+        f"checkpoint: {result.checkpoint}",
+        f"resolved config: {result.details['config_file']}   step log: {result.details['metrics_log']}",
+    ]
+    if not result.details.get("finished"):
+        footer.append(f"stopped early; continue with: vdiag pretrain --resume --out {out}")
+    emit(result, as_json, metrics_table(result, title=f"pretrain {config['method']} ({config['backbone']['name']})"), footer)
+
+
+def _put(section: dict, **values) -> None:
+    section.update({k: v for k, v in values.items() if v is not None})

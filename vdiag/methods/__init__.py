@@ -1,0 +1,48 @@
+"""Methods, one file per family; `build_method` maps a name to its class.
+
+Each method composes a backbone, heads and a loss from `vdiag.losses`; see the module docstrings
+for the paper equations. Wrappers (ViDiDi, BOLD-DI, BOD-VCL) compose with these base objectives.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from vdiag.errors import VdiagError
+from vdiag.methods.base import Method
+from vdiag.methods.byol import BYOL
+from vdiag.methods.moco import MoCo
+from vdiag.methods.simclr import SimCLR
+from vdiag.methods.supervised import Supervised
+from vdiag.methods.swav import SwAV
+from vdiag.methods.vicreg import VICReg
+from vdiag.models.backbones import VideoBackbone
+
+METHODS: dict[str, type[Method]] = {
+    "simclr": SimCLR,
+    "moco": MoCo,
+    "byol": BYOL,
+    "swav": SwAV,
+    "vicreg": VICReg,
+    "supervised": Supervised,
+}
+
+
+def method_arguments(name: str) -> dict[str, object]:
+    """The keyword arguments a method takes, with their defaults (None where required)."""
+    signature = inspect.signature(METHODS[name].__init__)
+    return {
+        p.name: (None if p.default is inspect.Parameter.empty else p.default)
+        for p in list(signature.parameters.values())[2:]  # skip self, backbone
+    }
+
+
+def build_method(name: str, backbone: VideoBackbone, **arguments) -> Method:
+    """`build_method('simclr', backbone, temperature=0.2)`; unknown names and arguments are user errors."""
+    if name not in METHODS:
+        raise VdiagError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    known = method_arguments(name)
+    unknown = sorted(set(arguments) - set(known))
+    if unknown:
+        raise VdiagError(f"method {name!r} has no option {unknown[0]!r}; its options are {', '.join(known)}")
+    return METHODS[name](backbone, **arguments)

@@ -1,0 +1,69 @@
+"""What every method shares: the backbone, ρ-clip batches, momentum (EMA) updates.
+
+A method is an `nn.Module` that owns everything it trains and everything it keeps between steps
+(projector, momentum encoder, queue, prototypes), so its `state_dict()` is the whole training
+state a checkpoint needs. The trainer calls, per step:
+
+    losses = method(batch)          # {'loss': total, plus named parts, all scalars}
+    losses['loss'].backward(); method.before_optimizer_step(); optimizer.step()
+    method.after_step(progress)     # progress in [0, 1]: momentum updates, step counters
+
+`batch['clips']` is `(n, ρ, C, T, H, W)`: n videos, ρ augmented clips each (seed 000 §3.1).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from vdiag.models.backbones import VideoBackbone
+
+
+class Method(nn.Module):
+    name = "method"
+    min_positives = 2  # clips per video the objective needs
+    sync_batchnorm = True  # SyncBN under DDP on GPU (seed 000 §5.1: all methods but MoCo)
+
+    def __init__(self, backbone: VideoBackbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def encode(self, clips: torch.Tensor, head: nn.Module, backbone: nn.Module | None = None) -> torch.Tensor:
+        """(n, ρ, C, T, H, W) → head(backbone(clip)) as (n, ρ, D), in one backbone pass."""
+        n, positives = clips.shape[:2]
+        features = (backbone or self.backbone)(clips.flatten(0, 1))
+        return head(features).view(n, positives, -1)
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def before_optimizer_step(self) -> None:
+        """Called between backward and the optimiser step (e.g. to hold some parameters still)."""
+
+    @torch.no_grad()
+    def after_step(self, progress: float) -> None:
+        """Called after each optimiser step with the fraction of training done."""
+
+
+def momentum_copy(module: nn.Module) -> nn.Module:
+    """A frozen copy for a momentum (target) network: same weights, no gradients."""
+    target = copy.deepcopy(module)
+    for parameter in target.parameters():
+        parameter.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """θ_m ← γ θ_m + (1 − γ) θ (seed 000 §3.1; ViDiDi A.3 writes ξ ← τξ + (1 − τ)θ).
+
+    Parameters are averaged; buffers (BN running statistics) are copied from the online network.
+    """
+    online_params = [p.detach() for p in online.parameters()]
+    target_params = list(target.parameters())
+    torch._foreach_mul_(target_params, momentum)
+    torch._foreach_add_(target_params, online_params, alpha=1 - momentum)
+    for target_buffer, online_buffer in zip(target.buffers(), online.buffers()):
+        target_buffer.copy_(online_buffer)

@@ -1,0 +1,71 @@
+"""v-MoCo (He et al. 2020 as MoCo v2; Feichtenhofer et al. 2021; seed 000 §3.1).
+
+Queries come from the online backbone + projector (3-layer MLP 2048 → 128, seed 000 §5.1), keys
+from a momentum copy updated as θ_m ← γ θ_m + (1 − γ) θ after each step, never by backprop. Each
+query's positives are the keys of its video's other ρ − 1 clips; its negatives are a FIFO queue of
+keys from earlier batches (all ranks' keys under DDP). Temperature α = 0.1.
+
+seed 000 §5.1 uses SyncBN for every method but MoCo, so MoCo keeps per-device BN. MoCo's shuffle-BN
+trick is not used (see docs/methods/moco.md).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from vdiag.losses.infonce import moco_info_nce
+from vdiag.methods.base import Method, ema_update, momentum_copy
+from vdiag.models.backbones import VideoBackbone
+from vdiag.models.heads import mlp
+from vdiag.train.distributed import gather_no_grad
+
+
+class MoCo(Method):
+    """Args: temperature α, momentum γ, queue size K, projector widths and depth."""
+
+    name = "moco"
+    sync_batchnorm = False
+
+    def __init__(
+        self,
+        backbone: VideoBackbone,
+        temperature: float = 0.1,
+        momentum: float = 0.999,
+        queue_size: int = 65536,
+        projector_hidden: int = 2048,
+        projector_dim: int = 128,
+        projector_layers: int = 3,
+    ):
+        super().__init__(backbone)
+        self.temperature = temperature
+        self.momentum = momentum
+        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, projector_layers)
+        self.momentum_backbone = momentum_copy(self.backbone)
+        self.momentum_projector = momentum_copy(self.projector)
+        # random unit vectors until real keys arrive, as in MoCo's reference code
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, projector_dim), dim=1))
+        self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        clips = batch["clips"]
+        queries = self.encode(clips, self.projector)
+        with torch.no_grad():
+            keys = F.normalize(self.encode(clips, self.momentum_projector, self.momentum_backbone), dim=-1)
+        loss = moco_info_nce(queries, keys, self.queue.clone(), self.temperature)
+        if self.training:
+            self._enqueue(keys.flatten(0, 1))
+        return {"loss": loss, "info_nce": loss.detach()}
+
+    @torch.no_grad()
+    def _enqueue(self, keys: torch.Tensor) -> None:
+        keys = gather_no_grad(keys)[: self.queue.shape[0]]
+        start = int(self.queue_pointer)
+        positions = (start + torch.arange(keys.shape[0], device=keys.device)) % self.queue.shape[0]
+        self.queue[positions] = keys.to(self.queue.dtype)
+        self.queue_pointer.fill_((start + keys.shape[0]) % self.queue.shape[0])
+
+    @torch.no_grad()
+    def after_step(self, progress: float) -> None:
+        ema_update(self.momentum_backbone, self.backbone, self.momentum)
+        ema_update(self.momentum_projector, self.projector, self.momentum)

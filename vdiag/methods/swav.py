@@ -1,0 +1,90 @@
+"""v-SwAV (Caron et al. 2020; Feichtenhofer et al. 2021; seed 000 §5.1).
+
+Backbone → 3-layer MLP projector (2048 → 128) → L2-normalised z; scores against K L2-normalised
+prototypes; Sinkhorn-Knopp codes (ε = 0.05, 3 iterations); each clip predicts the codes of its
+video's other clips with temperature τ = 0.1.
+
+Two stabilisers from SwAV's reference recipe:
+- the prototypes stay frozen for the first `freeze_prototypes_steps` optimiser steps;
+- an optional queue of earlier projections (`queue_size` > 0) joins the Sinkhorn problem once it
+  is full, so that equal partition is imposed over more samples than a small batch holds.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vdiag.losses.swav import sinkhorn, swav_loss
+from vdiag.methods.base import Method
+from vdiag.models.backbones import VideoBackbone
+from vdiag.models.heads import mlp
+from vdiag.train.distributed import gather_no_grad
+
+
+class SwAV(Method):
+    """Args: prototypes K, temperature τ, epsilon ε, sinkhorn_iterations, queue_size,
+    freeze_prototypes_steps, projector widths and depth."""
+
+    name = "swav"
+
+    def __init__(
+        self,
+        backbone: VideoBackbone,
+        prototypes: int = 1000,
+        temperature: float = 0.1,
+        epsilon: float = 0.05,
+        sinkhorn_iterations: int = 3,
+        queue_size: int = 0,
+        freeze_prototypes_steps: int = 0,
+        projector_hidden: int = 2048,
+        projector_dim: int = 128,
+        projector_layers: int = 3,
+    ):
+        super().__init__(backbone)
+        self.temperature = temperature
+        self.epsilon = epsilon
+        self.sinkhorn_iterations = sinkhorn_iterations
+        self.freeze_prototypes_steps = freeze_prototypes_steps
+        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, projector_layers)
+        self.prototypes = nn.Linear(projector_dim, prototypes, bias=False)
+        self.register_buffer("queue", torch.zeros(queue_size, projector_dim))
+        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        with torch.no_grad():  # SwAV normalises the prototypes before every step
+            self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
+        z = F.normalize(self.encode(batch["clips"], self.projector), dim=-1)  # (n, ρ, D)
+        n, positives, dim = z.shape
+        scores = z @ self.prototypes.weight.T  # (n, ρ, K)
+        codes = self._codes(scores.detach().flatten(0, 1)).view_as(scores)
+        if self.training and self.queue.shape[0] > 0:
+            self._enqueue(z.detach().flatten(0, 1))
+        loss = swav_loss(scores, codes, self.temperature)
+        return {"loss": loss, "swapped_prediction": loss.detach()}
+
+    @torch.no_grad()
+    def _codes(self, scores: torch.Tensor) -> torch.Tensor:
+        size = self.queue.shape[0]
+        if size == 0 or int(self.queue_filled) < size:
+            return sinkhorn(scores, self.epsilon, self.sinkhorn_iterations)
+        queued = self.queue @ self.prototypes.weight.T
+        return sinkhorn(torch.cat([queued, scores]), self.epsilon, self.sinkhorn_iterations)[size:]
+
+    @torch.no_grad()
+    def _enqueue(self, z: torch.Tensor) -> None:
+        z = gather_no_grad(z)
+        size = self.queue.shape[0]
+        keep = min(z.shape[0], size)
+        self.queue.copy_(torch.cat([z[-keep:].to(self.queue.dtype), self.queue[: size - keep]]))
+        self.queue_filled.fill_(min(size, int(self.queue_filled) + keep))
+
+    def before_optimizer_step(self) -> None:
+        if int(self.steps_done) < self.freeze_prototypes_steps:
+            self.prototypes.weight.grad = None  # SwAV's `freeze_prototypes_niters`
+
+    @torch.no_grad()
+    def after_step(self, progress: float) -> None:
+        self.steps_done += 1

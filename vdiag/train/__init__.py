@@ -1,0 +1,1 @@
+"""Training: configuration and presets, optimisers and schedules, checkpoints, the trainer loop."""

@@ -1,0 +1,75 @@
+"""vdiag checkpoints: one `.pt` file that loads with `torch.load(path, weights_only=True)`.
+
+    {
+      "format": "vdiag", "version": 1, "vdiag_version": "0.1.0",
+      "config":   the resolved training config (plain JSON-able values),
+      "model":    the method's state dict (backbone under `backbone.body.`, heads, momentum
+                  encoders, queues, prototypes),
+      "position": {"epoch": e, "step": s, "global_step": g, "finished": bool}
+                  (e epochs and s steps of epoch e are done),
+      "optimizer", "scaler": their state dicts (scaler None without fp16),
+      "rng":      {"torch": ByteTensor, "cuda": [ByteTensor, …]},
+      "history":  [per-epoch summaries],
+    }
+
+Written to a temporary file and renamed, so a crash never leaves a broken checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vdiag import __version__
+from vdiag.errors import VdiagError
+from vdiag.io import atomic_path
+
+CHECKPOINT_FORMAT = "vdiag"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, **content) -> Path:
+    """Write a checkpoint atomically; `content` supplies config, model, position, ….
+
+    Tensors are moved to the CPU so that the file loads on any machine.
+    """
+    state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "vdiag_version": __version__}
+    state.update({key: _to_cpu(value) for key, value in content.items()})
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a vdiag checkpoint safely; anything else is a one-line error saying what it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise VdiagError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise VdiagError(f"{path} cannot be read as a checkpoint ({reason[:160]}); it may be truncated or from another tool") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise VdiagError(
+            f"{path} is not a vdiag checkpoint (no format: 'vdiag'); to diagnose another tool's weights "
+            "pass them with --backbone NAME, to start training from them use --weights"
+        )
+    if int(state.get("version", 0)) > CHECKPOINT_VERSION:
+        raise VdiagError(f"{path} was written by a newer vdiag (checkpoint version {state['version']}); upgrade vdiag")
+    for key in ("config", "model", "position"):
+        if key not in state:
+            raise VdiagError(f"{path} is a vdiag checkpoint without {key!r}; it is damaged")
+    return state
+
+
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value

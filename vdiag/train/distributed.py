@@ -1,0 +1,90 @@
+"""torch.distributed in one place: set-up from torchrun's environment, rank queries, gathers.
+
+`torchrun --nproc_per_node N -m vdiag pretrain …` sets RANK / WORLD_SIZE / LOCAL_RANK; `setup()`
+reads them and joins the process group (NCCL on GPU, gloo on CPU). Everything else asks `rank()` and
+`world_size()`, which are 0 and 1 without torchrun, so single-process code needs no special case.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def setup(device: str) -> str:
+    """Join the process group torchrun announced; returns the device this rank should use."""
+    if not launched_by_torchrun() or is_initialized():
+        return device
+    backend = "nccl" if device == "cuda" else "gloo"
+    if device == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    return device
+
+
+def teardown() -> None:
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's tensor along dim 0, with gradients flowing back to each owner.
+
+    Uses `torch.distributed.nn.functional.all_gather`, whose backward sums the gradients of all
+    ranks' losses into the owner's slice; with DDP's gradient averaging, the mean of per-rank mean
+    losses then has exactly the gradient of the single-process loss over the whole batch.
+    """
+    if world_size() == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor), dim=0)
+
+
+@torch.no_grad()
+def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's tensor along dim 0 (no gradient; for queues and statistics)."""
+    if world_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (in place on a copy); identity in one process."""
+    if world_size() == 1:
+        return tensor
+    tensor = tensor.clone()
+    dist.all_reduce(tensor)
+    return tensor
+
+
+def barrier() -> None:
+    if is_initialized():
+        dist.barrier()

@@ -1,0 +1,105 @@
+"""Optimisers (SGD, LARS, AdamW), weight-decay exclusions and the warm-up + cosine schedule.
+
+LARS is written here (You et al. 2017, "Large Batch Training of Convolutional Networks", Alg. 1)
+because no light dependency offers it: timm's `Lars` would pull in huggingface_hub and safetensors.
+It is SGD with momentum whose per-layer step is scaled by the trust ratio η‖w‖ / ‖∇w + λw‖; as in
+SimCLR, BYOL and timm, layers without weight decay (biases, norms) skip both decay and adaptation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from vdiag.errors import VdiagError
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD + momentum with layer-wise trust ratio (You et al. 2017, Alg. 1).
+
+    For each parameter w with gradient g in a group with weight decay λ > 0:
+
+        u = g + λ w;   r = trust_coefficient · ‖w‖ / ‖u‖   (1 when either norm is 0)
+        v ← μ v + r · u;   w ← w − lr · v
+
+    Groups with λ = 0 take a plain momentum-SGD step (no adaptation).
+
+    Example:
+        >>> optimizer = LARS(model.parameters(), lr=1.2, weight_decay=1e-6)
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 0.001, eps: float = 1e-8):
+        if lr <= 0:
+            raise ValueError(f"learning rate must be positive, got {lr}")
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient, eps=eps)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                update = param.grad
+                if group["weight_decay"] > 0:
+                    update = update.add(param, alpha=group["weight_decay"])
+                    param_norm, update_norm = torch.linalg.vector_norm(param), torch.linalg.vector_norm(update)
+                    trust = group["trust_coefficient"] * param_norm / (update_norm + group["eps"])
+                    trust = torch.where((param_norm > 0) & (update_norm > 0), trust, torch.ones_like(trust))
+                    update = update.mul(trust)
+                state = self.state[param]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.clone(update).detach()
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(update)
+                param.add_(state["momentum_buffer"], alpha=-group["lr"])
+        return loss
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: weights with decay; biases and normalisation parameters without (and, for
+    LARS, without adaptation). Frozen parameters (momentum encoders) are left out."""
+    decay, no_decay = [], []
+    norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            if isinstance(module, norm_types) or name == "bias" or param.ndim <= 1:
+                no_decay.append(param)
+            else:
+                decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise VdiagError(f"unknown optimizer {name!r}; choose sgd, lars or adamw")
+
+
+def learning_rate(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0, min_lr_ratio: float = 0.0) -> float:
+    """Linear warm-up to `base_lr`, then η · 0.5 [cos(πk/K) + 1] down to `min_lr_ratio · base_lr`
+    (ViDiDi B.3; k counts steps after warm-up, K the steps after warm-up)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    decay_steps = max(total_steps - warmup_steps, 1)
+    progress = min(max(step - warmup_steps, 0) / decay_steps, 1.0)
+    floor = base_lr * min_lr_ratio
+    return floor + (base_lr - floor) * 0.5 * (math.cos(math.pi * progress) + 1)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
