@@ -35,14 +35,23 @@ def read_state_file(path: str | Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle of arbitrary objects, truncated file, not a torch file
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise VdiagError(
-            f"{path} is not a checkpoint vdiag can read safely ({reason[:160]}); "
+            f"{path} is not a checkpoint vdiag can read safely ({load_failure_reason(err)}); "
             "save a plain state dict with torch.save(model.state_dict(), path)"
         ) from None
     if not isinstance(obj, dict):
         raise VdiagError(f"{path} holds a {type(obj).__name__}, not a state dict")
     return obj
+
+
+def load_failure_reason(err: Exception) -> str:
+    """A short reason for a failed `torch.load(weights_only=True)`."""
+    text = str(err).strip()
+    if "Weights only load failed" in text:
+        return "it holds pickled Python objects besides tensors, which vdiag never unpickles"
+    if "zip" in text.lower() or "magic number" in text.lower() or "EOF" in text:
+        return "not a PyTorch file, or truncated"
+    return (text.splitlines()[0] if text else type(err).__name__)[:160]
 
 
 def tensor_state(obj: dict) -> dict[str, torch.Tensor]:
@@ -89,12 +98,13 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict:
     prefix, _ = match_prefix(list(state), list(target))
     # a vdiag checkpoint stores the method: its backbone sits under 'backbone.body.'
     mapped = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-    missing = [k for k in target if k not in mapped and not k.endswith("num_batches_tracked")]
+    needed = [k for k in target if not k.endswith("num_batches_tracked")]
+    missing = [k for k in needed if k not in mapped]
     name = getattr(backbone, "name", type(body).__name__)
-    if len(missing) == len([k for k in target if not k.endswith("num_batches_tracked")]):
+    if len(missing) > len(needed) / 2:
         raise VdiagError(
-            f"{path} has no weights for backbone {name!r} (first keys in the file: "
-            f"{', '.join(list(state)[:3]) or 'none'}); pick the matching --backbone"
+            f"{path} has no weights for backbone {name!r} (only {len(needed) - len(missing)} of its {len(needed)} "
+            f"parameter names appear; the file starts with {', '.join(list(state)[:2]) or 'nothing'}); pick the matching --backbone"
         )
     if missing:
         raise VdiagError(

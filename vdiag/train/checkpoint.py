@@ -50,8 +50,9 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise VdiagError(f"{path} cannot be read as a checkpoint ({reason[:160]}); it may be truncated or from another tool") from None
+        from vdiag.models.weights import load_failure_reason
+
+        raise VdiagError(f"{path} cannot be read as a checkpoint ({load_failure_reason(err)})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise VdiagError(
             f"{path} is not a vdiag checkpoint (no format: 'vdiag'); to diagnose another tool's weights "

@@ -188,7 +188,9 @@ def _pretrain(config, out: Path, device, decoder, resume, stop_after_epochs, on_
         saved = checkpoint["config"]
         if saved["method"] != config["method"]:
             raise VdiagError(f"{out} holds a {saved['method']} run, not {config['method']}; drop --method or pick another --out")
-        epochs = max(config["train"]["epochs"], saved["train"]["epochs"])
+        epochs = config["train"]["epochs"]
+        if epochs < saved["train"]["epochs"]:
+            raise VdiagError(f"the run in {out} is set for {saved['train']['epochs']} epochs; on resume --epochs can only be raised")
         config = saved
         config["train"]["epochs"] = epochs
         if checkpoint["position"].get("finished") and checkpoint["position"]["epoch"] >= epochs:
@@ -199,6 +201,7 @@ def _pretrain(config, out: Path, device, decoder, resume, stop_after_epochs, on_
     torch.manual_seed(config["seed"])
     index = resolve_data(config)
     dataset = build_training_dataset(config, index, decoder)
+    method = build_model(config, index).to(device)
     world, rank = dist.world_size(), dist.rank()
     train = config["train"]
     if train["batch_size"] % world:
@@ -211,7 +214,6 @@ def _pretrain(config, out: Path, device, decoder, resume, stop_after_epochs, on_
     total_steps = steps_per_epoch * train["epochs"]
     warmup_steps = round(train["warmup_epochs"] * steps_per_epoch)
 
-    method = build_model(config, index).to(device)
     model: torch.nn.Module = method
     if world > 1:
         if device.startswith("cuda") and method.sync_batchnorm:

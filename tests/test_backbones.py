@@ -1,0 +1,129 @@
+"""Backbones: the three outputs, keep-temporal, and weights from local files in common layouts."""
+
+import pytest
+import torch
+
+from vdiag.errors import VdiagError
+from vdiag.models import BACKBONES, build_backbone
+from vdiag.models.weights import load_backbone_weights, match_prefix
+from vdiag.train.checkpoint import save_checkpoint
+
+# input side per backbone: small, but large enough for each network's pooling
+SIDE = {"tiny": 32, "slow_r50": 64, "x3d_s": 64, "r2plus1d_r50": 64, "s3d": 64}
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_outputs_and_keep_temporal(name):
+    side = SIDE.get(name, 32)
+    clips = torch.randn(1, 3, 8, side, side)
+    for keep in (False, True):
+        backbone = build_backbone(name, keep_temporal=keep).eval()
+        with torch.no_grad():
+            feature_map = backbone.feature_map(clips)
+            pooled, per_time = backbone(clips), backbone.time_features(clips)
+        assert feature_map.shape[:2] == (1, backbone.embed_dim)
+        assert pooled.shape == (1, backbone.embed_dim)
+        assert per_time.shape == (1, backbone.embed_dim, feature_map.shape[2])
+        assert torch.allclose(pooled, per_time.mean(-1), atol=1e-5)
+        if keep:
+            assert per_time.shape[-1] == 8  # one feature per input frame
+
+
+def test_keep_temporal_changes_no_weight_shapes():
+    plain, kept = build_backbone("r2plus1d_18"), build_backbone("r2plus1d_18", keep_temporal=True)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in kept.state_dict().items()}
+
+
+def test_tiny_is_small():
+    assert sum(p.numel() for p in build_backbone("tiny").parameters()) < 1.5e6
+
+
+def test_unknown_backbone():
+    with pytest.raises(VdiagError, match="unknown backbone 'r50'"):
+        build_backbone("r50")
+
+
+def _same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_torchvision_state_dict_with_ddp_prefix_and_head(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.video.r3d_18(weights=None, num_classes=7)
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "ddp.pth")
+    backbone = build_backbone("r3d_18")
+    report = load_backbone_weights(backbone, tmp_path / "ddp.pth")
+    assert report["prefix"] == "module."
+    assert report["ignored"] == 2  # fc.weight, fc.bias
+    assert torch.equal(backbone.body.layer4[1].conv2[0].weight, model.layer4[1].conv2[0].weight)
+
+
+def test_moco_layout_picks_the_query_encoder(tmp_path):
+    torch.manual_seed(1)
+    query, key = build_backbone("tiny"), build_backbone("tiny")
+    state = {f"module.encoder_k.{k}": v for k, v in key.body.state_dict().items()}
+    state |= {f"module.encoder_q.{k}": v for k, v in query.body.state_dict().items()}
+    state["module.queue"] = torch.zeros(4, 4)
+    torch.save({"state_dict": state}, tmp_path / "moco.pth.tar")
+    target = build_backbone("tiny")
+    assert load_backbone_weights(target, tmp_path / "moco.pth.tar")["prefix"] == "module.encoder_q."
+    assert _same_weights(target.body, query.body)
+
+
+def test_vdiag_checkpoint_gives_the_online_backbone(tmp_path):
+    from vdiag.methods import build_method
+
+    torch.manual_seed(2)
+    method = build_method("byol", build_backbone("tiny"), projector_hidden=16, predictor_hidden=16)
+    method.momentum_backbone.body.stem[0].weight.data.add_(1.0)  # make the copies differ
+    save_checkpoint(tmp_path / "run.pt", config={}, model=method.state_dict(), position={})
+    target = build_backbone("tiny", weights=str(tmp_path / "run.pt"))
+    assert _same_weights(target.body, method.backbone.body)
+
+
+def test_pytorchvideo_hub_layout(tmp_path):
+    from pytorchvideo.models import hub
+
+    torch.manual_seed(3)
+    net = hub.x3d_s(pretrained=False)
+    torch.save({"model_state": net.state_dict()}, tmp_path / "x3d.pyth")
+    backbone = build_backbone("x3d_s", weights=str(tmp_path / "x3d.pyth"))
+    assert torch.equal(backbone.body.blocks[0].conv.conv_t.weight, net.blocks[0].conv.conv_t.weight)
+
+
+def test_mismatched_weights_are_clear_errors(tmp_path):
+    torch.save(build_backbone("tiny").body.state_dict(), tmp_path / "tiny.pt")
+    with pytest.raises(VdiagError, match="no weights for backbone 'r3d_18'"):
+        build_backbone("r3d_18", weights=str(tmp_path / "tiny.pt"))
+    from vdiag.models.tiny import TinyVideoNet
+
+    torch.save(TinyVideoNet(widths=(8, 16, 32, 64)).state_dict(), tmp_path / "narrow.pt")
+    with pytest.raises(VdiagError, match="shape mismatches"):
+        build_backbone("tiny", weights=str(tmp_path / "narrow.pt"))
+    partial = {k: v for k, v in build_backbone("tiny").body.state_dict().items() if not k.startswith("stages.3")}
+    torch.save(partial, tmp_path / "partial.pt")
+    with pytest.raises(VdiagError, match="parameters are missing"):
+        build_backbone("tiny", weights=str(tmp_path / "partial.pt"))
+
+
+def test_unsafe_or_foreign_files_are_refused(tmp_path):
+    import argparse
+
+    # a training script's arguments pickled next to the weights: not loadable with weights_only
+    torch.save({"args": argparse.Namespace(lr=0.1), "model": build_backbone("tiny").body.state_dict()}, tmp_path / "pickled.pt")
+    with pytest.raises(VdiagError, match="vdiag can read safely"):
+        build_backbone("tiny", weights=str(tmp_path / "pickled.pt"))
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(VdiagError, match="vdiag can read safely"):
+        build_backbone("tiny", weights=str(tmp_path / "notes.txt"))
+    with pytest.raises(VdiagError, match="does not exist"):
+        build_backbone("tiny", weights=str(tmp_path / "missing.pt"))
+
+
+def test_match_prefix_prefers_the_prefix_covering_most_keys():
+    model_keys = ["a.weight", "b.weight"]
+    assert match_prefix(["x.a.weight", "x.b.weight", "y.a.weight"], model_keys) == ("x.", 2)
+    assert match_prefix(["a.weight", "b.weight"], model_keys) == ("", 2)

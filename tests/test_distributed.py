@@ -1,0 +1,96 @@
+"""Two gloo processes with per-rank batch b == one process with batch 2b (losses, gradients, queues).
+
+Batch norm is put in eval mode in both runs: torch's SyncBatchNorm runs on GPUs only, so on CPU each
+process would normalise over its own half of the batch, which is a different (and documented)
+computation. Everything else — gathered negatives with gradient, gathered VICReg statistics,
+Sinkhorn sums over ranks, the MoCo queue of all ranks' keys, DDP's gradient averaging — is compared.
+"""
+
+import os
+
+import pytest
+import torch
+import torch.distributed as torch_dist
+import torch.multiprocessing as mp
+
+from vdiag.losses.swav import sinkhorn
+from vdiag.methods import build_method
+from vdiag.models import build_backbone
+
+ARGS = {
+    "simclr": dict(projector_hidden=32),
+    "vicreg": dict(projector_hidden=32, projector_dim=32),
+    "moco": dict(projector_hidden=32, queue_size=64),
+}
+VIDEOS = 8  # the whole batch; each of 2 ranks takes 4
+
+
+def make_method(name):
+    torch.manual_seed(0)
+    method = build_method(name, build_backbone("tiny"), **ARGS[name])
+    for module in method.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    return method
+
+
+def whole_batch():
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(VIDEOS, 2, 3, 4, 32, 32, generator=generator)
+
+
+def scores():
+    generator = torch.Generator().manual_seed(2)
+    return torch.nn.functional.normalize(torch.randn(VIDEOS, 16, generator=generator), dim=1)
+
+
+def run_one(name, clips, wrap=None):
+    method = make_method(name)
+    model = wrap(method) if wrap else method
+    loss = model({"clips": clips})["loss"]
+    loss.backward()
+    grads = {k: p.grad.detach().clone() for k, p in method.named_parameters() if p.grad is not None}
+    extra = method.queue.clone() if name == "moco" else None
+    return loss.detach(), grads, extra
+
+
+def worker(rank, world, init_file, out_file):
+    torch.set_num_threads(1)
+    torch_dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    results = {}
+    local = slice(rank * VIDEOS // world, (rank + 1) * VIDEOS // world)
+    for name in ARGS:
+        loss, grads, extra = run_one(name, whole_batch()[local], wrap=torch.nn.parallel.DistributedDataParallel)
+        torch_dist.all_reduce(loss)
+        results[name] = (loss / world, grads, extra)
+    results["sinkhorn"] = sinkhorn(scores()[local] @ scores()[:4].T)
+    codes = [torch.empty_like(results["sinkhorn"]) for _ in range(world)]
+    torch_dist.all_gather(codes, results["sinkhorn"])
+    results["sinkhorn"] = torch.cat(codes)
+    if rank == 0:
+        torch.save(results, out_file)
+    torch_dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_process_results(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ddp")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    mp.spawn(worker, args=(2, str(folder / "init"), str(folder / "out.pt")), nprocs=2, join=True)
+    return torch.load(folder / "out.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("name", list(ARGS))
+def test_two_processes_equal_one_process_with_twice_the_batch(name, two_process_results):
+    loss_2, grads_2, queue_2 = two_process_results[name]
+    loss_1, grads_1, queue_1 = run_one(name, whole_batch())
+    assert torch.allclose(loss_2, loss_1, rtol=1e-5, atol=1e-6)
+    assert grads_1.keys() == grads_2.keys() and grads_1
+    for key in grads_1:
+        assert torch.allclose(grads_2[key], grads_1[key], rtol=1e-4, atol=1e-6), key
+    if name == "moco":
+        assert torch.allclose(queue_2, queue_1, atol=1e-6)  # all ranks' keys, in batch order
+
+
+def test_sinkhorn_over_two_processes_equals_one(two_process_results):
+    assert torch.allclose(two_process_results["sinkhorn"], sinkhorn(scores() @ scores()[:4].T), atol=1e-5)

@@ -1,0 +1,201 @@
+"""`vdiag pretrain` end to end: every method, checkpoints, exact resume, NaN, Ctrl-C, config errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from vdiag.data.datasets import VideoClipDataset, collate_clips
+from vdiag.data.formats import load_index
+from vdiag.data.sampling import ClipSpec
+from vdiag.data.views import eval_view, normalize
+from vdiag.errors import VdiagError
+from vdiag.methods import METHODS
+from vdiag.train.checkpoint import load_checkpoint
+from vdiag.train.config import resolve_config
+from vdiag.train.trainer import build_model, pretrain
+
+SMALL = ["data.size=32", "data.frames=4", "data.stride=2", "data.workers=0", "train.batch_size=8", "train.warmup_epochs=0"]
+
+
+def run_cli(*args, check=True, env=None, timeout=300):
+    proc = subprocess.run([sys.executable, "-m", "vdiag", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
+    return proc
+
+
+def cli_sets(extra=()):
+    return [item for s in [*SMALL, *extra] for item in ("--set", s)]
+
+
+def step_losses(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["global_step"], r["loss"]) for r in lines if r["type"] == "step"]
+
+
+def embedding_spread(checkpoint_path, data_root):
+    """Per-dimension std of the val clips' backbone embeddings, over their mean magnitude
+    (scale-free: about 0.4 at initialisation, 0 when every clip maps to the same point)."""
+    state = load_checkpoint(checkpoint_path)
+    method = build_model(state["config"])
+    method.load_state_dict(state["model"])
+    method.eval()
+    index = load_index(data_root, split="val")
+    dataset = VideoClipDataset(index, ClipSpec(4, 2), "eval", 1, lambda clip, g: normalize(eval_view(clip, 32)))
+    clips = collate_clips([dataset[i] for i in range(len(dataset))])["clips"][:, 0]
+    with torch.no_grad():
+        embeddings = method.backbone(clips)
+    return float(embeddings.std(0).mean() / embeddings.abs().mean())
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_trains_from_the_cli(method, tiny_synth, tmp_path):
+    root, _ = tiny_synth
+    out = tmp_path / method
+    extra = ["method_args.prototypes=8", "method_args.freeze_prototypes_steps=1"] if method == "swav" else []
+    proc = run_cli("pretrain", "--method", method, "--data", str(root), "--epochs", "1", "--out", str(out), "--json", *cli_sets(extra))
+    result = json.loads(proc.stdout)
+    assert result["command"] == "pretrain" and result["metrics"]["steps_done"] == 3
+    assert result["checkpoint"] == str(out / "final.pt")
+    state = torch.load(out / "final.pt", weights_only=True)
+    assert state["format"] == "vdiag" and state["position"]["finished"]
+    assert (out / "config.yaml").is_file() and len(step_losses(out)) == 3
+    assert embedding_spread(out / "final.pt", root) > 0.05  # not collapsed to one point
+
+
+def _config(root, method, epochs=2, extra=()):
+    return resolve_config(method, "cpu", options={"data": {"path": str(root)}, "train": {"epochs": epochs}}, assignments=[*SMALL, *extra])
+
+
+@pytest.mark.parametrize("method", ["moco", "byol", "swav"])
+def test_resume_after_an_epoch_repeats_the_uninterrupted_losses(method, tiny_synth, tmp_path):
+    root, _ = tiny_synth
+    extra = ["method_args.prototypes=8", "method_args.queue_size=16"] if method == "swav" else ["method_args.queue_size=32"] if method == "moco" else []
+    whole = tmp_path / "whole"
+    pretrain(_config(root, method, 3, extra), whole)
+    parts = tmp_path / "parts"
+    first = pretrain(_config(root, method, 3, extra), parts, stop_after_epochs=1)
+    assert not first.details["finished"] and load_checkpoint(parts / "last.pt")["position"]["epoch"] == 1
+    pretrain(_config(root, method, 3, extra), parts, resume=True)
+    assert step_losses(parts) == step_losses(whole)  # exact, step by step
+    a, b = load_checkpoint(whole / "final.pt")["model"], load_checkpoint(parts / "final.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # queues, momentum encoders, prototypes too
+
+
+def test_resume_mid_epoch_with_loader_workers(tiny_synth, tmp_path):
+    root, _ = tiny_synth
+    config = _config(root, "simclr", 2, ["data.workers=2"])
+    pretrain(config, tmp_path / "whole")
+    stop_at_step_4 = lambda record: record["global_step"] == 4  # noqa: E731  (mid-way through epoch 2)
+    pretrain(config, tmp_path / "parts", on_step=stop_at_step_4)
+    assert load_checkpoint(tmp_path / "parts" / "last.pt")["position"] | {} == {"epoch": 1, "step": 1, "global_step": 4, "finished": False}
+    pretrain(config, tmp_path / "parts", resume=True)
+    assert step_losses(tmp_path / "parts") == step_losses(tmp_path / "whole")
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_synth, tmp_path, monkeypatch):
+    root, _ = tiny_synth
+    config = _config(root, "simclr", 3)
+    pretrain(config, tmp_path, stop_after_epochs=1)
+    good = (tmp_path / "last.pt").read_bytes()
+    from vdiag.methods.simclr import SimCLR
+
+    original = SimCLR.forward
+    monkeypatch.setattr(SimCLR, "forward", lambda self, batch: {k: v * float("nan") for k, v in original(self, batch).items()})
+    with pytest.raises(VdiagError, match=r"loss became nan at epoch 2, step 1 .*kept the last good checkpoint"):
+        pretrain(config, tmp_path, resume=True)
+    assert (tmp_path / "last.pt").read_bytes() == good
+
+
+def test_nan_from_the_cli_is_one_line(tiny_synth, tmp_path):
+    root, _ = tiny_synth
+    proc = run_cli("pretrain", "--method", "vicreg", "--data", str(root), "--out", str(tmp_path / "run"), *cli_sets(["method_args.covariance_weight=.nan"]), check=False)
+    assert proc.returncode == 2
+    assert "loss became nan" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_ctrl_c_saves_and_resume_finishes(tiny_synth, tmp_path):
+    root, _ = tiny_synth
+    out = tmp_path / "run"
+    args = ["-m", "vdiag", "pretrain", "--method", "simclr", "--data", str(root), "--epochs", "10", "--out", str(out), *cli_sets()]
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.exists() and log.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Continue with: vdiag pretrain --resume" in stderr and "Traceback" not in stderr
+    position = load_checkpoint(out / "last.pt")["position"]
+    assert not position["finished"] and position["global_step"] >= 2
+    assert position["global_step"] < 30, "the run finished before Ctrl-C reached it"
+    lower = run_cli("pretrain", "--resume", "--out", str(out), "--epochs", "1", check=False)
+    assert lower.returncode == 2 and "can only be raised" in lower.stderr
+    finished = run_cli("pretrain", "--resume", "--out", str(out), "--json")
+    assert json.loads(finished.stdout)["metrics"]["epochs_done"] == 10
+    assert [s for s, _ in step_losses(out)] == list(range(1, 31))  # every step once, none repeated
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--method", "simclr", "--set", "train.lr=-1"], "train.lr must be a positive number"),
+        (["--method", "simclr", "--set", "train.lrate=1"], "unknown setting train.lrate"),
+        (["--method", "simclr", "--set", "method_args.temp=1"], "no option method_args.temp"),
+        (["--method", "simclr", "--positives", "1"], "needs data.positives"),
+        (["--method", "simclr", "--target", "bg_color"], "--target applies to --method supervised"),
+        (["--method", "supervised", "--target", "speed"], "is not a factor of this dataset"),
+        (["--method", "simclr", "--batch-size", "1000"], "fewer videos than one batch"),
+        (["--resume"], "--resume needs --out"),
+        ([], "choose an objective with --method"),
+    ],
+)
+def test_bad_options_are_one_line_errors(args, message, tiny_synth, tmp_path):
+    root, _ = tiny_synth
+    proc = run_cli("pretrain", "--data", str(root), "--out", str(tmp_path / "x"), *args, check=False) if args != ["--resume"] else run_cli("pretrain", *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_existing_run_needs_resume_and_foreign_checkpoint_is_refused(tiny_synth, tmp_path):
+    root, _ = tiny_synth
+    out = tmp_path / "run"
+    run_cli("pretrain", "--method", "simclr", "--data", str(root), "--epochs", "1", "--out", str(out), *cli_sets())
+    again = run_cli("pretrain", "--method", "simclr", "--data", str(root), "--out", str(out), *cli_sets(), check=False)
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+    done = run_cli("pretrain", "--resume", "--out", str(out), check=False)
+    assert done.returncode == 2 and "already finished 1 epochs" in done.stderr
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    torch.save({"state_dict": {}}, foreign / "last.pt")
+    refused = run_cli("pretrain", "--resume", "--out", str(foreign), check=False)
+    assert refused.returncode == 2 and "not a vdiag checkpoint" in refused.stderr
+
+
+def test_saved_config_reproduces_the_run(tiny_synth, tmp_path):
+    root, _ = tiny_synth
+    run_cli("pretrain", "--method", "byol", "--data", str(root), "--epochs", "1", "--out", str(tmp_path / "a"), *cli_sets())
+    run_cli("pretrain", "--config", str(tmp_path / "a" / "config.yaml"), "--out", str(tmp_path / "b"))
+    assert step_losses(tmp_path / "a") == step_losses(tmp_path / "b")
+
+
+@pytest.mark.skipif(os.cpu_count() is None, reason="needs a CPU count")
+def test_torchrun_two_processes(tiny_synth, tmp_path):
+    """The same command under torchrun (gloo on CPU) trains, logs once and checkpoints once."""
+    root, _ = tiny_synth
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "vdiag", "--device", "cpu", "pretrain", "--method", "simclr", "--data", str(root), "--epochs", "1", "--out", str(out), *cli_sets()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(step_losses(out)) == 3  # rank 0 alone writes the log: 24 videos / global batch 8
+    assert load_checkpoint(out / "final.pt")["position"]["global_step"] == 3
