@@ -23,6 +23,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/synth_generation.py
+	$(BIN)/python benchmarks/decoding.py
+	$(BIN)/python benchmarks/training.py
 
 clean:
 	rm -rf $(VENV) vdiag-demo .pytest_cache

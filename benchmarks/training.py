@@ -1,0 +1,130 @@
+"""Training throughput: each method's step against a bare forward+backward of the same backbone.
+
+For every method, on the same batch (16 videos × ρ = 2 clips of 8×64×64 for `tiny`; 4 × 2 for
+`r3d_18`), time one optimiser step (forward, loss, backward, AdamW step, momentum updates) and a
+"bare" step (backbone forward, `embedding.mean()` as loss, backward, the same optimiser) side by
+side, alternating, median of several repeats. The ratio method / bare is the method's own overhead
+(projector, predictor, momentum encoder, loss). A second table compares the data loader's clips/s
+(augmentation included, 0 and 2 workers, no training) with the clips/s the training step consumes.
+
+Run: `.venv/bin/python benchmarks/training.py` (about 4 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from vdiag.console import set_quiet
+from vdiag.data.datasets import collate_clips
+from vdiag.data.synthetic import SynthConfig, generate_dataset
+from vdiag.methods import METHODS
+from vdiag.train.config import resolve_config
+from vdiag.train.optim import build_optimizer
+from vdiag.train.trainer import build_model, build_training_dataset, load_index
+
+REPEATS = {"tiny": 5, "r3d_18": 2}
+VIDEOS = {"tiny": 16, "r3d_18": 4}
+
+
+def time_step(step) -> float:
+    started = time.perf_counter()
+    step()
+    return time.perf_counter() - started
+
+
+def method_step(method, optimizer, batch):
+    def step():
+        out = method(batch)
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        method.before_optimizer_step()
+        optimizer.step()
+        method.after_step(0.5)
+
+    return step
+
+
+def bare_step(backbone, optimizer, clips):
+    def step():
+        loss = backbone(clips.flatten(0, 1)).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def measure_methods(backbone_name: str, methods: list[str]) -> list[dict]:
+    rows = []
+    for name in methods:
+        config = resolve_config(name, "cpu", options={"backbone": {"name": backbone_name}})
+        if name == "supervised":
+            config["method_args"]["num_classes"] = 2
+        torch.manual_seed(0)
+        method = build_model(config)
+        clips = torch.randn(VIDEOS[backbone_name], 2 if name != "supervised" else 1, 3, 8, 64, 64)
+        batch = {"clips": clips, "label": torch.zeros(len(clips), dtype=torch.long)}
+        optimizer = build_optimizer(method, "adamw", 1e-4, 1e-6)
+        bare_optimizer = build_optimizer(method.backbone, "adamw", 1e-4, 1e-6)
+        steps = {"method": method_step(method, optimizer, batch), "bare": bare_step(method.backbone, bare_optimizer, clips)}
+        for step in steps.values():
+            step()  # warm-up
+        times = {"method": [], "bare": []}
+        for _ in range(REPEATS[backbone_name]):
+            for key, step in steps.items():
+                times[key].append(time_step(step))
+        method_s, bare_s = statistics.median(times["method"]), statistics.median(times["bare"])
+        clip_count = clips.shape[0] * clips.shape[1]
+        rows.append({"backbone": backbone_name, "method": name, "clips": clip_count, "bare_s": bare_s, "method_s": method_s, "ratio": method_s / bare_s, "clips_per_s": clip_count / method_s})
+    return rows
+
+
+def measure_loader(root: Path, consumed: float) -> list[dict]:
+    config = resolve_config("simclr", "cpu", options={"data": {"path": str(root)}})
+    dataset = build_training_dataset(config, load_index(root), "auto")
+    rows = []
+    for workers in (0, 2):
+        loader = DataLoader(dataset, batch_size=16, shuffle=True, num_workers=workers, collate_fn=collate_clips)
+        iterator = iter(loader)
+        next(iterator)  # start-up
+        started, clips = time.perf_counter(), 0
+        for _ in range(12):
+            clips += next(iterator)["clips"].shape[0] * 2
+        rate = clips / (time.perf_counter() - started)
+        rows.append({"workers": workers, "clips_per_s": rate, "ratio_to_training": rate / consumed})
+    return rows
+
+
+def main() -> None:
+    set_quiet(True)
+    torch.set_num_threads(2)
+    rows = measure_methods("tiny", list(METHODS)) + measure_methods("r3d_18", ["simclr"])
+    lines = ["Method step vs bare backbone forward+backward, same batch, AdamW (median; 2 CPU cores)", ""]
+    lines += ["| backbone | method | clips/step | bare s/step | method s/step | ratio | clips/s |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['backbone']} | {r['method']} | {r['clips']} | {r['bare_s']:.3f} | {r['method_s']:.3f} | {r['ratio']:.2f} | {r['clips_per_s']:.1f} |")
+    simclr_tiny = next(r for r in rows if r["method"] == "simclr" and r["backbone"] == "tiny")
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_dataset(SynthConfig(num_train=400, num_val=0, num_test=0), Path(tmp) / "data")
+        loader_rows = measure_loader(Path(tmp) / "data", simclr_tiny["clips_per_s"])
+    lines += ["", f"Data loader (augmentation included, batches of 16 videos × 2 clips) vs the {simclr_tiny['clips_per_s']:.1f} clips/s a tiny SimCLR step consumes", ""]
+    lines += ["| workers | loader clips/s | ratio to training consumption |", "|---:|---:|---:|"]
+    for r in loader_rows:
+        lines.append(f"| {r['workers']} | {r['clips_per_s']:.1f} | {r['ratio_to_training']:.2f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "training.md").write_text(text)
+    (out / "training.json").write_text(json.dumps({"methods": rows, "loader": loader_rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
