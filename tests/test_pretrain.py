@@ -179,6 +179,9 @@ def test_existing_run_needs_resume_and_foreign_checkpoint_is_refused(tiny_synth,
     torch.save({"state_dict": {}}, foreign / "last.pt")
     refused = run_cli("pretrain", "--resume", "--out", str(foreign), check=False)
     assert refused.returncode == 2 and "not a vdiag checkpoint" in refused.stderr
+    (foreign / "last.pt").write_bytes((out / "last.pt").read_bytes()[:5000])  # a truncated copy
+    truncated = run_cli("pretrain", "--resume", "--out", str(foreign), check=False)
+    assert truncated.returncode == 2 and "truncated" in truncated.stderr and "Traceback" not in truncated.stderr
 
 
 def test_saved_config_reproduces_the_run(tiny_synth, tmp_path):

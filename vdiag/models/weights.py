@@ -27,31 +27,28 @@ NESTED_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "net", 
 SECONDARY_COPIES = ("encoder_k", "target", "momentum", "teacher", "ema", "key_encoder")
 
 
-def read_state_file(path: str | Path) -> dict:
+def read_state_file(path: str | Path, what: str = "weights file") -> dict:
     """`torch.load(weights_only=True)` with one-line errors for missing or foreign files."""
     path = Path(path)
     if not path.is_file():
-        raise VdiagError(f"weights file {path} does not exist")
+        raise VdiagError(f"{what} {path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle of arbitrary objects, truncated file, not a torch file
-        raise VdiagError(
-            f"{path} is not a checkpoint vdiag can read safely ({load_failure_reason(err)}); "
-            "save a plain state dict with torch.save(model.state_dict(), path)"
-        ) from None
+        raise VdiagError(load_failure_message(path, err)) from None
     if not isinstance(obj, dict):
         raise VdiagError(f"{path} holds a {type(obj).__name__}, not a state dict")
     return obj
 
 
-def load_failure_reason(err: Exception) -> str:
-    """A short reason for a failed `torch.load(weights_only=True)`."""
-    text = str(err).strip()
-    if "Weights only load failed" in text:
-        return "it holds pickled Python objects besides tensors, which vdiag never unpickles"
-    if "zip" in text.lower() or "magic number" in text.lower() or "EOF" in text:
-        return "not a PyTorch file, or truncated"
-    return (text.splitlines()[0] if text else type(err).__name__)[:160]
+def load_failure_message(path: Path, err: Exception) -> str:
+    """One line for a failed `torch.load(weights_only=True)`: what the file is and what to do."""
+    if "Weights only load failed" in str(err):
+        return (
+            f"{path} holds pickled Python objects besides tensors, which vdiag never unpickles; "
+            "save the weights alone with torch.save(model.state_dict(), path)"
+        )
+    return f"{path} is not a complete PyTorch file (truncated, or another format); copy or save it again"
 
 
 def tensor_state(obj: dict) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ import torch
 from vdiag import __version__
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
+from vdiag.models.weights import read_state_file
 
 CHECKPOINT_FORMAT = "vdiag"
 CHECKPOINT_VERSION = 1
@@ -45,14 +46,7 @@ def save_checkpoint(path: str | Path, **content) -> Path:
 def load_checkpoint(path: str | Path) -> dict:
     """Read a vdiag checkpoint safely; anything else is a one-line error saying what it is."""
     path = Path(path)
-    if not path.is_file():
-        raise VdiagError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        from vdiag.models.weights import load_failure_reason
-
-        raise VdiagError(f"{path} cannot be read as a checkpoint ({load_failure_reason(err)})") from None
+    state = read_state_file(path, what="checkpoint")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise VdiagError(
             f"{path} is not a vdiag checkpoint (no format: 'vdiag'); to diagnose another tool's weights "
