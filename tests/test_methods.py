@@ -106,6 +106,13 @@ def test_supervised_uses_a_factor_target():
     assert math.isfinite(out["loss"].item())
 
 
+def test_cli_name_lists_match_the_builders():
+    from vdiag.catalog import BACKBONE_NAMES, METHOD_NAMES
+    from vdiag.models import BACKBONES
+
+    assert METHOD_NAMES == tuple(METHODS) and BACKBONE_NAMES == tuple(BACKBONES)
+
+
 def test_unknown_method_option_is_a_user_error():
     with pytest.raises(VdiagError, match="no option 'temprature'"):
         build_method("simclr", build_backbone("tiny"), temprature=0.2)

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 
+from vdiag.catalog import BACKBONE_NAMES, METHOD_NAMES
 from vdiag.cli.common import emit, json_option, metrics_table, resolve_device
 from vdiag.data.formats import FORMATS
 from vdiag.errors import VdiagError
-from vdiag.methods import METHODS
-from vdiag.models.backbones import BACKBONES
 
 
 def _default_out(method: str, backbone: str) -> Path:
@@ -35,8 +34,8 @@ Examples:
   vdiag pretrain --resume --out runs/simclr-tiny --epochs 10   # continue, and train longer
   torchrun --nproc_per_node 8 -m vdiag pretrain --method swav --preset paper --data k400/train.csv""",
 )
-@click.option("--method", type=click.Choice(list(METHODS)), help="The objective (required unless --resume or --config names it).")
-@click.option("--backbone", type=click.Choice(list(BACKBONES)), help="Backbone [preset: tiny for cpu, slow_r50 for paper].")
+@click.option("--method", type=click.Choice(METHOD_NAMES), help="The objective (required unless --resume or --config names it).")
+@click.option("--backbone", type=click.Choice(BACKBONE_NAMES), help="Backbone [preset: tiny for cpu, slow_r50 for paper].")
 @click.option("--data", "data_path", type=click.Path(), help="Dataset folder or CSV [default: the synthetic dataset, generated on first use].")
 @click.option("--format", "data_format", type=click.Choice(FORMATS), help="Dataset layout [auto].")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs [preset]; with --resume, may be raised to train longer.")
@@ -80,7 +79,7 @@ def pretrain(settings, method, backbone, data_path, data_format, epochs, batch_s
             config["train"]["epochs"] = epochs
     else:
         if not method and not config_file:
-            raise VdiagError("choose an objective with --method (" + ", ".join(METHODS) + ")")
+            raise VdiagError("choose an objective with --method (" + ", ".join(METHOD_NAMES) + ")")
         options: dict = {"backbone": {}, "data": {}, "train": {}, "method_args": {}}
         if method:
             options["method"] = method

@@ -1,0 +1,8 @@
+"""Names of the methods and backbones, importable without torch, for the CLI's choices.
+
+`vdiag --help` and `vdiag --version` should not pay torch's two-second import. The classes live in
+`vdiag.methods.METHODS` and `vdiag.models.BACKBONES`; a test keeps these names in step with them.
+"""
+
+METHOD_NAMES = ("simclr", "moco", "byol", "swav", "vicreg", "supervised")
+BACKBONE_NAMES = ("tiny", "r3d_18", "r2plus1d_18", "mc3_18", "s3d", "slow_r50", "x3d_s", "r2plus1d_r50")
