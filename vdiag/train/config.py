@@ -10,7 +10,7 @@ inside them, so a run can be repeated or resumed from it alone.
 Keys (dotted for `--set`): `method`, `seed`, `backbone.{name,keep_temporal,weights}`,
 `data.{path,format,split,split_id,frames,stride,positives,size,workers,max_failures}`,
 `augment.{crop_scale,flip_p,jitter_p,grayscale_p,blur_p}`, `train.{epochs,batch_size,optimizer,lr,
-weight_decay,momentum,warmup_epochs,min_lr_ratio,clip_grad,amp,log_every}`, `method_args.<name>`.
+weight_decay,momentum,warmup_epochs,min_lr_ratio,clip_grad,amp}`, `method_args.<name>`.
 """
 
 from __future__ import annotations
