@@ -154,6 +154,7 @@ def test_ctrl_c_saves_and_resume_finishes(tiny_synth, tmp_path):
         (["--method", "simclr", "--target", "bg_color"], "--target applies to --method supervised"),
         (["--method", "supervised", "--target", "speed"], "is not a factor of this dataset"),
         (["--method", "simclr", "--batch-size", "1000"], "fewer videos than one batch"),
+        (["--method", "simclr", "--weights", "missing.pt"], "weights file missing.pt does not exist"),
         (["--resume"], "--resume needs --out"),
         ([], "choose an objective with --method"),
     ],

@@ -26,7 +26,7 @@ def _default_out(method: str, backbone: str) -> Path:
     "pretrain",
     epilog="""\b
 Examples:
-  vdiag pretrain --method simclr                      # tiny backbone, synthetic data, ~5 min on 2 cores
+  vdiag pretrain --method simclr                      # tiny backbone, synthetic data, ~4 min on 2 cores
   vdiag pretrain --method byol --positives 4 --epochs 20
   vdiag pretrain --method supervised --target bg_color   # a model that must learn appearance
   vdiag pretrain --method moco --data data/ucf101 --backbone r3d_18 --set data.size=112

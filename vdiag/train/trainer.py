@@ -198,6 +198,9 @@ def _pretrain(config, out: Path, device, decoder, resume, stop_after_epochs, on_
     elif (out / "last.pt").exists():
         raise VdiagError(f"{out} already holds a run (last.pt); pass --resume to continue it, or choose another --out")
 
+    weights = config["backbone"].get("weights")
+    if weights and not Path(weights).is_file():  # before any data is generated or read
+        raise VdiagError(f"weights file {weights} does not exist")
     torch.manual_seed(config["seed"])
     index = resolve_data(config)
     dataset = build_training_dataset(config, index, decoder)
