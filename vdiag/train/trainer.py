@@ -347,7 +347,7 @@ def _pretrain(config, out: Path, device, decoder, resume, stop_after_epochs, on_
             raise KeyboardInterrupt
         final_path = out / "last.pt"
     else:
-        final_path = save("final.pt", finished=True)
+        save("final.pt", finished=True)
         save("last.pt", finished=True)
         final_path = out / "final.pt"
 
