@@ -19,6 +19,11 @@ SMALL = {
     "swav": dict(projector_hidden=32, prototypes=8, queue_size=8, freeze_prototypes_steps=1),
     "vicreg": dict(projector_hidden=32, projector_dim=32),
     "supervised": dict(num_classes=3),
+    "vididi-simclr": dict(projector_hidden=32),
+    "vididi-byol": dict(projector_hidden=32, predictor_hidden=32),
+    "vididi-vicreg": dict(projector_hidden=32, projector_dim=32),
+    "dclr": dict(projector_hidden=32, queue_size=8, warmup_epochs=0, refresh_every=1),
+    "concepts": dict(static_concepts=6, dynamic_concepts=6, top_k=2, warmup_epochs=0),
 }
 
 
@@ -27,17 +32,20 @@ def small_method(name):
     return build_method(name, build_backbone("tiny"), **SMALL[name])
 
 
-def batch(n=4, rho=2):
+def batch(n=4, rho=2, extra_frames=0):
     torch.manual_seed(1)
-    return {"clips": torch.randn(n, rho, 3, 4, 32, 32), "label": torch.tensor([0, 1, 2, 0])[:n]}
+    return {"clips": torch.randn(n, rho, 3, 4 + extra_frames, 32, 32), "label": torch.tensor([0, 1, 2, 0])[:n]}
 
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_backward_reaches_backbone_and_only_trainable_parts(name):
     method = small_method(name)
-    method(batch())["loss"].backward()
+    method.start_epoch(0)
+    losses = method(batch(extra_frames=method.extra_frames))
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
     assert all(p.grad is not None for p in method.backbone.parameters())
-    for module_name in ("momentum_backbone", "momentum_projector"):
+    for module_name in ("momentum_backbone", "momentum_projector", "slow_backbone"):
         if hasattr(method, module_name):
             assert all(p.grad is None and not p.requires_grad for p in getattr(method, module_name).parameters())
 

@@ -73,10 +73,20 @@ def _config(root, method, epochs=2, extra=()):
     return resolve_config(method, "cpu", options={"data": {"path": str(root)}, "train": {"epochs": epochs}}, assignments=[*SMALL, *extra])
 
 
-@pytest.mark.parametrize("method", ["moco", "byol", "swav"])
+RESUME_OPTIONS = {
+    "moco": ["method_args.queue_size=32"],
+    "byol": [],
+    "swav": ["method_args.prototypes=8", "method_args.queue_size=16"],
+    "vididi-simclr": [],  # the per-batch coin of Algorithm 1
+    "dclr": ["method_args.queue_size=16", "method_args.warmup_epochs=1", "method_args.refresh_every=1"],  # f̃, search queue
+    "concepts": ["method_args.static_concepts=8", "method_args.dynamic_concepts=8", "method_args.warmup_epochs=1"],
+}
+
+
+@pytest.mark.parametrize("method", list(RESUME_OPTIONS))
 def test_resume_after_an_epoch_repeats_the_uninterrupted_losses(method, tiny_synth, tmp_path):
     root, _ = tiny_synth
-    extra = ["method_args.prototypes=8", "method_args.queue_size=16"] if method == "swav" else ["method_args.queue_size=32"] if method == "moco" else []
+    extra = RESUME_OPTIONS[method]
     whole = tmp_path / "whole"
     pretrain(_config(root, method, 3, extra), whole)
     parts = tmp_path / "parts"
@@ -88,9 +98,14 @@ def test_resume_after_an_epoch_repeats_the_uninterrupted_losses(method, tiny_syn
     assert all(torch.equal(a[k], b[k]) for k in a)  # queues, momentum encoders, prototypes too
 
 
-def test_resume_mid_epoch_with_loader_workers(tiny_synth, tmp_path):
+@pytest.mark.parametrize(
+    "method, extra",
+    [("simclr", ["data.workers=2"]), ("dclr", ["method_args.queue_size=16", "method_args.warmup_epochs=1", "method_args.refresh_every=1"])],
+)
+def test_resume_mid_epoch(method, extra, tiny_synth, tmp_path):
+    """Mid-epoch resume: loader workers restart, and DCLR keeps the f̃ of the epoch's start."""
     root, _ = tiny_synth
-    config = _config(root, "simclr", 2, ["data.workers=2"])
+    config = _config(root, method, 2, extra)
     pretrain(config, tmp_path / "whole")
     stop_at_step_4 = lambda record: record["global_step"] == 4  # noqa: E731  (mid-way through epoch 2)
     pretrain(config, tmp_path / "parts", on_step=stop_at_step_4)

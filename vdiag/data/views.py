@@ -213,6 +213,15 @@ def frame_difference(clip: torch.Tensor, length: int | None = None) -> torch.Ten
     return temporal_derivative(clip, 1, length)
 
 
+def decoupled_views(clips: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of clips sampled with one extra frame, `(B, C, T + 1, H, W)`, split into the inputs of
+    DCLR and the concepts method: the clip v (first T frames), its static frame s (one random frame
+    of v per clip, repeated; DCLR Eq. 3) and its frame difference d (T frames, Eq. 4)."""
+    length = clips.shape[2] - 1
+    video = trim(clips, length)
+    return video, static_clip(video, "random", generator), frame_difference(clips, length)
+
+
 def trim(clip: torch.Tensor, length: int) -> torch.Tensor:
     """The first `length` frames (the RGB view of a clip sampled with extra frames)."""
     return clip.narrow(_time_axis(clip), 0, length)

@@ -11,11 +11,14 @@ import inspect
 from vdiag.errors import VdiagError
 from vdiag.methods.base import Method
 from vdiag.methods.byol import BYOL
+from vdiag.methods.concepts import Concepts
+from vdiag.methods.dclr import DCLR
 from vdiag.methods.moco import MoCo
 from vdiag.methods.simclr import SimCLR
 from vdiag.methods.supervised import Supervised
 from vdiag.methods.swav import SwAV
 from vdiag.methods.vicreg import VICReg
+from vdiag.methods.vididi import ViDiDiBYOL, ViDiDiSimCLR, ViDiDiVICReg
 from vdiag.models.backbones import VideoBackbone
 
 METHODS: dict[str, type[Method]] = {
@@ -25,16 +28,29 @@ METHODS: dict[str, type[Method]] = {
     "swav": SwAV,
     "vicreg": VICReg,
     "supervised": Supervised,
+    "vididi-simclr": ViDiDiSimCLR,
+    "vididi-byol": ViDiDiBYOL,
+    "vididi-vicreg": ViDiDiVICReg,
+    "dclr": DCLR,
+    "concepts": Concepts,
 }
 
 
 def method_arguments(name: str) -> dict[str, object]:
-    """The keyword arguments a method takes, with their defaults (None where required)."""
-    signature = inspect.signature(METHODS[name].__init__)
-    return {
-        p.name: (None if p.default is inspect.Parameter.empty else p.default)
-        for p in list(signature.parameters.values())[2:]  # skip self, backbone
-    }
+    """The keyword arguments a method takes, with their defaults (None where required).
+
+    A wrapper (`class ViDiDiSimCLR(ViDiDi, SimCLR)`) takes its own arguments plus, through
+    `**base_arguments`, those of the base objective: the classes' signatures are merged along the MRO.
+    """
+    arguments: dict[str, object] = {}
+    for cls in METHODS[name].__mro__:
+        if "__init__" not in vars(cls) or not issubclass(cls, Method) or cls is Method:
+            continue
+        for p in list(inspect.signature(cls.__init__).parameters.values())[2:]:  # skip self, backbone
+            if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            arguments.setdefault(p.name, None if p.default is inspect.Parameter.empty else p.default)
+    return arguments
 
 
 def build_method(name: str, backbone: VideoBackbone, **arguments) -> Method:

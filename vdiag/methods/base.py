@@ -4,11 +4,14 @@ A method is an `nn.Module` that owns everything it trains and everything it keep
 (projector, momentum encoder, queue, prototypes), so its `state_dict()` is the whole training
 state a checkpoint needs. The trainer calls, per step:
 
+    method.start_epoch(epoch)       # once per epoch, and again on resume (schedules, refreshes)
     losses = method(batch)          # {'loss': total, plus named parts, all scalars}
     losses['loss'].backward(); method.before_optimizer_step(); optimizer.step()
     method.after_step(progress)     # progress in [0, 1]: momentum updates, step counters
 
-`batch['clips']` is `(n, ρ, C, T, H, W)`: n videos, ρ augmented clips each (seed 000 §3.1).
+`batch['clips']` is `(n, ρ, C, T + extra_frames, H, W)`: n videos, ρ augmented clips each
+(seed 000 §3.1). A method that takes temporal derivatives or frame differences sets `extra_frames`
+so that the data layer samples that many frames after each clip instead of wrapping around.
 """
 
 from __future__ import annotations
@@ -24,11 +27,19 @@ from vdiag.models.backbones import VideoBackbone
 class Method(nn.Module):
     name = "method"
     min_positives = 2  # clips per video the objective needs
+    max_positives: int | None = None  # two-view objectives (ViDiDi, DCLR, concepts) set 2
     sync_batchnorm = True  # SyncBN under DDP on GPU (seed 000 §5.1: all methods but MoCo)
+    extra_frames = 0  # frames sampled after each clip (derivatives, frame differences)
 
     def __init__(self, backbone: VideoBackbone):
         super().__init__()
         self.backbone = backbone
+        self.epoch = 0
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before the first step of every epoch (0-based), and on resume with the resumed
+        epoch. State that must not change when an epoch is resumed belongs in buffers."""
+        self.epoch = epoch
 
     def encode(self, clips: torch.Tensor, head: nn.Module, backbone: nn.Module | None = None) -> torch.Tensor:
         """(n, ρ, C, T, H, W) → head(backbone(clip)) as (n, ρ, D), in one backbone pass."""
@@ -67,3 +78,24 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     torch._foreach_add_(target_params, online_params, alpha=1 - momentum)
     for target_buffer, online_buffer in zip(target.buffers(), online.buffers()):
         target_buffer.copy_(online_buffer)
+
+
+class StepSeed(nn.Module):
+    """Per-step random draws that every rank agrees on and a resumed run repeats.
+
+    The seed is drawn once from torch's RNG at construction (seeded by the run's seed; DDP
+    broadcasts it from rank 0) and kept, with the step count, as buffers, so it travels with the
+    checkpoint. `generator()` is seeded by (seed, step); `advance()` moves to the next step.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("seed", torch.randint(0, 2**62, ()))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    def generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(int(self.seed) + int(self.steps))
+
+    @torch.no_grad()
+    def advance(self) -> None:
+        self.steps += 1

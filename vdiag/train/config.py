@@ -140,9 +140,11 @@ def validate(config: dict) -> None:
         raise VdiagError(f"train.lr must be a positive number, got {train['lr']!r}")
     if train["optimizer"] not in ("sgd", "lars", "adamw"):
         raise VdiagError(f"train.optimizer must be sgd, lars or adamw, got {train['optimizer']!r}")
-    minimum = METHODS[config["method"]].min_positives
+    minimum, maximum = METHODS[config["method"]].min_positives, METHODS[config["method"]].max_positives
     if not isinstance(data["positives"], int) or data["positives"] < minimum:
         raise VdiagError(f"method {config['method']} needs data.positives (ρ) ≥ {minimum}, got {data['positives']!r}")
+    if maximum is not None and data["positives"] > maximum:
+        raise VdiagError(f"method {config['method']} pairs exactly {maximum} clips per video; set --positives {maximum}")
     for key in ("frames", "stride", "size"):
         if not isinstance(data[key], int) or data[key] < 1:
             raise VdiagError(f"data.{key} must be a positive integer, got {data[key]!r}")

@@ -35,7 +35,7 @@ from vdiag.data.sampling import ClipSpec
 from vdiag.data.views import SpatialAugment, normalize
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
-from vdiag.methods import build_method
+from vdiag.methods import METHODS, build_method
 from vdiag.methods.base import Method
 from vdiag.models.backbones import build_backbone
 from vdiag.results import Result
@@ -99,7 +99,7 @@ def build_training_dataset(config: dict, index: DatasetIndex, decoder: str) -> V
             blur_p=augment["blur_p"],
         )
     )
-    clip = ClipSpec(num_frames=data["frames"], stride=data["stride"])
+    clip = ClipSpec(num_frames=data["frames"], stride=data["stride"], extra_frames=METHODS[config["method"]].extra_frames)
     return VideoClipDataset(index, clip, "train", data["positives"], view, decoder, seed=config["seed"])
 
 
@@ -282,6 +282,7 @@ def _pretrain(config, out: Path, device, decoder, resume, stop_after_epochs, on_
         while epoch < train["epochs"]:
             sampler.set_epoch(epoch)
             dataset.set_epoch(epoch)
+            method.start_epoch(epoch)
             loader = DataLoader(
                 dataset,
                 batch_size=per_rank,
