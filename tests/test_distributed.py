@@ -3,7 +3,8 @@
 Batch norm is put in eval mode in both runs: torch's SyncBatchNorm runs on GPUs only, so on CPU each
 process would normalise over its own half of the batch, which is a different (and documented)
 computation. Everything else — gathered negatives with gradient, gathered VICReg statistics,
-Sinkhorn sums over ranks, the MoCo queue of all ranks' keys, DDP's gradient averaging — is compared.
+Sinkhorn sums over ranks, the MoCo and DCLR queues of all ranks' keys, DCLR's static frames and
+concepts' local negatives, DDP's gradient averaging — is compared.
 """
 
 import os
@@ -21,6 +22,8 @@ ARGS = {
     "simclr": dict(projector_hidden=32),
     "vicreg": dict(projector_hidden=32, projector_dim=32),
     "moco": dict(projector_hidden=32, queue_size=64),
+    "dclr": dict(projector_hidden=32, queue_size=16, warmup_epochs=0, search="both"),
+    "concepts": dict(static_concepts=6, dynamic_concepts=6, top_k=2, warmup_epochs=0),
 }
 VIDEOS = 8  # the whole batch; each of 2 ranks takes 4
 
@@ -36,7 +39,7 @@ def make_method(name):
 
 def whole_batch():
     generator = torch.Generator().manual_seed(1)
-    return torch.randn(VIDEOS, 2, 3, 4, 32, 32, generator=generator)
+    return torch.randn(VIDEOS, 2, 3, 5, 32, 32, generator=generator)  # one extra frame for d
 
 
 def scores():
@@ -46,11 +49,12 @@ def scores():
 
 def run_one(name, clips, wrap=None):
     method = make_method(name)
+    method.start_epoch(0)
     model = wrap(method) if wrap else method
     loss = model({"clips": clips})["loss"]
     loss.backward()
     grads = {k: p.grad.detach().clone() for k, p in method.named_parameters() if p.grad is not None}
-    extra = method.queue.clone() if name == "moco" else None
+    extra = method.queue.clone() if name == "moco" else method.dynamic_queue.keys.clone() if name == "dclr" else None
     return loss.detach(), grads, extra
 
 
@@ -88,7 +92,7 @@ def test_two_processes_equal_one_process_with_twice_the_batch(name, two_process_
     assert grads_1.keys() == grads_2.keys() and grads_1
     for key in grads_1:
         assert torch.allclose(grads_2[key], grads_1[key], rtol=1e-4, atol=1e-6), key
-    if name == "moco":
+    if name in ("moco", "dclr"):
         assert torch.allclose(queue_2, queue_1, atol=1e-6)  # all ranks' keys, in batch order
 
 

@@ -213,13 +213,22 @@ def frame_difference(clip: torch.Tensor, length: int | None = None) -> torch.Ten
     return temporal_derivative(clip, 1, length)
 
 
-def decoupled_views(clips: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def decoupled_views(
+    clips: torch.Tensor, generator: torch.Generator | None = None, offset: int = 0, total: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A batch of clips sampled with one extra frame, `(B, C, T + 1, H, W)`, split into the inputs of
     DCLR and the concepts method: the clip v (first T frames), its static frame s (one random frame
-    of v per clip, repeated; DCLR Eq. 3) and its frame difference d (T frames, Eq. 4)."""
+    of v per clip, repeated; DCLR Eq. 3) and its frame difference d (T frames, Eq. 4).
+
+    The frame indices are drawn for a global batch of `total` clips of which these are rows
+    `offset … offset + B`, so that a batch split over processes gets the frames it would get whole.
+    """
     length = clips.shape[2] - 1
     video = trim(clips, length)
-    return video, static_clip(video, "random", generator), frame_difference(clips, length)
+    count = clips.shape[0]
+    index = torch.randint(0, length, (total or count,), generator=generator)[offset : offset + count].to(clips.device)
+    static = video[torch.arange(count, device=clips.device), :, index].unsqueeze(2).expand_as(video).contiguous()
+    return video, static, frame_difference(clips, length)
 
 
 def trim(clip: torch.Tensor, length: int) -> torch.Tensor:

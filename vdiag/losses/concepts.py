@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from vdiag.losses.swav import sinkhorn
-from vdiag.train.distributed import gather_with_grad, rank
+from vdiag.train.distributed import all_reduce_sum, gather_with_grad, rank, world_size
 
 
 def concept_alignment(codes_a: torch.Tensor, codes_b: torch.Tensor, temperature: float = 0.1, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
@@ -77,4 +77,6 @@ def local_concept_contrast(local_a: torch.Tensor, local_b: torch.Tensor, valid: 
     hinge = F.relu(margin - distance).pow(2) * is_other[:, None, :]
     negative = hinge.sum(-1) / is_other.sum(1)[:, None].clamp_min(1)  # (n, K)
     per_pair = (positive + negative) * valid
-    return per_pair.sum() / valid.sum().clamp_min(1)
+    # divide by the global count over the ranks' mean, so the mean over ranks is the whole batch's mean
+    count = all_reduce_sum(valid.sum().float()) / world_size()
+    return per_pair.sum() / count.clamp_min(1.0 / world_size())

@@ -38,6 +38,7 @@ from vdiag.losses.concepts import concept_alignment, local_concept_contrast, val
 from vdiag.methods.base import Method, StepSeed
 from vdiag.models.backbones import VideoBackbone
 from vdiag.models.heads import mlp
+from vdiag.train.distributed import rank, world_size
 
 LOSS_TERMS = ("aln", "loc", "fid", "div")
 
@@ -139,7 +140,7 @@ class Concepts(Method):
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         clips = batch["clips"]  # (n, 2, C, T + 1, H, W)
         n = clips.shape[0]
-        video, static, difference = decoupled_views(clips.flatten(0, 1), self.random.generator())
+        video, static, difference = decoupled_views(clips.flatten(0, 1), self.random.generator(), rank() * 2 * n, world_size() * 2 * n)  # Eq. 3–4
         map_v, map_s, map_d = self.backbone.feature_map(torch.cat([video, static, difference])).split(2 * n)
         v, s, d = self._branch(map_v, self.video_prototypes), self._branch(map_s, self.static_prototypes), self._branch(map_d, self.dynamic_prototypes)
         ks = self.static_concepts

@@ -42,7 +42,7 @@ from vdiag.losses.cross_infonce import pair_info_nce
 from vdiag.methods.base import Method, StepSeed, momentum_copy
 from vdiag.models.backbones import VideoBackbone
 from vdiag.models.heads import mlp
-from vdiag.train.distributed import gather_no_grad
+from vdiag.train.distributed import gather_no_grad, rank, world_size
 
 LOSS_TERMS = ("vv", "vs", "vd", "sd")
 SEARCH_MODES = ("none", "dynamic", "static", "both")
@@ -225,7 +225,7 @@ class DCLR(Method):
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         clips = batch["clips"]  # (n, 2, C, T + 1, H, W)
         n = clips.shape[0]
-        video, static, difference = decoupled_views(clips.flatten(0, 1), self.random.generator())  # Eq. 3–4
+        video, static, difference = decoupled_views(clips.flatten(0, 1), self.random.generator(), rank() * 2 * n, world_size() * 2 * n)  # Eq. 3–4
         maps = self.backbone.feature_map(torch.cat([video, static, difference]))  # one pass: shared BN statistics
         map_v, map_s, map_d = maps.split(2 * n)
         act_v, act_s, act_d = activation_map(map_v), activation_map(map_s).detach(), activation_map(map_d).detach()

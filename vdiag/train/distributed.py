@@ -63,7 +63,22 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
         return tensor
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(tensor), dim=0)
+    # The backward of torch's all_gather sends the incoming gradients through gloo's all_to_all as
+    # they are; a strided gradient (einsum's backward gives them) is then sent as raw memory and
+    # lands scrambled. _ContiguousGradient makes every gradient contiguous before it gets there.
+    return torch.cat([_ContiguousGradient.apply(part) for part in all_gather(tensor.contiguous())], dim=0)
+
+
+class _ContiguousGradient(torch.autograd.Function):
+    """Identity forward; backward returns the gradient made contiguous."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, gradient):
+        return gradient.contiguous()
 
 
 @torch.no_grad()
@@ -71,8 +86,9 @@ def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate every rank's tensor along dim 0 (no gradient; for queues and statistics)."""
     if world_size() == 1:
         return tensor
+    tensor = tensor.contiguous()
     parts = [torch.empty_like(tensor) for _ in range(world_size())]
-    dist.all_gather(parts, tensor.contiguous())
+    dist.all_gather(parts, tensor)
     return torch.cat(parts, dim=0)
 
 
