@@ -31,6 +31,8 @@ from vdiag.train.trainer import build_model, build_training_dataset, load_index
 
 REPEATS = {"tiny": 5, "r3d_18": 2}
 VIDEOS = {"tiny": 16, "r3d_18": 4}
+# backbone clip forwards per clip with gradient, and without (DCLR's slow encoder f̃ on d)
+FORWARDS = {"dclr": (3, 1), "concepts": (3, 0)}
 
 
 def time_step(step) -> float:
@@ -51,12 +53,19 @@ def method_step(method, optimizer, batch):
     return step
 
 
-def bare_step(backbone, optimizer, clips):
+def bare_step(backbone, optimizer, clips, forwards=(1, 0)):
+    trained, frozen = forwards
+    inputs = clips.flatten(0, 1)[:, :, :8].repeat(trained, 1, 1, 1, 1)
+    extra = clips.flatten(0, 1)[:, :, :8].repeat(frozen, 1, 1, 1, 1)
+
     def step():
-        loss = backbone(clips.flatten(0, 1)).mean()
+        loss = backbone(inputs).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if frozen:
+            with torch.no_grad():
+                backbone(extra)
 
     return step
 
@@ -67,13 +76,16 @@ def measure_methods(backbone_name: str, methods: list[str]) -> list[dict]:
         config = resolve_config(name, "cpu", options={"backbone": {"name": backbone_name}})
         if name == "supervised":
             config["method_args"]["num_classes"] = 2
+        if "warmup_epochs" in config["method_args"]:
+            config["method_args"]["warmup_epochs"] = 0
         torch.manual_seed(0)
         method = build_model(config)
-        clips = torch.randn(VIDEOS[backbone_name], 2 if name != "supervised" else 1, 3, 8, 64, 64)
+        method.start_epoch(0)
+        clips = torch.randn(VIDEOS[backbone_name], 2 if name != "supervised" else 1, 3, 8 + method.extra_frames, 64, 64)
         batch = {"clips": clips, "label": torch.zeros(len(clips), dtype=torch.long)}
         optimizer = build_optimizer(method, "adamw", 1e-4, 1e-6)
         bare_optimizer = build_optimizer(method.backbone, "adamw", 1e-4, 1e-6)
-        steps = {"method": method_step(method, optimizer, batch), "bare": bare_step(method.backbone, bare_optimizer, clips)}
+        steps = {"method": method_step(method, optimizer, batch), "bare": bare_step(method.backbone, bare_optimizer, clips, FORWARDS.get(name, (1, 0)))}
         for step in steps.values():
             step()  # warm-up
         times = {"method": [], "bare": []}
@@ -107,10 +119,15 @@ def main() -> None:
     torch.set_num_threads(2)
     rows = measure_methods("tiny", list(METHODS)) + measure_methods("r3d_18", ["simclr"])
     lines = ["Method step vs bare backbone forward+backward, same batch, AdamW (median; 2 CPU cores)", ""]
-    lines += ["| backbone | method | clips/step | bare s/step | method s/step | ratio | clips/s |", "|---|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['backbone']} | {r['method']} | {r['clips']} | {r['bare_s']:.3f} | {r['method_s']:.3f} | {r['ratio']:.2f} | {r['clips_per_s']:.1f} |")
     simclr_tiny = next(r for r in rows if r["method"] == "simclr" and r["backbone"] == "tiny")
+    for r in rows:
+        r["vs_simclr"] = r["method_s"] / simclr_tiny["method_s"] if r["backbone"] == "tiny" else None
+    lines += ["| backbone | method | clips/step | backbone forwards | bare s/step | method s/step | ratio | vs simclr | clips/s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        trained, frozen = FORWARDS.get(r["method"], (1, 0))
+        forwards = f"{trained * r['clips']}" + (f" + {frozen * r['clips']} no-grad" if frozen else "")
+        vs = f"{r['vs_simclr']:.2f}" if r["vs_simclr"] is not None else "–"
+        lines.append(f"| {r['backbone']} | {r['method']} | {r['clips']} | {forwards} | {r['bare_s']:.3f} | {r['method_s']:.3f} | {r['ratio']:.2f} | {vs} | {r['clips_per_s']:.1f} |")
     with tempfile.TemporaryDirectory() as tmp:
         generate_dataset(SynthConfig(num_train=400, num_val=0, num_test=0), Path(tmp) / "data")
         loader_rows = measure_loader(Path(tmp) / "data", simclr_tiny["clips_per_s"])

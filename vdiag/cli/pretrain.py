@@ -29,6 +29,8 @@ Examples:
   vdiag pretrain --method simclr                      # tiny backbone, synthetic data, ~4 min on 2 cores
   vdiag pretrain --method byol --positives 4 --epochs 20
   vdiag pretrain --method supervised --target bg_color   # a model that must learn appearance
+  vdiag pretrain --method dclr                        # static frame + frame difference, motion search
+  vdiag pretrain --method vididi-vicreg --set method_args.schedule=reverse   # a ViDiDi ablation
   vdiag pretrain --method moco --data data/ucf101 --backbone r3d_18 --set data.size=112
   vdiag pretrain --method simclr --preset paper --data k400/train.csv --out runs/k400-simclr
   vdiag pretrain --resume --out runs/simclr-tiny --epochs 10   # continue, and train longer

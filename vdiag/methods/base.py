@@ -21,6 +21,7 @@ import copy
 import torch
 from torch import nn
 
+from vdiag.errors import VdiagError
 from vdiag.models.backbones import VideoBackbone
 
 
@@ -56,6 +57,14 @@ class Method(nn.Module):
     @torch.no_grad()
     def after_step(self, progress: float) -> None:
         """Called after each optimiser step with the fraction of training done."""
+
+
+def loss_terms(spec: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """'vs,vd,sd' → ('vs', 'vd', 'sd'): the terms an ablation option selects, checked against `allowed`."""
+    terms = tuple(t.strip() for t in str(spec).split(",") if t.strip())
+    if not terms or any(t not in allowed for t in terms):
+        raise VdiagError(f"method_args.losses must be a comma-separated list of {', '.join(allowed)}; got {spec!r}")
+    return terms
 
 
 def momentum_copy(module: nn.Module) -> nn.Module:

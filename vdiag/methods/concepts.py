@@ -35,7 +35,7 @@ from torch import nn
 from vdiag.data.views import decoupled_views
 from vdiag.errors import VdiagError
 from vdiag.losses.concepts import concept_alignment, local_concept_contrast, valid_concepts
-from vdiag.methods.base import Method, StepSeed
+from vdiag.methods.base import Method, StepSeed, loss_terms
 from vdiag.models.backbones import VideoBackbone
 from vdiag.models.heads import mlp
 from vdiag.train.distributed import rank, world_size
@@ -111,9 +111,7 @@ class Concepts(Method):
         same_view: bool = False,
     ):
         super().__init__(backbone)
-        terms = tuple(t.strip() for t in str(losses).split(",") if t.strip())
-        if not terms or any(t not in LOSS_TERMS for t in terms):
-            raise VdiagError(f"method_args.losses must be a comma-separated list of {', '.join(LOSS_TERMS)}; got {losses!r}")
+        terms = loss_terms(losses, LOSS_TERMS)
         if min(static_concepts, dynamic_concepts, top_k) < 1:
             raise VdiagError("method_args.static_concepts, dynamic_concepts and top_k must be ≥ 1")
         dim = backbone.embed_dim

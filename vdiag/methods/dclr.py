@@ -39,7 +39,7 @@ from torch import nn
 from vdiag.data.views import decoupled_views, frame_difference, static_clip
 from vdiag.errors import VdiagError
 from vdiag.losses.cross_infonce import pair_info_nce
-from vdiag.methods.base import Method, StepSeed, momentum_copy
+from vdiag.methods.base import Method, StepSeed, loss_terms, momentum_copy
 from vdiag.models.backbones import VideoBackbone
 from vdiag.models.heads import mlp
 from vdiag.train.distributed import gather_no_grad, rank, world_size
@@ -175,9 +175,7 @@ class DCLR(Method):
         warmup_epochs: int = 10,
     ):
         super().__init__(backbone)
-        terms = tuple(t.strip() for t in str(losses).split(",") if t.strip())
-        if not terms or any(t not in LOSS_TERMS for t in terms):
-            raise VdiagError(f"method_args.losses must be a comma-separated list of {', '.join(LOSS_TERMS)}; got {losses!r}")
+        terms = loss_terms(losses, LOSS_TERMS)
         if search not in SEARCH_MODES:
             raise VdiagError(f"method_args.search must be one of {', '.join(SEARCH_MODES)}; got {search!r}")
         if neighbour_weights not in ("prior", "uniform"):
