@@ -141,6 +141,8 @@ class DCLR(Method):
         losses: comma-separated terms of Eq. 16 (Table 4): vv, vs, vd, sd; sd is subtracted.
         same_view: pair v with s and d of the same clip instead of the other clip (Table 4).
         activation_weight: λ of Eq. 16 (0.5).
+        sd_weight: the coefficient of −L_SD (1 in Eq. 16; see docs/methods/dclr.md on why one may
+            want less).
         activation_alignment, refine_static, refine_dynamic: L_ac, f_s(v), f_d(v) (Table 7).
         search: which positives the cross-video search corrects: none, dynamic (default), static,
             both (Table 5).
@@ -164,6 +166,7 @@ class DCLR(Method):
         losses: str = "vs,vd,sd",
         same_view: bool = False,
         activation_weight: float = 0.5,
+        sd_weight: float = 1.0,
         activation_alignment: bool = True,
         refine_static: bool = True,
         refine_dynamic: bool = True,
@@ -186,6 +189,7 @@ class DCLR(Method):
         self.terms = terms
         self.same_view = same_view
         self.activation_weight = activation_weight
+        self.sd_weight = sd_weight
         self.activation_alignment = activation_alignment
         self.refine_static, self.refine_dynamic = refine_static, refine_dynamic
         self.search, self.neighbours, self.prior = search, neighbours, neighbour_weights == "prior"
@@ -250,7 +254,7 @@ class DCLR(Method):
             parts["vd"] = self._searched(z_vd, z_d, keys.get("dynamic"), self.dynamic_queue) if "dynamic" in keys else dual(z_vd, z_d, paired)  # Eq. 7 / 10
         if "sd" in self.terms:  # Eq. 8: same view, maximised
             parts["sd"] = dual(z_s, z_d, ((0, 0), (1, 1)))
-        loss = sum(value for name, value in parts.items() if name != "sd") - parts.get("sd", 0.0)
+        loss = sum(value for name, value in parts.items() if name != "sd") - self.sd_weight * parts.get("sd", 0.0)
         if self.activation_alignment:  # Eq. 12: A_s, A_d detached, gradient into the v stream only
             parts["ac"] = (minmax(act_v) - minmax(act_s + act_d)).abs().mean()
             loss = loss + self.activation_weight * parts["ac"]
