@@ -104,3 +104,27 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if is_initialized():
         dist.barrier()
+
+
+def all_reduce_sum_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks with gradient: the backward sums every rank's incoming gradient into each
+    rank's contribution (the global quantity feeds every rank's loss). Identity in one process."""
+    if world_size() == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(tensor.contiguous())
+
+
+def average_across_ranks(tensors: list[torch.Tensor], differentiable: bool = False) -> list[torch.Tensor]:
+    """Mean over ranks of each tensor (e.g. gradients from `torch.autograd.grad`, which DDP does not
+    average). `differentiable=True` keeps the graph (for unrolled second-order differentiation)."""
+    world = world_size()
+    if world == 1:
+        return tensors
+    if differentiable:
+        return [all_reduce_sum_with_grad(t) / world for t in tensors]
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= world
+    return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
