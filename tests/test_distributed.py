@@ -4,7 +4,8 @@ Batch norm is put in eval mode in both runs: torch's SyncBatchNorm runs on GPUs 
 process would normalise over its own half of the batch, which is a different (and documented)
 computation. Everything else — gathered negatives with gradient, gathered VICReg statistics,
 Sinkhorn sums over ranks, the MoCo and DCLR queues of all ranks' keys, DCLR's static frames and
-concepts' local negatives, DDP's gradient averaging — is compared.
+concepts' local negatives, DDP's gradient averaging, the Koopman operator fitted over both ranks
+and the bi-level methods' own gradient averages — is compared.
 """
 
 import os
@@ -24,13 +25,20 @@ ARGS = {
     "moco": dict(projector_hidden=32, queue_size=64),
     "dclr": dict(projector_hidden=32, queue_size=16, warmup_epochs=0, search="both"),
     "concepts": dict(static_concepts=6, dynamic_concepts=6, top_k=2, warmup_epochs=0),
+    # BOLD-DI's strata are single eigenvectors, arbitrary within the near-degenerate spectrum of an
+    # untrained model (docs/methods/bolddi.md): rounding differences between 1 and 2 processes pick
+    # other ones, so its gradient is compared at the outer level (the Koopman operator over both ranks)
+    "bolddi-simclr": dict(projector_hidden=32, projector_dim=16, inner_steps=0),
+    "bodvcl-simclr": dict(projector_hidden=32, projector_dim=16, hypergradient="itd"),  # unrolled through the all-reduce
+    "bodvcl-moco": dict(projector_hidden=32, projector_dim=16, queue_size=64),  # AID-FD: every gradient averaged
 }
 VIDEOS = 8  # the whole batch; each of 2 ranks takes 4
 
 
 def make_method(name):
     torch.manual_seed(0)
-    method = build_method(name, build_backbone("tiny"), **ARGS[name])
+    koopman = name.startswith(("bolddi", "bodvcl"))  # one feature per frame, one operator over both ranks
+    method = build_method(name, build_backbone("tiny", keep_temporal=koopman), **ARGS[name])
     for module in method.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.eval()
@@ -88,8 +96,15 @@ def two_process_results(tmp_path_factory):
 def test_two_processes_equal_one_process_with_twice_the_batch(name, two_process_results):
     loss_2, grads_2, queue_2 = two_process_results[name]
     loss_1, grads_1, queue_1 = run_one(name, whole_batch())
-    assert torch.allclose(loss_2, loss_1, rtol=1e-5, atol=1e-6)
     assert grads_1.keys() == grads_2.keys() and grads_1
+    if name.startswith("bodvcl"):
+        # the eigen-projectors amplify rounding: reversing the batch order in one process moves the
+        # loss by 5e-5 and the gradient by 3e-4 (relative); a wrong reduction moves them by O(1)
+        assert torch.allclose(loss_2, loss_1, rtol=2e-4)
+        flat_1, flat_2 = (torch.cat([g[k].flatten() for k in sorted(g)]) for g in (grads_1, grads_2))
+        assert (flat_2 - flat_1).norm() < 5e-3 * flat_1.norm()
+        return
+    assert torch.allclose(loss_2, loss_1, rtol=1e-5, atol=1e-6)
     for key in grads_1:
         assert torch.allclose(grads_2[key], grads_1[key], rtol=1e-4, atol=1e-6), key
     if name in ("moco", "dclr"):

@@ -24,12 +24,20 @@ SMALL = {
     "vididi-vicreg": dict(projector_hidden=32, projector_dim=32),
     "dclr": dict(projector_hidden=32, queue_size=8, warmup_epochs=0, refresh_every=1),
     "concepts": dict(static_concepts=6, dynamic_concepts=6, top_k=2, warmup_epochs=0),
+    "bolddi-simclr": dict(projector_hidden=32, projector_dim=16),
+    "bolddi-moco": dict(projector_hidden=32, projector_dim=16, queue_size=16),
+    "bolddi-byol": dict(projector_hidden=32, projector_dim=16, predictor_hidden=32),
+    "bolddi-swav": dict(projector_hidden=32, projector_dim=16, prototypes=8),
+    "bodvcl-simclr": dict(projector_hidden=32, projector_dim=16),
+    "bodvcl-byol": dict(projector_hidden=32, projector_dim=16, predictor_hidden=32),
+    "bodvcl-moco": dict(projector_hidden=32, projector_dim=16, queue_size=16),
 }
 
 
 def small_method(name):
     torch.manual_seed(0)
-    return build_method(name, build_backbone("tiny"), **SMALL[name])
+    koopman = name.startswith(("bolddi", "bodvcl"))  # one feature per frame
+    return build_method(name, build_backbone("tiny", keep_temporal=koopman), **SMALL[name])
 
 
 def batch(n=4, rho=2, extra_frames=0):

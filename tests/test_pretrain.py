@@ -80,6 +80,8 @@ RESUME_OPTIONS = {
     "vididi-simclr": [],  # the per-batch coin of Algorithm 1
     "dclr": ["method_args.queue_size=16", "method_args.warmup_epochs=1", "method_args.refresh_every=1"],  # f̃, search queue
     "concepts": ["method_args.static_concepts=8", "method_args.dynamic_concepts=8", "method_args.warmup_epochs=1"],
+    "bolddi-moco": ["method_args.queue_size=32", "method_args.projector_dim=16"],  # bi-level step, queue, momentum encoder
+    "bodvcl-byol": ["method_args.projector_dim=16"],
 }
 
 

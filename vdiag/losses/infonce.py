@@ -27,6 +27,18 @@ def _multi_positive_nll(logits: torch.Tensor, positive: torch.Tensor, valid: tor
     return (denominator - numerator).mean()
 
 
+def batch_masks(n: int, positives: int, candidates: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks (nρ, Nρ) for this rank's anchors against the gathered batch: positives are the anchor's
+    video's other clips, valid candidates every clip but the anchor itself."""
+    offset = rank() * n
+    anchor_video = torch.arange(n, device=device).repeat_interleave(positives) + offset
+    candidate_video = torch.arange(candidates // positives, device=device).repeat_interleave(positives)
+    anchor_index = torch.arange(n * positives, device=device) + offset * positives
+    not_self = anchor_index[:, None] != torch.arange(candidates, device=device)[None, :]
+    same_video = anchor_video[:, None] == candidate_video[None, :]
+    return same_video & not_self, not_self
+
+
 def info_nce(embeddings: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """v-SimCLR: every other clip in the (global) batch is a candidate; same-video clips are positives.
 
@@ -49,14 +61,8 @@ def info_nce(embeddings: torch.Tensor, temperature: float = 0.1) -> torch.Tensor
     candidates = gather_with_grad(anchors)  # (Nρ, D), all ranks
     logits = anchors @ candidates.T / temperature  # (nρ, Nρ)
 
-    offset = rank() * n
-    anchor_video = torch.arange(n, device=anchors.device).repeat_interleave(positives) + offset
-    candidate_video = torch.arange(candidates.shape[0] // positives, device=anchors.device).repeat_interleave(positives)
-    anchor_index = torch.arange(n * positives, device=anchors.device) + offset * positives
-    candidate_index = torch.arange(candidates.shape[0], device=anchors.device)
-    not_self = anchor_index[:, None] != candidate_index[None, :]
-    same_video = anchor_video[:, None] == candidate_video[None, :]
-    return _multi_positive_nll(logits, same_video & not_self, not_self)
+    positive, valid = batch_masks(n, positives, candidates.shape[0], anchors.device)
+    return _multi_positive_nll(logits, positive, valid)
 
 
 def moco_info_nce(queries: torch.Tensor, keys: torch.Tensor, queue: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:

@@ -10,6 +10,8 @@ import inspect
 
 from vdiag.errors import VdiagError
 from vdiag.methods.base import Method
+from vdiag.methods.bodvcl import BODVCLBYOL, BODVCLMoCo, BODVCLSimCLR
+from vdiag.methods.bolddi import BOLDDIBYOL, BOLDDIMoCo, BOLDDISimCLR, BOLDDISwAV
 from vdiag.methods.byol import BYOL
 from vdiag.methods.concepts import Concepts
 from vdiag.methods.dclr import DCLR
@@ -33,6 +35,13 @@ METHODS: dict[str, type[Method]] = {
     "vididi-vicreg": ViDiDiVICReg,
     "dclr": DCLR,
     "concepts": Concepts,
+    "bolddi-simclr": BOLDDISimCLR,
+    "bolddi-moco": BOLDDIMoCo,
+    "bolddi-byol": BOLDDIBYOL,
+    "bolddi-swav": BOLDDISwAV,
+    "bodvcl-simclr": BODVCLSimCLR,
+    "bodvcl-byol": BODVCLBYOL,
+    "bodvcl-moco": BODVCLMoCo,
 }
 
 

@@ -59,6 +59,11 @@ class Method(nn.Module):
         """Called after each optimiser step with the fraction of training done."""
 
 
+def apply_transform(vectors: torch.Tensor, transform: torch.Tensor | None) -> torch.Tensor:
+    """Rows of `vectors` (…, D) through a linear map P: v Pᵀ; identity when `transform` is None."""
+    return vectors if transform is None else vectors @ transform.to(vectors.dtype).T
+
+
 def loss_terms(spec: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     """'vs,vd,sd' → ('vs', 'vd', 'sd'): the terms an ablation option selects, checked against `allowed`."""
     terms = tuple(t.strip() for t in str(spec).split(",") if t.strip())

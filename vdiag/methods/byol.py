@@ -13,7 +13,7 @@ import math
 import torch
 
 from vdiag.losses.byol import byol_loss
-from vdiag.methods.base import Method, ema_update, momentum_copy
+from vdiag.methods.base import Method, apply_transform, ema_update, momentum_copy
 from vdiag.models.backbones import VideoBackbone
 from vdiag.models.heads import mlp
 
@@ -45,14 +45,22 @@ class BYOL(Method):
         self.momentum_projector = momentum_copy(self.projector)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        loss = self.objective(self.representations(batch))
+        return {"loss": loss, "regression": loss.detach()}
+
+    def representations(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Online projections z and predictions p (with gradient), target projections (without)."""
         clips = batch["clips"]
         n, positives = clips.shape[:2]
         projections = self.encode(clips, self.projector)
         predictions = self.predictor(projections.flatten(0, 1)).view(n, positives, -1)
         with torch.no_grad():
             targets = self.encode(clips, self.momentum_projector, self.momentum_backbone)
-        loss = byol_loss(predictions, targets)  # Eq. 2
-        return {"loss": loss, "regression": loss.detach()}
+        return {"z": projections, "predictions": predictions, "targets": targets}
+
+    def objective(self, representations: dict, transform: torch.Tensor | None = None, temperature: float | None = None) -> torch.Tensor:
+        """Eq. 2; with a (D, D) `transform` P, between the parts p Pᵀ and t Pᵀ (no temperature in BYOL)."""
+        return byol_loss(apply_transform(representations["predictions"], transform), apply_transform(representations["targets"], transform))
 
     @torch.no_grad()
     def after_step(self, progress: float) -> None:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from vdiag.losses.infonce import moco_info_nce
-from vdiag.methods.base import Method, ema_update, momentum_copy
+from vdiag.methods.base import Method, apply_transform, ema_update, momentum_copy
 from vdiag.models.backbones import VideoBackbone
 from vdiag.models.heads import mlp
 from vdiag.train.distributed import gather_no_grad
@@ -48,14 +48,29 @@ class MoCo(Method):
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        loss = self.objective(self.representations(batch))
+        return {"loss": loss, "info_nce": loss.detach()}
+
+    def representations(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Queries (with gradient), momentum keys, and the queue as it was before this batch's keys
+        were enqueued (when training)."""
         clips = batch["clips"]
         queries = self.encode(clips, self.projector)
         with torch.no_grad():
             keys = F.normalize(self.encode(clips, self.momentum_projector, self.momentum_backbone), dim=-1)
-        loss = moco_info_nce(queries, keys, self.queue.clone(), self.temperature)
+        queue = self.queue.clone()
         if self.training:
             self._enqueue(keys.flatten(0, 1))
-        return {"loss": loss, "info_nce": loss.detach()}
+        return {"queries": queries, "keys": keys, "queue": queue}
+
+    def objective(self, representations: dict, transform: torch.Tensor | None = None, temperature: float | None = None) -> torch.Tensor:
+        """Eq. 1 against the queue; with a (D, D) `transform` P, on the parts q Pᵀ, k Pᵀ and queue Pᵀ."""
+        queue = representations["queue"]
+        if transform is not None:
+            queue = F.normalize(apply_transform(queue, transform), dim=-1)
+        return moco_info_nce(
+            apply_transform(representations["queries"], transform), apply_transform(representations["keys"], transform), queue, temperature or self.temperature
+        )
 
     @torch.no_grad()
     def _enqueue(self, keys: torch.Tensor) -> None:

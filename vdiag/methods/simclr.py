@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from vdiag.losses.infonce import info_nce
-from vdiag.methods.base import Method
+from vdiag.methods.base import Method, apply_transform
 from vdiag.models.backbones import VideoBackbone
 from vdiag.models.heads import mlp
 
@@ -26,6 +26,13 @@ class SimCLR(Method):
         self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, projector_layers)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        z = self.encode(batch["clips"], self.projector)  # (n, ρ, 128)
-        loss = info_nce(z, self.temperature)  # Eq. 1
+        loss = self.objective(self.representations(batch))
         return {"loss": loss, "info_nce": loss.detach()}
+
+    def representations(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The vectors the loss compares: projector outputs z, (n, ρ, D)."""
+        return {"z": self.encode(batch["clips"], self.projector)}
+
+    def objective(self, representations: dict, transform: torch.Tensor | None = None, temperature: float | None = None) -> torch.Tensor:
+        """Eq. 1 on z, or on z Pᵀ for a (D, D) `transform` P (BOD-VCL's static / dynamic parts)."""
+        return info_nce(apply_transform(representations["z"], transform), temperature or self.temperature)
