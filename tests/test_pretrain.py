@@ -210,11 +210,12 @@ def test_saved_config_reproduces_the_run(tiny_synth, tmp_path):
 
 
 @pytest.mark.skipif(os.cpu_count() is None, reason="needs a CPU count")
-def test_torchrun_two_processes(tiny_synth, tmp_path):
+@pytest.mark.parametrize("method", ["simclr", "bolddi-moco"])  # bi-level: gradients it takes itself, averaged by hand
+def test_torchrun_two_processes(method, tiny_synth, tmp_path):
     """The same command under torchrun (gloo on CPU) trains, logs once and checkpoints once."""
     root, _ = tiny_synth
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "vdiag", "--device", "cpu", "pretrain", "--method", "simclr", "--data", str(root), "--epochs", "1", "--out", str(out), *cli_sets()]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "vdiag", "--device", "cpu", "pretrain", "--method", method, "--data", str(root), "--epochs", "1", "--out", str(out), *cli_sets()]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]

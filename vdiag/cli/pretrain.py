@@ -30,6 +30,7 @@ Examples:
   vdiag pretrain --method byol --positives 4 --epochs 20
   vdiag pretrain --method supervised --target bg_color   # a model that must learn appearance
   vdiag pretrain --method dclr                        # static frame + frame difference, motion search
+  vdiag pretrain --method bolddi-simclr --set method_args.inner_steps=5   # bi-level Koopman (BOLD-DI)
   vdiag pretrain --method vididi-vicreg --set method_args.schedule=reverse   # a ViDiDi ablation
   vdiag pretrain --method moco --data data/ucf101 --backbone r3d_18 --set data.size=112
   vdiag pretrain --method simclr --preset paper --data k400/train.csv --out runs/k400-simclr
