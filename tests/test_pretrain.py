@@ -59,6 +59,10 @@ def test_every_method_trains_from_the_cli(method, tiny_synth, tmp_path):
     root, _ = tiny_synth
     out = tmp_path / method
     extra = ["method_args.prototypes=8", "method_args.freeze_prototypes_steps=1"] if method == "swav" else []
+    if method.startswith(("bolddi", "bodvcl")):
+        # γ = 0.05 on 8-video batches of 32-pixel clips left bolddi-byol at spread 0.046 after 3 steps
+        # (borderline collapse; issue 5's closing note); a smaller inner step for this smoke run
+        extra += ["method_args.inner_lr=0.01"]
     proc = run_cli("pretrain", "--method", method, "--data", str(root), "--epochs", "1", "--out", str(out), "--json", *cli_sets(extra))
     result = json.loads(proc.stdout)
     assert result["command"] == "pretrain" and result["metrics"]["steps_done"] == 3
