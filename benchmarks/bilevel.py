@@ -59,6 +59,8 @@ def measure(name: str, options: dict) -> dict:
     from vdiag.train.optim import build_optimizer
     from vdiag.train.trainer import build_model
 
+    from training import method_step  # benchmarks/training.py, next to this script
+
     set_quiet(True)
     torch.set_num_threads(2)
     config = resolve_config(name, "cpu", options={"backbone": {"keep_temporal": True}})
@@ -70,14 +72,7 @@ def measure(name: str, options: dict) -> dict:
     optimizer = build_optimizer(method, "adamw", 1e-4, 1e-6)
     before = _resident_kib()
 
-    def step():
-        out = method(batch)
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        method.before_optimizer_step()
-        optimizer.step()
-        method.after_step(0.5)
-
+    step = method_step(method, optimizer, batch)
     step()
     times = []
     for _ in range(3):
