@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from vdiag import koopman
 from vdiag.errors import VdiagError
 from vdiag.methods.base import Method
 from vdiag.models.backbones import VideoBackbone
@@ -83,6 +84,7 @@ class KoopmanBilevel(Method):
         self.hypergradient = hypergradient
         self.fd_epsilon = float(fd_epsilon)
         self.single_level = bool(single_level)
+        self.ridge = 1e-3  # the shared estimator's relative ridge; BOLD-DI and BOD-VCL expose it as an option
         self._frames: torch.Tensor | None = None
 
     # ---- per-frame features -------------------------------------------------------------------
@@ -108,6 +110,10 @@ class KoopmanBilevel(Method):
         features = self.projector(frames.reshape(clips * steps, channels))
         features = features.to(torch.promote_types(features.dtype, torch.float32))  # fp32 or wider under autocast
         return F.normalize(features, dim=-1).view(clips, steps, -1)
+
+    def linearity_loss(self, features: torch.Tensor) -> torch.Tensor:
+        """‖U_fore − K̂ U_back‖² with K̂ fitted on these features (seed 000 Eq. 6; BOD-VCL L_pred)."""
+        return koopman.prediction_loss(features, koopman.fit_operator(features, "shared", self.ridge))
 
     def base_forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """The base objective's own forward (SimCLR, MoCo, …), skipping the bi-level wrapper."""

@@ -67,7 +67,7 @@ class BODVCL(KoopmanBilevel):
         """Stage 1: L_pred of the batch's operator (a smooth function of θ: nothing held fixed)."""
         self.encode(batch["clips"], self.projector)
         features = self.koopman_features()
-        return koopman.prediction_loss(features, koopman.fit_operator(features, "shared", self.ridge)), {}, {}
+        return self.linearity_loss(features), {}, {}
 
     def outer_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         """Stage 2: L_A + L_M on the static and dynamic parts under this batch's operator."""

@@ -86,7 +86,7 @@ class BOLDDI(KoopmanBilevel):
         """L_cl + ν L_dynamic (Eq. 12), from one backbone pass."""
         outputs = self.base_forward(batch)  # L_cl, Eq. 1 or 2
         features = self.koopman_features()
-        dynamic = koopman.prediction_loss(features, koopman.fit_operator(features, "shared", self.ridge))  # Eq. 6
+        dynamic = self.linearity_loss(features)  # Eq. 6
         return {**outputs, "loss": outputs["loss"] + self.dynamic_weight * dynamic, "dynamic": dynamic.detach()}
 
 
