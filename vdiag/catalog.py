@@ -5,4 +5,4 @@
 """
 
 METHOD_NAMES = ("simclr", "moco", "byol", "swav", "vicreg", "supervised", "vididi-simclr", "vididi-byol", "vididi-vicreg", "dclr", "concepts", "bolddi-simclr", "bolddi-moco", "bolddi-byol", "bolddi-swav", "bodvcl-simclr", "bodvcl-byol", "bodvcl-moco")
-BACKBONE_NAMES = ("tiny", "r3d_18", "r2plus1d_18", "mc3_18", "s3d", "slow_r50", "x3d_s", "r2plus1d_r50")
+BACKBONE_NAMES = ("tiny", "tiny2d", "r3d_18", "r2plus1d_18", "mc3_18", "s3d", "slow_r50", "x3d_s", "r2plus1d_r50")

@@ -52,11 +52,22 @@ def emit(result: Result, as_json: bool, table: Table | None = None, footer: list
 
 
 def metrics_table(result: Result, title: str | None = None) -> Table:
+    """metric | value, plus a "95% CI" column when the result carries `<name>_ci_low/_ci_high`."""
+    metrics = result.metrics
+    has_ci = any(name.endswith("_ci_low") for name in metrics)
     table = Table(title=title or result.command, title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for name, value in result.metrics.items():
-        table.add_row(name, _format(value))
+    if has_ci:
+        table.add_column("95% CI", justify="right")
+    for name, value in metrics.items():
+        if name.endswith(("_ci_low", "_ci_high")):
+            continue
+        row = [name, _format(value)]
+        if has_ci:
+            low, high = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
+            row.append(f"{_format(low)} – {_format(high)}" if low is not None else "")
+        table.add_row(*row)
     return table
 
 

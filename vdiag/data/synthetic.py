@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from vdiag import __version__
-from vdiag.console import progress_bar
+from vdiag.console import note, progress_bar
 from vdiag.data.decode import write_video
 from vdiag.data.formats import SYNTHETIC_GENERATOR
 from vdiag.errors import VdiagError
@@ -138,6 +138,19 @@ def default_dataset_dir(config: SynthConfig | None = None) -> Path:
         return cache_dir() / "datasets" / "synth-default"
     digest = hashlib.sha1(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:10]
     return cache_dir() / "datasets" / f"synth-{digest}"
+
+
+def default_synthetic_dataset() -> Path:
+    """The default dataset's folder, generated on first use (rank 0 only under torchrun, and said so)."""
+    from vdiag.train import distributed as dist
+
+    root = default_dataset_dir()
+    if dist.is_main():
+        if not (root / "manifest.json").is_file():
+            note(f"no --data given: generating the default synthetic dataset into {root} (once)")
+        generate_dataset(SynthConfig(), root)
+    dist.barrier()
+    return root
 
 
 # --- drawing one video ----------------------------------------------------------------------

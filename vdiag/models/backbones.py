@@ -122,14 +122,18 @@ def _pytorchvideo(builder_name: str, embed_dim: int) -> Callable[[], tuple[nn.Mo
     return build
 
 
-def _tiny() -> tuple[nn.Module, int]:
-    body = TinyVideoNet()
-    return body, body.out_channels
+def _tiny(frame_wise: bool = False) -> Callable[[], tuple[nn.Module, int]]:
+    def build() -> tuple[nn.Module, int]:
+        body = TinyVideoNet(frame_wise=frame_wise)
+        return body, body.out_channels
+
+    return build
 
 
 # name → (builder, one-line description). Plain functions, no registry magic.
 BACKBONES: dict[str, tuple[Callable[[], tuple[nn.Module, int]], str]] = {
-    "tiny": (_tiny, "small 3-D ResNet (0.9 M parameters), the CPU default"),
+    "tiny": (_tiny(), "small 3-D ResNet (0.9 M parameters), the CPU default"),
+    "tiny2d": (_tiny(frame_wise=True), "tiny with 1-frame kernels: a per-frame 2-D model averaged over time (appearance-only reference)"),
     "r3d_18": (_torchvision("r3d_18"), "torchvision R3D-18 (33 M)"),
     "r2plus1d_18": (_torchvision("r2plus1d_18"), "torchvision R(2+1)D-18 (31 M)"),
     "mc3_18": (_torchvision("mc3_18"), "torchvision MC3-18 (12 M)"),

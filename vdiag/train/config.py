@@ -138,6 +138,11 @@ def validate(config: dict) -> None:
             raise VdiagError(f"train.{key} must be a positive integer, got {train[key]!r}")
     if not isinstance(train["lr"], (int, float)) or train["lr"] <= 0:
         raise VdiagError(f"train.lr must be a positive number, got {train['lr']!r}")
+    if train.get("schedule", "cosine") not in ("cosine", "step"):
+        raise VdiagError(f"train.schedule must be cosine or step, got {train['schedule']!r}")
+    milestones = train.get("milestones", [])
+    if not isinstance(milestones, list) or not all(isinstance(m, (int, float)) and 0 < m < 1 for m in milestones):
+        raise VdiagError(f"train.milestones must be a list of fractions of the run in (0, 1), got {milestones!r}")
     if train["optimizer"] not in ("sgd", "lars", "adamw"):
         raise VdiagError(f"train.optimizer must be sgd, lars or adamw, got {train['optimizer']!r}")
     minimum, maximum = METHODS[config["method"]].min_positives, METHODS[config["method"]].max_positives

@@ -89,11 +89,26 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
     raise VdiagError(f"unknown optimizer {name!r}; choose sgd, lars or adamw")
 
 
-def learning_rate(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0, min_lr_ratio: float = 0.0) -> float:
-    """Linear warm-up to `base_lr`, then η · 0.5 [cos(πk/K) + 1] down to `min_lr_ratio · base_lr`
-    (ViDiDi B.3; k counts steps after warm-up, K the steps after warm-up)."""
+def learning_rate(
+    step: int,
+    total_steps: int,
+    base_lr: float,
+    warmup_steps: int = 0,
+    min_lr_ratio: float = 0.0,
+    schedule: str = "cosine",
+    milestones: tuple[float, ...] | list[float] = (),
+    gamma: float = 0.1,
+) -> float:
+    """Linear warm-up to `base_lr`, then
+    - "cosine": η · 0.5 [cos(πk/K) + 1] down to `min_lr_ratio · base_lr` (ViDiDi B.3; k counts
+      steps after warm-up, K the steps after warm-up);
+    - "step": η · γ^m, m the number of `milestones` (fractions of the run) passed (ViDiDi B.5's
+      fine-tuning: ×0.1 at epochs 60 and 80 of 100 = milestones [0.6, 0.8])."""
     if warmup_steps > 0 and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
+    if schedule == "step":
+        passed = sum(step >= round(m * total_steps) for m in milestones)
+        return base_lr * gamma**passed
     decay_steps = max(total_steps - warmup_steps, 1)
     progress = min(max(step - warmup_steps, 0) / decay_steps, 1.0)
     floor = base_lr * min_lr_ratio

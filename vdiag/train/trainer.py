@@ -32,6 +32,7 @@ from vdiag.console import console, note, progress_bar, warn
 from vdiag.data.datasets import FailureTracker, VideoClipDataset, collate_clips
 from vdiag.data.formats import DatasetIndex, load_index
 from vdiag.data.sampling import ClipSpec
+from vdiag.data.synthetic import default_synthetic_dataset
 from vdiag.data.views import SpatialAugment, normalize
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
@@ -75,15 +76,7 @@ def resolve_data(config: dict) -> DatasetIndex:
     data = config["data"]
     path = data.get("path")
     if not path:
-        from vdiag.data.synthetic import SynthConfig, default_dataset_dir, generate_dataset
-
-        root = default_dataset_dir()
-        if dist.is_main():
-            if not (root / "manifest.json").is_file():
-                note(f"no --data given: generating the default synthetic dataset into {root} (once)")
-            generate_dataset(SynthConfig(), root)
-        dist.barrier()
-        path = str(root)
+        path = str(default_synthetic_dataset())
     return load_index(path, data.get("format", "auto"), data.get("split", "train"), data.get("split_id", 1))
 
 
@@ -174,11 +167,13 @@ def pretrain(
             are done, e.g. to fit a job's time limit; resume later.
         on_step: called with each step's record; returning True stops like Ctrl-C.
     """
+    owned = not dist.is_initialized()  # a caller that joined the group (e.g. `eval finetune`) keeps it
     device = dist.setup(device)
     try:
         return _pretrain(config, Path(out), device, decoder, resume, stop_after_epochs, on_step)
     finally:
-        dist.teardown()
+        if owned:
+            dist.teardown()
 
 
 def _pretrain(config, out: Path, device, decoder, resume, stop_after_epochs, on_step) -> Result:
@@ -302,7 +297,10 @@ def _pretrain(config, out: Path, device, decoder, resume, stop_after_epochs, on_
                     skipped += 1
                     losses = None
                 else:
-                    lr = learning_rate(global_step, total_steps, train["lr"], warmup_steps, train.get("min_lr_ratio", 0.0))
+                    lr = learning_rate(
+                        global_step, total_steps, train["lr"], warmup_steps, train.get("min_lr_ratio", 0.0),
+                        train.get("schedule", "cosine"), train.get("milestones", ()), train.get("gamma", 0.1),
+                    )
                     set_learning_rate(optimizer, lr)
                     losses = _train_step(model, method, optimizer, scaler, autocast, batch, device, train.get("clip_grad"))
                     _check_finite(losses, epoch, step_in_epoch, out)

@@ -1,0 +1,243 @@
+"""`vdiag probe …` and `vdiag eval …`: diagnostics on frozen features of any checkpoint."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from vdiag.catalog import BACKBONE_NAMES
+from vdiag.cli.common import emit, json_option, resolve_device
+from vdiag.data.formats import FORMATS
+
+COMMON_EPILOG = """
+Any checkpoint: a vdiag checkpoint (its data is the default), or a torchvision / pytorchvideo
+state dict with --backbone NAME. Features are cached (keyed by the checkpoint's content, the data,
+the view and the sampling), so a second diagnostic on the same checkpoint does not recompute them.
+Under torchrun every process extracts a share of the videos."""
+
+
+def diagnostic_options(function):
+    """The options every probe / eval command shares."""
+    options = [
+        click.argument("checkpoint", type=click.Path(dir_okay=False)),
+        click.option("--backbone", type=click.Choice(BACKBONE_NAMES), help="Architecture of a non-vdiag state dict (torchvision / pytorchvideo)."),
+        click.option("--layer", help="Probe this module under the backbone body instead of the last stage (e.g. layer3, stages.2)."),
+        click.option("--data", "data_path", type=click.Path(), help="Dataset folder or CSV [the checkpoint's; else the synthetic dataset]."),
+        click.option("--format", "data_format", type=click.Choice(FORMATS), help="Dataset layout [auto]."),
+        click.option("--split-id", type=click.IntRange(1, 3), help="UCF-101 / HMDB-51 split [1]."),
+        click.option("--clips", type=click.IntRange(1), default=10, show_default=True, help="Uniformly spread clips per video, averaged."),
+        click.option("--frames", type=click.IntRange(1), help="Frames per clip [as trained; 16 for other weights]."),
+        click.option("--stride", type=click.IntRange(1), help="Frame stride [as trained; 2 for other weights]."),
+        click.option("--size", type=click.IntRange(8), help="Crop side in pixels [as trained; 112 for other weights]."),
+        click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Clips per forward pass."),
+        click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Decoding processes."),
+        click.option("--no-cache", is_flag=True, help="Recompute features and do not store them."),
+        click.option("--out", type=click.Path(file_okay=False), help="Output folder [<checkpoint folder>/diagnostics/<checkpoint name>]."),
+        json_option,
+        click.pass_obj,
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _run(name: str):
+    """Turn `body(extractor, data, out, device, **options) -> Result` into a command: load the model
+    and the data, run the body, write <out>/<name>.json, render the result."""
+
+    def decorator(body):
+        @functools.wraps(body)
+        def command(settings, checkpoint, backbone, layer, data_path, data_format, split_id, clips, frames, stride, size, batch_size, workers, no_cache, out, as_json, **extra):
+            from vdiag.diagnostics.data import resolve_data
+            from vdiag.diagnostics.features import Extractor, default_sampling
+            from vdiag.diagnostics.model import load_model
+            from vdiag.train import distributed as dist
+
+            device = dist.setup(resolve_device(settings.device))
+            try:
+                model = load_model(checkpoint, backbone, layer, device=device)
+                extractor = Extractor(
+                    model, default_sampling(model, clips, frames, stride, size), batch_size, workers, settings.decoder, settings.seed, not no_cache
+                )
+                data = resolve_data(model, data_path, data_format, split_id)
+                folder = Path(out) if out else Path(checkpoint).parent / "diagnostics" / Path(checkpoint).stem
+                result = body(extractor, data, folder, device, **extra)
+                result.checkpoint = str(checkpoint)
+                if dist.is_main():
+                    written = result.write(folder / f"{name}.json")
+                    emit(result, as_json, footer=[f"wrote {written}", *[f"      {f}" for f in result.files if f != str(written)]])
+            finally:
+                dist.teardown()
+
+        return command
+
+    return decorator
+
+
+@click.group("probe")
+def probe():
+    """Linear probes that ask what a model decides from: appearance or motion."""
+
+
+@click.group("eval")
+def evaluate():
+    """Standard evaluations of a pretrained backbone: linear, fine-tune, retrieval, clustering."""
+
+
+_TARGET = click.option("--target", default="label", show_default=True, help="What to classify: the dataset label or a synthetic factor (bg_color, fg_trajectory, …).")
+
+
+@probe.command(
+    "static-bias",
+    epilog="""\b
+Examples:
+  vdiag probe static-bias runs/simclr-tiny/final.pt
+  vdiag probe static-bias r3d18.pth --backbone r3d_18 --data data/ucf101 --frames 16 --size 112
+  vdiag probe static-bias final.pt --target bg_color --json
+""" + COMMON_EPILOG,
+)
+@diagnostic_options
+@_TARGET
+@_run("static-bias")
+def static_bias_command(extractor, data, out, device, target):
+    """Does the model still classify when every frame is the same? (seed 000 §3.2, Fig. 2b)
+
+    A linear probe trained on real clips is tested on real, static (first frame repeated) and
+    frame-difference clips: acc_real, acc_static, static_ratio (near 1 = appearance),
+    acc_dynamic, contrasted_acc; and the embedding similarity to static / shuffled / reversed
+    versions (sim_*, 1 = blind to time).
+    """
+    from vdiag.diagnostics.static_bias import static_bias
+
+    return static_bias(extractor, data, target)
+
+
+@probe.command(
+    "shuffle",
+    epilog="""\b
+Examples:
+  vdiag probe shuffle runs/simclr-tiny/final.pt
+  vdiag probe shuffle runs/simclr-tiny/final.pt --perturbation reverse   # arrow of time
+  vdiag probe shuffle r3d18.pth --backbone r3d_18 --data data/ucf101
+""" + COMMON_EPILOG,
+)
+@diagnostic_options
+@click.option("--perturbation", type=click.Choice(["shuffle", "reverse", "freeze"]), default="shuffle", show_default=True, help="What the negative clips are.")
+@_run("shuffle")
+def shuffle_command(extractor, data, out, device, perturbation):
+    """Can a linear probe tell true frame order from shuffled? (seed 000 §3.2, Fig. 2c)
+
+    acc on held-out videos; chance is 0.5. Near 0.5 means the features ignore frame order.
+    """
+    from vdiag.diagnostics.shuffle import shuffle_probe
+
+    return shuffle_probe(extractor, data, perturbation)
+
+
+@probe.command(
+    "factors",
+    epilog="""\b
+Examples:
+  vdiag probe factors runs/simclr-tiny/final.pt
+  vdiag probe factors final.pt --data ~/synth-big --layer stages.2
+""" + COMMON_EPILOG,
+)
+@diagnostic_options
+@_run("factors")
+def factors_command(extractor, data, out, device):
+    """Which generative factors of the synthetic data are linearly decodable? (BOD-VCL's claim)
+
+    acc_<factor> per factor (probe fit on val, tested on test), static_score and dynamic_score:
+    mean chance-normalised accuracy of the static and of the dynamic factors (0 = chance, 1 = perfect).
+    """
+    from vdiag.diagnostics.factors import factor_probe
+
+    return factor_probe(extractor, data)
+
+
+@evaluate.command(
+    "linear",
+    epilog="""\b
+Examples:
+  vdiag eval linear runs/simclr-tiny/final.pt
+  vdiag eval linear r3d18.pth --backbone r3d_18 --data data/hmdb51 --split-id 2
+""" + COMMON_EPILOG,
+)
+@diagnostic_options
+@_TARGET
+@_run("linear")
+def linear_command(extractor, data, out, device, target):
+    """Linear evaluation: a probe on frozen features, 10-clip test averaging (top1, top5)."""
+    from vdiag.diagnostics.recognition import linear_eval
+
+    return linear_eval(extractor, data, target)
+
+
+@evaluate.command(
+    "finetune",
+    epilog="""\b
+Examples:
+  vdiag eval finetune runs/simclr-tiny/final.pt                 # 10 epochs, scaled down
+  vdiag eval finetune final.pt --data data/ucf101 --epochs 100 --batch-size 128 --lr 0.2   # ViDiDi B.5
+  vdiag eval finetune final.pt --resume                         # continue an interrupted run
+""" + COMMON_EPILOG,
+)
+@diagnostic_options
+@_TARGET
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True, help="Fine-tuning epochs (the paper: 100).")
+@click.option("--train-batch", type=click.IntRange(1), default=32, show_default=True, help="Videos per training step (the paper: 128).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.05, show_default=True, help="SGD learning rate, ×0.1 at 60% and 80% (the paper: 0.2).")
+@click.option("--dropout", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Dropout before the new linear head.")
+@click.option("--resume", is_flag=True, help="Continue the fine-tuning run in <out>/finetune.")
+@_run("finetune")
+def finetune_command(extractor, data, out, device, target, epochs, train_batch, lr, dropout, resume):
+    """End-to-end fine-tuning with a new linear head (ViDiDi App. B.5), then the 10-clip test.
+
+    Writes the fine-tuned checkpoint to <out>/finetune/final.pt.
+    """
+    from vdiag.diagnostics.recognition import FinetuneSettings, finetune
+
+    settings = FinetuneSettings(epochs=epochs, batch_size=train_batch, lr=lr, dropout=dropout)
+    return finetune(extractor, data, out / "finetune", settings, target, device, resume)
+
+
+@evaluate.command(
+    "retrieval",
+    epilog="""\b
+Examples:
+  vdiag eval retrieval runs/vididi-simclr-tiny/final.pt
+  vdiag eval retrieval r3d18.pth --backbone r3d_18 --data data/ucf101
+""" + COMMON_EPILOG,
+)
+@diagnostic_options
+@_TARGET
+@_run("retrieval")
+def retrieval_command(extractor, data, out, device, target):
+    """Nearest-neighbour retrieval: test videos query the train set (R@1, 5, 10, 20, 50)."""
+    from vdiag.diagnostics.retrieval import retrieval
+
+    return retrieval(extractor, data, target)
+
+
+@evaluate.command(
+    "cluster",
+    epilog="""\b
+Examples:
+  vdiag eval cluster runs/vididi-simclr-tiny/final.pt
+  vdiag eval cluster final.pt --data data/ucf101 --split train
+""" + COMMON_EPILOG,
+)
+@diagnostic_options
+@_TARGET
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True, help="Which videos to cluster.")
+@_run("cluster")
+def cluster_command(extractor, data, out, device, target, split):
+    """Silhouette score by class for the top-k best-retrieved classes (ViDiDi Table 7).
+
+    Saves embeddings.npz (embeddings, labels, class names) for t-SNE.
+    """
+    from vdiag.diagnostics.cluster import cluster
+
+    return cluster(extractor, data, out, split, target)

@@ -1,0 +1,1 @@
+"""Diagnostics: what a video model has learned, measured on frozen features (docs/diagnostics/)."""

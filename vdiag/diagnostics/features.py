@@ -1,0 +1,320 @@
+"""Frozen feature extraction, with views and an on-disk cache.
+
+    dataset split → N uniformly spread clips per video (10 by default, the retrieval / recognition
+    protocol of ViDiDi App. B.4 and DCLR §4.1) → evaluation view (short side to `size`, centre crop,
+    Kinetics normalisation) → view (real, static, shuffled, reversed, frame difference) → backbone
+    under `torch.inference_mode` → per-clip features `(videos, clips, C)` (or `(videos, clips, C, T')`
+    with `temporal=True`, for Koopman analysis)
+
+All views of a batch come from one decode. Views are deterministic: the static clip repeats the
+first frame (seed 000 §3.2), the shuffled clip's order is drawn from (seed, video, clip) and is
+never the identity, the frame difference uses one extra decoded frame instead of wrapping around.
+
+The cache (`<cache dir>/features/<key>.npz`) is keyed by the model's fingerprint (checkpoint bytes,
+backbone, layer), the dataset split's content (paths, sizes, modification times, labels), the view,
+the sampling and the seed, so a second diagnostic on the same checkpoint reads instead of
+recomputing, and any change to what the features depend on misses the cache.
+
+Under `torchrun` each rank extracts every world_size-th video and all ranks receive the whole set
+(`all_gather_object`); rank 0 writes the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from vdiag.console import note, progress_bar, warn
+from vdiag.data.datasets import FailureTracker, VideoClipDataset, collate_clips
+from vdiag.data.formats import DatasetIndex
+from vdiag.data.sampling import ClipSpec
+from vdiag.data.views import eval_view, frame_difference, normalize, random_permutation, static_clip, trim
+from vdiag.diagnostics.model import DiagnosticModel
+from vdiag.errors import VdiagError
+from vdiag.io import atomic_path, cache_dir
+from vdiag.train import distributed as dist
+
+VIEWS = ("real", "static", "shuffled", "reversed", "difference")
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How clips are taken: L frames at stride δ, `size`² pixels, `clips` uniform clips per video."""
+
+    frames: int = 8
+    stride: int = 2
+    size: int = 64
+    clips: int = 10
+
+
+def default_sampling(model: DiagnosticModel, clips: int = 10, frames: int | None = None, stride: int | None = None, size: int | None = None) -> Sampling:
+    """The checkpoint's training sampling (frames, stride, crop size); 16×2 at 112 px for other weights."""
+    recorded = (model.config or {}).get("data", {})
+    base = (recorded.get("frames", 8), recorded.get("stride", 2), recorded.get("size", 64)) if model.config else (16, 2, 112)
+    return Sampling(frames or base[0], stride or base[1], size or base[2], clips)
+
+
+@dataclass
+class Features:
+    """Per-clip features of one view of one dataset split.
+
+    features: (N, K, C) pooled, or (N, K, C, T') with temporal=True; labels: (N,); factors: name → (N,).
+    """
+
+    view: str
+    features: np.ndarray
+    labels: np.ndarray
+    video_ids: list[str]
+    class_names: list[str]
+    factors: dict[str, np.ndarray] = field(default_factory=dict)
+    factor_values: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def videos(self) -> np.ndarray:
+        """(N, C): the mean over a video's clips (multi-clip averaging)."""
+        return self.features.mean(axis=1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class _EvalTransform:
+    """Worker-side: deterministic evaluation view, then normalisation (uint8 (C,T,H,W) → float)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, clip: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return normalize(eval_view(clip, self.size))
+
+
+def make_view(view: str, clips: torch.Tensor, length: int, seeds: list[int] | None = None) -> torch.Tensor:
+    """A view of normalised clips `(B, C, T(+1), H, W)` as `(B, C, length, H, W)`.
+
+    `seeds` (one per clip) draw the shuffled orders.
+    """
+    if view == "real":
+        return trim(clips, length)
+    if view == "static":
+        return static_clip(trim(clips, length), "first")
+    if view == "reversed":
+        return trim(clips, length).flip(2)
+    if view == "difference":
+        return frame_difference(clips, length)
+    if view == "shuffled":
+        video = trim(clips, length)
+        orders = [random_permutation(length, torch.Generator().manual_seed(s)) for s in seeds]
+        return torch.stack([clip[:, order.to(clip.device)] for clip, order in zip(video, orders)])
+    raise VdiagError(f"unknown view {view!r}; choose one of: {', '.join(VIEWS)}")
+
+
+def _clip_seed(seed: int, video: int, clip: int) -> int:
+    return int(np.random.SeedSequence([seed, video, clip]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def index_fingerprint(index: DatasetIndex) -> str:
+    """A hash of what the features of a split depend on: files (with size and mtime) and labels."""
+    digest = hashlib.sha256(f"{index.format}|{index.split}".encode())
+    for record in index.records:
+        try:
+            stat = record.path.stat()
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            size, mtime = -1, -1
+        digest.update(f"|{record.path}|{size}|{mtime}|{record.label}|{sorted(record.factors.items())}".encode())
+    return digest.hexdigest()[:24]
+
+
+def cache_key(model: DiagnosticModel, index: DatasetIndex, view: str, sampling: Sampling, seed: int, temporal: bool) -> str:
+    parts = {
+        "version": CACHE_VERSION,
+        "model": model.fingerprint,
+        "data": index_fingerprint(index),
+        "view": view,
+        "sampling": asdict(sampling),
+        "seed": seed if view == "shuffled" else None,
+        "temporal": temporal,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def extract_features(
+    model: DiagnosticModel,
+    index: DatasetIndex,
+    views: tuple[str, ...] | list[str] = ("real",),
+    sampling: Sampling = Sampling(),
+    batch_size: int = 64,
+    workers: int = 2,
+    decoder: str = "auto",
+    seed: int = 0,
+    cache: bool = True,
+    temporal: bool = False,
+    max_failures: float = 0.05,
+) -> dict[str, Features]:
+    """Features of `views` for every video of `index` (see the module docstring).
+
+    Args:
+        batch_size: clips per forward pass (videos per batch = batch_size // clips, at least 1).
+        cache: read and write the feature cache (`--no-cache` turns it off).
+        temporal: keep one feature per time step, `(N, K, C, T')`, instead of pooling over time.
+    Returns: view → `Features`.
+    """
+    for view in views:
+        if view not in VIEWS:
+            raise VdiagError(f"unknown view {view!r}; choose one of: {', '.join(VIEWS)}")
+    if sampling.frames < 2 and ("shuffled" in views or "difference" in views):
+        raise VdiagError("shuffled and frame-difference views need clips of at least 2 frames; raise --frames")
+    folder = cache_dir() / "features"
+    keys = {view: cache_key(model, index, view, sampling, seed, temporal) for view in views}
+    result: dict[str, Features] = {}
+    if cache:
+        for view in views:
+            loaded = _read_cache(folder / f"{keys[view]}.npz", view, index)
+            if loaded is not None:
+                result[view] = loaded
+    missing = [view for view in views if view not in result]
+    if missing:
+        computed = _extract(model, index, missing, sampling, batch_size, workers, decoder, seed, temporal, max_failures)
+        for view, features in computed.items():
+            result[view] = features
+            if cache and dist.is_main():
+                _write_cache(folder / f"{keys[view]}.npz", features)
+    elif dist.is_main():
+        note(f"features of {', '.join(views)} for {index.split} ({len(index)} videos) read from the cache")
+    return {view: result[view] for view in views}
+
+
+def _extract(model, index, views, sampling, batch_size, workers, decoder, seed, temporal, max_failures) -> dict[str, Features]:
+    extra = 1 if "difference" in views else 0
+    clip = ClipSpec(sampling.frames, sampling.stride, extra_frames=extra)
+    dataset = VideoClipDataset(index, clip, "eval", sampling.clips, _EvalTransform(sampling.size), decoder, seed=seed)
+    order = list(range(dist.rank(), len(dataset), dist.world_size()))
+    videos_per_batch = max(1, batch_size // sampling.clips)
+    loader = DataLoader(
+        Subset(dataset, order),
+        batch_size=videos_per_batch,
+        num_workers=workers,
+        collate_fn=collate_clips,
+        persistent_workers=False,
+    )
+    tracker = FailureTracker(len(order), max_failures, warn)
+    chunks: dict[str, list[np.ndarray]] = {view: [] for view in views}
+    done: list[int] = []
+    with progress_bar("videos") as progress, torch.inference_mode():
+        task = progress.add_task(f"features {index.split}, {len(views)} view{'s' if len(views) > 1 else ''}", total=len(order))
+        for batch in loader:
+            tracker.update(batch)
+            if batch["size"]:
+                clips = batch["clips"].to(model.device, non_blocking=True)  # (B, K, C, T+extra, H, W)
+                count, per_video = clips.shape[:2]
+                flat = clips.flatten(0, 1)
+                ids = batch["index"].tolist()
+                seeds = [_clip_seed(seed, i, k) for i in ids for k in range(per_video)]
+                for view in views:
+                    inputs = make_view(view, flat, sampling.frames, seeds)
+                    out = model.time_features(inputs) if temporal else model.embed(inputs)
+                    chunks[view].append(out.float().cpu().numpy().reshape(count, per_video, *out.shape[1:]))
+                done.extend(ids)
+            progress.advance(task, batch["size"] + len(batch["failures"]))
+    arrays = {view: np.concatenate(chunks[view]) if chunks[view] else np.zeros((0,)) for view in views}
+    done_array = np.asarray(done, dtype=np.int64)
+    if dist.world_size() > 1:
+        done_array, arrays = _gather(done_array, arrays)
+    if len(done_array) == 0:
+        raise VdiagError(f"no video of {index.describe()} could be decoded; check the files or try --decoder pyav")
+    sort = np.argsort(done_array)
+    done_array = done_array[sort]
+    records = [index.records[i] for i in done_array]
+    labels = np.asarray([r.label for r in records], dtype=np.int64)
+    factors = {name: np.asarray([r.factors[name] for r in records], dtype=np.int64) for name in index.factor_values}
+    return {
+        view: Features(
+            view, arrays[view][sort].astype(np.float32), labels, [r.video_id for r in records], list(index.class_names), factors, dict(index.factor_values)
+        )
+        for view in views
+    }
+
+
+def _gather(done: np.ndarray, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    import torch.distributed as torch_dist
+
+    parts: list = [None] * dist.world_size()
+    torch_dist.all_gather_object(parts, (done, arrays))
+    done = np.concatenate([p[0] for p in parts])
+    merged = {view: np.concatenate([p[1][view] for p in parts if len(p[0])]) for view in arrays}
+    return done, merged
+
+
+def _read_cache(path: Path, view: str, index: DatasetIndex) -> Features | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            factors = {name: data[f"factor_{name}"] for name in meta["factor_values"]}
+            return Features(view, data["features"], data["labels"], meta["video_ids"], meta["class_names"], factors, meta["factor_values"])
+    except (OSError, ValueError, KeyError) as err:
+        warn(f"ignoring an unreadable feature cache file {path} ({err}); recomputing")
+        return None
+
+
+def _write_cache(path: Path, features: Features) -> None:
+    meta = {"video_ids": features.video_ids, "class_names": features.class_names, "factor_values": features.factor_values}
+    arrays = {f"factor_{name}": values for name, values in features.factors.items()}
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, features=features.features, labels=features.labels, meta=np.asarray(json.dumps(meta)), **arrays)
+    except (OSError, VdiagError) as err:
+        warn(f"could not write the feature cache {path} ({err}); results are unaffected")
+
+
+@dataclass
+class Extractor:
+    """A model with its extraction settings: `extractor(index, views)` → view → `Features`."""
+
+    model: DiagnosticModel
+    sampling: Sampling
+    batch_size: int = 64
+    workers: int = 2
+    decoder: str = "auto"
+    seed: int = 0
+    cache: bool = True
+
+    def __call__(self, index: DatasetIndex, views=("real",), temporal: bool = False) -> dict[str, Features]:
+        return extract_features(
+            self.model, index, tuple(views), self.sampling, self.batch_size, self.workers, self.decoder, self.seed, self.cache, temporal
+        )
+
+    def describe(self) -> dict:
+        """The settings a result records in its `config`."""
+        return {
+            "backbone": self.model.name,
+            "layer": self.model.layer,
+            "keep_temporal": self.model.backbone.keep_temporal,
+            "trained_with": self.model.method_name,
+            **asdict(self.sampling),
+            "seed": self.seed,
+        }
+
+
+def check_target(index: DatasetIndex, target: str) -> DatasetIndex:
+    """Fail before any extraction when `target` is neither 'label' nor a factor of the dataset."""
+    if target != "label" and target not in index.factor_values:
+        known = ", ".join(index.factor_values) or "none (not a synthetic dataset)"
+        raise VdiagError(f"--target {target!r} is not a factor of this dataset; use 'label' or one of: {known}")
+    return index
+
+
+def targets(features: Features, target: str = "label") -> tuple[np.ndarray, list[str]]:
+    """The labels to probe: the dataset's class, or a synthetic factor by name."""
+    if target == "label":
+        return features.labels, features.class_names
+    return features.factors[target], features.factor_values[target]

@@ -1,0 +1,170 @@
+"""The model adapter: any checkpoint → a frozen backbone the diagnostics can run.
+
+`load_model` accepts
+- a vdiag checkpoint (`format: "vdiag"`): the method is rebuilt from its recorded config and its
+  state loaded, so the backbone comes with the checkpoint's own settings (keep_temporal, width) and
+  the method stays at hand for method-specific figures (concepts, classifier heads);
+- a plain state dict of a torchvision / pytorchvideo video model (or a wrapper of one) with
+  `backbone="r3d_18"` etc.: prefixes such as `module.` or `encoder_q.` are found by
+  `vdiag.models.weights.load_backbone_weights`, which names missing and mismatched keys when the
+  file does not fit.
+
+`layer` probes an intermediate stage: the output of the module `body.<layer>` (e.g. `layer3` for
+torchvision's R3D, `stages.2` for `tiny`, `blocks.3` for pytorchvideo) replaces the last stage's
+feature map; the forward pass stops there.
+
+The fingerprint (a hash of the file's bytes plus backbone, layer and keep_temporal) keys the
+feature cache, so a retrained checkpoint at the same path never reuses stale features.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vdiag.errors import VdiagError
+from vdiag.models.backbones import BACKBONES, VideoBackbone, build_backbone
+from vdiag.models.weights import read_state_file
+
+
+class _StopForward(Exception):
+    def __init__(self, output: torch.Tensor):
+        self.output = output
+
+
+@dataclass
+class DiagnosticModel:
+    """A frozen backbone with its provenance. All outputs are computed without gradient by callers.
+
+    Attributes:
+        backbone: the `VideoBackbone` (eval mode, on `device`).
+        path: the checkpoint file.
+        config: the training config of a vdiag checkpoint, else None.
+        method: the rebuilt method of a vdiag checkpoint (heads, concepts), else None.
+        layer: the probed module under `backbone.body`, or None for the last stage.
+        fingerprint: content hash used by the feature cache.
+    """
+
+    backbone: VideoBackbone
+    path: Path
+    config: dict | None = None
+    method: nn.Module | None = None
+    layer: str | None = None
+    fingerprint: str = ""
+    device: str = "cpu"
+    _hook: object = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.backbone.name
+
+    @property
+    def method_name(self) -> str | None:
+        return self.config["method"] if self.config else None
+
+    def feature_map(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) → (B, C, T', H', W') at the probed layer."""
+        if self.layer is None:
+            return self.backbone.feature_map(clips)
+        try:
+            self.backbone.body(clips)
+        except _StopForward as stop:
+            return stop.output
+        raise VdiagError(f"layer {self.layer!r} was not reached by the forward pass; pick another --layer")
+
+    def embed(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) → (B, C): global average over time and space."""
+        return self.feature_map(clips).mean(dim=(2, 3, 4))
+
+    def time_features(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) → (B, C, T'): spatial average, one vector per time step."""
+        return self.feature_map(clips).mean(dim=(3, 4))
+
+
+def load_model(
+    path: str | Path,
+    backbone: str | None = None,
+    layer: str | None = None,
+    keep_temporal: bool | None = None,
+    device: str = "cpu",
+) -> DiagnosticModel:
+    """Load any supported checkpoint as a frozen `DiagnosticModel`.
+
+    Args:
+        path: a vdiag checkpoint, or a state dict of a torchvision / pytorchvideo model.
+        backbone: the architecture of a third-party state dict (`BACKBONES`); for a vdiag
+            checkpoint it must be omitted or equal the recorded one.
+        layer: module name under `backbone.body` to probe instead of the last stage.
+        keep_temporal: remove temporal strides (default: as recorded; False for third-party).
+        device: where the model runs.
+    """
+    path = Path(path)
+    state = read_state_file(path, what="checkpoint")
+    if state.get("format") == "vdiag":
+        model = _from_vdiag(path, state, backbone, keep_temporal)
+    else:
+        if backbone is None:
+            raise VdiagError(
+                f"{path} is not a vdiag checkpoint; for a torchvision / pytorchvideo state dict pass "
+                f"--backbone NAME (one of: {', '.join(BACKBONES)})"
+            )
+        net = build_backbone(backbone, bool(keep_temporal))
+        from vdiag.models.weights import load_backbone_weights
+
+        load_backbone_weights(net, path)
+        model = DiagnosticModel(net, path)
+    model.backbone.to(device).eval()
+    if model.method is not None:
+        model.method.to(device).eval()
+    model.device = device
+    if layer:
+        _attach_layer(model, layer)
+    model.fingerprint = _fingerprint(path, model)
+    return model
+
+
+def _from_vdiag(path: Path, state: dict, backbone: str | None, keep_temporal: bool | None) -> DiagnosticModel:
+    from vdiag.train.checkpoint import load_checkpoint
+    from vdiag.train.trainer import build_model
+
+    state = load_checkpoint(path)
+    config = copy.deepcopy(state["config"])
+    recorded = config["backbone"]["name"]
+    if backbone and backbone != recorded:
+        raise VdiagError(f"{path} is a vdiag checkpoint of backbone {recorded!r}; drop --backbone {backbone} (it is for other tools' weights)")
+    config["backbone"]["weights"] = None  # the checkpoint holds the weights; the original file may be gone
+    if keep_temporal is not None:
+        config["backbone"]["keep_temporal"] = keep_temporal
+    method = build_model(config)
+    try:
+        method.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise VdiagError(f"{path} does not fit the model its config describes ({str(err).splitlines()[0]}); the file is damaged") from None
+    return DiagnosticModel(method.backbone, path, config=config, method=method)
+
+
+def _attach_layer(model: DiagnosticModel, layer: str) -> None:
+    modules = dict(model.backbone.body.named_modules())
+    if layer not in modules or layer == "":
+        names = [name for name in modules if name and name.count(".") <= 1]
+        raise VdiagError(f"backbone {model.name!r} has no layer {layer!r}; choose one of: {', '.join(names)}")
+
+    def stop(module, inputs, output):
+        raise _StopForward(output)
+
+    model._hook = modules[layer].register_forward_hook(stop)
+    model.layer = layer
+
+
+def _fingerprint(path: Path, model: DiagnosticModel) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    digest.update(f"|{model.name}|{model.layer}|{model.backbone.keep_temporal}".encode())
+    return digest.hexdigest()[:24]

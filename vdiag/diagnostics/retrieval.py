@@ -1,0 +1,59 @@
+"""`vdiag eval retrieval`: nearest-neighbour video retrieval (ViDiDi App. B.4, DCLR §4.1).
+
+Each video is the mean of its 10 uniformly spread clips' embeddings; embeddings are centred on the
+mean training video and L2-normalised; every test video queries the training set by cosine
+similarity, and a query succeeds at k when one of its k nearest training videos shares its class.
+
+    R@k      share of successful test queries, k = 1, 5, 10, 20, 50 (k ≤ training videos)
+    chance   R@1 expected from random features: Σ_c p_test(c) · p_train(c)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vdiag.diagnostics.data import DataRef
+from vdiag.diagnostics.features import Extractor, check_target, targets
+from vdiag.diagnostics.probe import bootstrap, with_intervals
+from vdiag.results import Result
+
+RANKS = (1, 5, 10, 20, 50)
+
+
+def normalise(features: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Centre, then scale every row to unit length. (N, C) → (N, C)."""
+    centred = features - centre
+    return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+
+
+def retrieval_hits(queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray, ranks=RANKS) -> dict[int, np.ndarray]:
+    """k → (queries,) bool: a same-class gallery item is among the k most similar (cosine; inputs normalised)."""
+    similarity = queries @ gallery.T
+    order = np.argsort(-similarity, axis=1, kind="stable")
+    same = gallery_labels[order] == query_labels[:, None]  # (Q, G), nearest first
+    first = np.where(same.any(axis=1), same.argmax(axis=1), len(gallery))  # rank of the first hit
+    return {k: first < k for k in ranks if k <= len(gallery)}
+
+
+def retrieval(extractor: Extractor, data: DataRef, target: str = "label", ranks=RANKS) -> Result:
+    train = extractor(check_target(data.split("train"), target), ["real"])["real"]
+    test = extractor(data.split("test"), ["real"])["real"]
+    train_labels, class_names = targets(train, target)
+    test_labels, _ = targets(test, target)
+    gallery_raw = train.videos
+    centre = gallery_raw.mean(axis=0)
+    hits = retrieval_hits(normalise(test.videos, centre), test_labels, normalise(gallery_raw, centre), train_labels, ranks)
+
+    def statistics(rows: np.ndarray) -> dict[str, float]:
+        return {f"R@{k}": float(hit[rows].mean()) for k, hit in hits.items()}
+
+    classes = len(class_names)
+    p_train = np.bincount(train_labels, minlength=classes) / len(train_labels)
+    p_test = np.bincount(test_labels, minlength=classes) / len(test_labels)
+    metrics = {**statistics(np.arange(len(test_labels))), "chance": float(p_train @ p_test)}
+    return Result(
+        command="eval retrieval",
+        metrics=with_intervals(metrics, bootstrap(statistics, len(test_labels), extractor.seed)),
+        data=data.path,
+        config={**extractor.describe(), "target": target, "gallery_videos": len(train_labels), "query_videos": len(test_labels)},
+    )
