@@ -25,6 +25,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/synth_generation.py
 	$(BIN)/python benchmarks/decoding.py
 	$(BIN)/python benchmarks/training.py
+	$(BIN)/python benchmarks/extraction.py
+	$(BIN)/python benchmarks/bilevel.py
 
 clean:
 	rm -rf $(VENV) vdiag-demo .pytest_cache

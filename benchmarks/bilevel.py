@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 CONFIGS = [
     ("simclr", {}),
@@ -89,6 +88,8 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, name, json.dumps(options)], capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
+    from training import save_results  # benchmarks/training.py, next to this script
+
     base = {r["method"]: r for r in rows if r["method"] in BASE}
     lines = [
         "Bi-level step vs its base method, same batch (8 videos × 2 clips, 8×64×64), tiny backbone with keep_temporal, AdamW, 2 CPU cores",
@@ -108,12 +109,7 @@ def main() -> None:
         "2.6 / 4.7 / 7.3 s per iteration (1.8× for 5 steps). Here each inner step adds three forward-backward",
         "passes (inner gradient and two finite differences), so k steps cost about 1 + 3k passes.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    folder = Path(__file__).parent / "results"
-    folder.mkdir(exist_ok=True)
-    (folder / "bilevel.md").write_text(text)
-    (folder / "bilevel.json").write_text(json.dumps(rows, indent=2) + "\n")
+    save_results("bilevel", lines, rows)
 
 
 if __name__ == "__main__":

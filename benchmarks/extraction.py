@@ -16,8 +16,8 @@ Run: `.venv/bin/python benchmarks/extraction.py [--videos 200] [--workers 2]` (a
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -78,24 +78,20 @@ def main() -> None:
         "cached_clips_per_s": cached,
         "cached_speedup": cached / extraction,
     }
-    text = "\n".join(
-        [
-            f"Feature extraction, {args.backbone} (random weights), {len(index)} synthetic videos × 10 clips of 8×64×64, "
-            f"{args.workers} decoding workers, {os.cpu_count()} CPU cores",
-            "",
-            "| run | clips/s | ratio |",
-            "|---|---:|---:|",
-            f"| bare forward (ready tensors, batch 64) | {bare:.0f} | 1.00 |",
-            f"| extraction (decode + views + forward) | {extraction:.0f} | {extraction / bare:.2f} of bare |",
-            f"| cached repeat | {cached:.0f} | {cached / extraction:.0f}× extraction |",
-            "",
-        ]
-    )
-    print(text)
-    folder = Path(__file__).parent / "results"
-    folder.mkdir(exist_ok=True)
-    (folder / "extraction.md").write_text(text)
-    (folder / "extraction.json").write_text(json.dumps(row, indent=2) + "\n")
+    lines = [
+        f"Feature extraction, {args.backbone} (random weights), {len(index)} synthetic videos × 10 clips of 8×64×64, "
+        f"{args.workers} decoding workers, {os.cpu_count()} CPU cores",
+        "",
+        "| run | clips/s | ratio |",
+        "|---|---:|---:|",
+        f"| bare forward (ready tensors, batch 64) | {bare:.0f} | 1.00 |",
+        f"| extraction (decode + views + forward) | {extraction:.0f} | {extraction / bare:.2f} of bare |",
+        f"| cached repeat | {cached:.0f} | {cached / extraction:.0f}× extraction |",
+    ]
+    sys.path.insert(0, str(Path(__file__).parent))
+    from training import save_results
+
+    save_results("extraction", lines, row)
 
 
 if __name__ == "__main__":

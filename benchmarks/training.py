@@ -135,12 +135,17 @@ def main() -> None:
     lines += ["| workers | loader clips/s | ratio to training consumption |", "|---:|---:|---:|"]
     for r in loader_rows:
         lines.append(f"| {r['workers']} | {r['clips_per_s']:.1f} | {r['ratio_to_training']:.2f} |")
+    save_results("training", lines, {"methods": rows, "loader": loader_rows})
+
+
+def save_results(name: str, lines: list[str], data) -> None:
+    """Print the Markdown table and write results/<name>.md and results/<name>.json."""
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / "training.md").write_text(text)
-    (out / "training.json").write_text(json.dumps({"methods": rows, "loader": loader_rows}, indent=2) + "\n")
+    (out / f"{name}.md").write_text(text)
+    (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
 if __name__ == "__main__":

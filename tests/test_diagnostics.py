@@ -272,3 +272,33 @@ def test_torchrun_extraction_equals_one_process(validity, tmp_path):
     assert len(proc.stdout.strip().splitlines()) == 1  # rank 0 alone prints
     for name, value in single["metrics"].items():
         assert two["metrics"][name] == pytest.approx(value, abs=1e-6), name
+
+
+def test_koopman_machinery_serves_any_checkpoint(validity):
+    """Per-frame features of models that never saw a Koopman loss (third-party layout) feed the
+    Koopman module: one feature per frame with keep_temporal, finite eigenvalues, and the features
+    of a static clip (constant over time) give the eigenvalue 1."""
+    from vdiag import koopman
+
+    data, models = validity
+    model = load_model(models["random-tiny"], backbone="tiny", keep_temporal=True)
+    index = data.split("test")
+    per_frame = extract_features(model, index, ("real", "static"), Sampling(8, 1, 32, 1), workers=0, temporal=True)
+    real = torch.from_numpy(per_frame["real"].features[:, 0]).transpose(1, 2)  # (videos, T, C)
+    assert real.shape[1:] == (8, 128)
+    eigenvalues, _ = koopman.dmd(real, rank=4)
+    summary = koopman.eigenvalue_summary(eigenvalues)
+    assert all(np.isfinite(v) for v in summary.values()) and summary["spectral_radius_max"] < 10
+    frame_wise = load_model(models["random-tiny2d"], backbone="tiny2d")  # no temporal padding effects
+    frozen = extract_features(frame_wise, index, ("static",), Sampling(8, 1, 32, 1), workers=0, temporal=True)["static"]
+    static_eigenvalues, _ = koopman.dmd(torch.from_numpy(frozen.features[:, 0]).transpose(1, 2), rank=1)
+    np.testing.assert_allclose(static_eigenvalues[:, 0].real.numpy(), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("group", ["probe", "eval"])
+def test_every_diagnostic_has_examples_in_help(group):
+    from vdiag.cli.main import cli
+
+    for name in [group, *[f"{group} {sub}" for sub in cli.commands[group].commands]]:
+        help_text = run_cli(*name.split(), "--help").stdout
+        assert "Examples:" in help_text and "vdiag " in help_text.split("Examples:")[1], name

@@ -76,12 +76,26 @@ def _run(name: str):
     return decorator
 
 
-@click.group("probe")
+@click.group(
+    "probe",
+    epilog="""\b
+Examples:
+  vdiag probe static-bias runs/simclr-tiny/final.pt
+  vdiag probe shuffle runs/simclr-tiny/final.pt --perturbation reverse
+  vdiag probe factors runs/simclr-tiny/final.pt --json""",
+)
 def probe():
     """Linear probes that ask what a model decides from: appearance or motion."""
 
 
-@click.group("eval")
+@click.group(
+    "eval",
+    epilog="""\b
+Examples:
+  vdiag eval linear runs/simclr-tiny/final.pt
+  vdiag eval retrieval r3d18.pth --backbone r3d_18 --data data/ucf101
+  vdiag eval finetune runs/simclr-tiny/final.pt --epochs 20""",
+)
 def evaluate():
     """Standard evaluations of a pretrained backbone: linear, fine-tune, retrieval, clustering."""
 
@@ -180,7 +194,7 @@ def linear_command(extractor, data, out, device, target):
     epilog="""\b
 Examples:
   vdiag eval finetune runs/simclr-tiny/final.pt                 # 10 epochs, scaled down
-  vdiag eval finetune final.pt --data data/ucf101 --epochs 100 --batch-size 128 --lr 0.2   # ViDiDi B.5
+  vdiag eval finetune final.pt --data data/ucf101 --epochs 100 --train-batch 128 --lr 0.2   # ViDiDi B.5
   vdiag eval finetune final.pt --resume                         # continue an interrupted run
 """ + COMMON_EPILOG,
 )

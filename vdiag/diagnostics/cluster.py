@@ -23,6 +23,7 @@ from vdiag.diagnostics.retrieval import normalise
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
 from vdiag.results import Result
+from vdiag.train import distributed as dist
 
 TOP_K = (3, 5, 10, 20, 50)
 
@@ -56,9 +57,10 @@ def cluster(extractor: Extractor, data: DataRef, out: Path, split: str = "test",
     embeddings = normalise(features.videos, features.videos.mean(axis=0))
     metrics = silhouettes(embeddings, labels, top_k)
     saved = Path(out) / "embeddings.npz"
-    with atomic_path(saved) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, embeddings=embeddings, labels=labels, class_names=np.asarray(class_names), video_ids=np.asarray(features.video_ids))
+    if dist.is_main():
+        with atomic_path(saved) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, embeddings=embeddings, labels=labels, class_names=np.asarray(class_names), video_ids=np.asarray(features.video_ids))
     return Result(
         command="eval cluster",
         metrics=metrics,

@@ -129,10 +129,10 @@ def load_model(
 
 
 def _from_vdiag(path: Path, state: dict, backbone: str | None, keep_temporal: bool | None) -> DiagnosticModel:
-    from vdiag.train.checkpoint import load_checkpoint
+    from vdiag.train.checkpoint import check_checkpoint
     from vdiag.train.trainer import build_model
 
-    state = load_checkpoint(path)
+    state = check_checkpoint(state, path)
     config = copy.deepcopy(state["config"])
     recorded = config["backbone"]["name"]
     if backbone and backbone != recorded:

@@ -29,6 +29,7 @@ from vdiag.diagnostics.model import load_model
 from vdiag.diagnostics.probe import bootstrap, fit_probe, majority_share, predict_proba, topk_correct, with_intervals
 from vdiag.errors import VdiagError
 from vdiag.results import Result
+from vdiag.train import distributed as dist
 
 
 def accuracy_metrics(probs: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, float]:
@@ -104,6 +105,7 @@ def finetune(
     run = pretrain(config, out, device, extractor.decoder, resume=resume)
     if not run.details.get("finished"):
         raise VdiagError(f"fine-tuning stopped before the end; continue with the same command and --resume (run folder {out})")
+    dist.barrier()  # rank 0 wrote final.pt
     tuned = load_model(run.checkpoint, device=model.device)
     tuned_extractor = Extractor(tuned, sampling, extractor.batch_size, extractor.workers, extractor.decoder, extractor.seed, extractor.cache)
     test = tuned_extractor(data.split("test"), ["real"])["real"]

@@ -45,8 +45,11 @@ def save_checkpoint(path: str | Path, **content) -> Path:
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read a vdiag checkpoint safely; anything else is a one-line error saying what it is."""
-    path = Path(path)
-    state = read_state_file(path, what="checkpoint")
+    return check_checkpoint(read_state_file(Path(path), what="checkpoint"), Path(path))
+
+
+def check_checkpoint(state: dict, path: Path) -> dict:
+    """`state` (already read with weights_only=True) if it is a usable vdiag checkpoint, else a one-line error."""
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise VdiagError(
             f"{path} is not a vdiag checkpoint (no format: 'vdiag'); to diagnose another tool's weights "
