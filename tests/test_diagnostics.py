@@ -302,3 +302,14 @@ def test_every_diagnostic_has_examples_in_help(group):
     for name in [group, *[f"{group} {sub}" for sub in cli.commands[group].commands]]:
         help_text = run_cli(*name.split(), "--help").stdout
         assert "Examples:" in help_text and "vdiag " in help_text.split("Examples:")[1], name
+
+
+def test_repeated_clips_are_computed_once_and_expanded():
+    from vdiag.diagnostics.features import _distinct_clips
+
+    starts = torch.tensor([[0, 0, 1, 1], [2, 2, 2, 5]])
+    first, inverse = _distinct_clips(starts)
+    flat = starts.flatten()
+    video = torch.arange(8) // 4
+    assert len(first) == 4  # (0,0) (0,1) (1,2) (1,5)
+    assert torch.equal(flat[first][inverse], flat) and torch.equal(video[first][inverse], video)

@@ -18,14 +18,17 @@ the view and the sampling), so a second diagnostic on the same checkpoint does n
 Under torchrun every process extracts a share of the videos."""
 
 
-def diagnostic_options(function):
-    """The options every probe / eval command shares."""
+def diagnostic_options(function=None, *, data_format_flag: str = "--format"):
+    """The options every probe / eval / viz command shares (viz names the dataset layout
+    `--data-format`, since its `--format` is the figure's)."""
+    if function is None:
+        return lambda f: diagnostic_options(f, data_format_flag=data_format_flag)
     options = [
         click.argument("checkpoint", type=click.Path(dir_okay=False)),
         click.option("--backbone", type=click.Choice(BACKBONE_NAMES), help="Architecture of a non-vdiag state dict (torchvision / pytorchvideo)."),
         click.option("--layer", help="Probe this module under the backbone body instead of the last stage (e.g. layer3, stages.2)."),
         click.option("--data", "data_path", type=click.Path(), help="Dataset folder or CSV [the checkpoint's; else the synthetic dataset]."),
-        click.option("--format", "data_format", type=click.Choice(FORMATS), help="Dataset layout [auto]."),
+        click.option(data_format_flag, "data_format", type=click.Choice(FORMATS), help="Dataset layout [auto]."),
         click.option("--split-id", type=click.IntRange(1, 3), help="UCF-101 / HMDB-51 split [1]."),
         click.option("--clips", type=click.IntRange(1), default=10, show_default=True, help="Uniformly spread clips per video, averaged."),
         click.option("--frames", type=click.IntRange(1), help="Frames per clip [as trained; 16 for other weights]."),
@@ -43,9 +46,10 @@ def diagnostic_options(function):
     return function
 
 
-def _run(name: str):
+def run_diagnostic(name: str, keep_temporal: bool | None = None):
     """Turn `body(extractor, data, out, device, **options) -> Result` into a command: load the model
-    and the data, run the body, write <out>/<name>.json, render the result."""
+    (with its temporal strides removed when `keep_temporal`), the data, run the body, write
+    <out>/<name>.json, render the result."""
 
     def decorator(body):
         @functools.wraps(body)
@@ -57,7 +61,7 @@ def _run(name: str):
 
             device = dist.setup(resolve_device(settings.device))
             try:
-                model = load_model(checkpoint, backbone, layer, device=device)
+                model = load_model(checkpoint, backbone, layer, keep_temporal, device=device)
                 extractor = Extractor(
                     model, default_sampling(model, clips, frames, stride, size), batch_size, workers, settings.decoder, settings.seed, not no_cache
                 )
@@ -67,7 +71,7 @@ def _run(name: str):
                 result.checkpoint = str(checkpoint)
                 if dist.is_main():
                     written = result.write(folder / f"{name}.json")
-                    emit(result, as_json, footer=[f"wrote {written}", *[f"      {f}" for f in result.files if f != str(written)]])
+                    emit(result, as_json, footer=[f"wrote {written}", *[f"      {f}" for f in [*result.figures, *result.files] if f != str(written)]])
             finally:
                 dist.teardown()
 
@@ -114,7 +118,7 @@ Examples:
 )
 @diagnostic_options
 @_TARGET
-@_run("static-bias")
+@run_diagnostic("static-bias")
 def static_bias_command(extractor, data, out, device, target):
     """Does the model still classify when every frame is the same? (seed 000 §3.2, Fig. 2b)
 
@@ -139,7 +143,7 @@ Examples:
 )
 @diagnostic_options
 @click.option("--perturbation", type=click.Choice(["shuffle", "reverse", "freeze"]), default="shuffle", show_default=True, help="What the negative clips are.")
-@_run("shuffle")
+@run_diagnostic("shuffle")
 def shuffle_command(extractor, data, out, device, perturbation):
     """Can a linear probe tell true frame order from shuffled? (seed 000 §3.2, Fig. 2c)
 
@@ -159,7 +163,7 @@ Examples:
 """ + COMMON_EPILOG,
 )
 @diagnostic_options
-@_run("factors")
+@run_diagnostic("factors")
 def factors_command(extractor, data, out, device):
     """Which generative factors of the synthetic data are linearly decodable? (BOD-VCL's claim)
 
@@ -181,7 +185,7 @@ Examples:
 )
 @diagnostic_options
 @_TARGET
-@_run("linear")
+@run_diagnostic("linear")
 def linear_command(extractor, data, out, device, target):
     """Linear evaluation: a probe on frozen features, 10-clip test averaging (top1, top5)."""
     from vdiag.diagnostics.recognition import linear_eval
@@ -205,7 +209,7 @@ Examples:
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.05, show_default=True, help="SGD learning rate, ×0.1 at 60% and 80% (the paper: 0.2).")
 @click.option("--dropout", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Dropout before the new linear head.")
 @click.option("--resume", is_flag=True, help="Continue the fine-tuning run in <out>/finetune.")
-@_run("finetune")
+@run_diagnostic("finetune")
 def finetune_command(extractor, data, out, device, target, epochs, train_batch, lr, dropout, resume):
     """End-to-end fine-tuning with a new linear head (ViDiDi App. B.5), then the 10-clip test.
 
@@ -227,7 +231,7 @@ Examples:
 )
 @diagnostic_options
 @_TARGET
-@_run("retrieval")
+@run_diagnostic("retrieval")
 def retrieval_command(extractor, data, out, device, target):
     """Nearest-neighbour retrieval: test videos query the train set (R@1, 5, 10, 20, 50)."""
     from vdiag.diagnostics.retrieval import retrieval
@@ -246,7 +250,7 @@ Examples:
 @diagnostic_options
 @_TARGET
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True, help="Which videos to cluster.")
-@_run("cluster")
+@run_diagnostic("cluster")
 def cluster_command(extractor, data, out, device, target, split):
     """Silhouette score by class for the top-k best-retrieved classes (ViDiDi Table 7).
 

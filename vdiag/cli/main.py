@@ -21,6 +21,7 @@ Examples:
   vdiag pretrain --method simclr       # train on the synthetic data (minutes on a CPU)
   vdiag probe static-bias runs/simclr-tiny/final.pt   # appearance or motion?
   vdiag eval retrieval runs/simclr-tiny/final.pt       # R@k on the checkpoint's data
+  vdiag viz eig runs/simclr-tiny/final.pt              # Koopman eigenvalues of per-frame features
   vdiag synth-dataset --preview        # the synthetic static/dynamic dataset
   vdiag doctor                         # check decoders, versions, CUDA
   vdiag demo                           # the whole story on this machine
@@ -53,11 +54,12 @@ def cli(ctx: click.Context, device: str, seed: int, decoder: str, quiet: bool) -
 def _register() -> None:
     from vdiag.cli.demo import demo
     from vdiag.cli.diagnose import evaluate, probe
+    from vdiag.cli.viz import viz
     from vdiag.cli.doctor import doctor
     from vdiag.cli.pretrain import pretrain
     from vdiag.cli.synth import synth_dataset
 
-    for command in (pretrain, probe, evaluate, synth_dataset, doctor, demo):
+    for command in (pretrain, probe, evaluate, viz, synth_dataset, doctor, demo):
         cli.add_command(command)
 
 

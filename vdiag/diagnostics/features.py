@@ -6,7 +6,9 @@
     under `torch.inference_mode` → per-clip features `(videos, clips, C)` (or `(videos, clips, C, T')`
     with `temporal=True`, for Koopman analysis)
 
-All views of a batch come from one decode. Views are deterministic: the static clip repeats the
+All views of a batch come from one decode, and a clip that repeats (uniform starts of a video
+barely longer than the clip coincide) goes through the network once per deterministic view. Views
+are deterministic: the static clip repeats the
 first frame (seed 000 §3.2), the shuffled clip's order is drawn from (seed, video, clip) and is
 never the identity, the frame difference uses one extra decoded frame instead of wrapping around.
 
@@ -217,9 +219,12 @@ def _extract(model, index, views, sampling, batch_size, workers, decoder, seed, 
                 flat = clips.flatten(0, 1)
                 ids = batch["index"].tolist()
                 seeds = [_clip_seed(seed, i, k) for i in ids for k in range(per_video)]
+                first, inverse = _distinct_clips(batch["starts"])
                 for view in views:
-                    inputs = make_view(view, flat, sampling.frames, seeds)
-                    out = model.time_features(inputs) if temporal else model.embed(inputs)
+                    if view == "shuffled":  # every clip has its own order, even where the frames repeat
+                        out = _forward(model, make_view(view, flat, sampling.frames, seeds), temporal)
+                    else:
+                        out = _forward(model, make_view(view, flat[first], sampling.frames), temporal)[inverse]
                     chunks[view].append(out.float().cpu().numpy().reshape(count, per_video, *out.shape[1:]))
                 done.extend(ids)
             progress.advance(task, batch["size"] + len(batch["failures"]))
@@ -240,6 +245,23 @@ def _extract(model, index, views, sampling, batch_size, workers, decoder, seed, 
         )
         for view in views
     }
+
+
+def _forward(model: DiagnosticModel, clips: torch.Tensor, temporal: bool) -> torch.Tensor:
+    return model.time_features(clips) if temporal else model.embed(clips)
+
+
+def _distinct_clips(starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniform starts repeat when a video is barely longer than a clip (10 clips of 15 frames from
+    a 16-frame video are 2 distinct clips): the deterministic views of the same (video, start) are
+    computed once. `starts` (B, K) → (first: flat index of each distinct clip, inverse: for every
+    flat clip, its distinct clip)."""
+    videos, per_video = starts.shape
+    keys = torch.arange(videos)[:, None] * (int(starts.max()) + 1) + starts
+    unique, inverse = torch.unique(keys.flatten(), return_inverse=True)
+    first = torch.full((len(unique),), videos * per_video, dtype=torch.long)
+    first = first.scatter_reduce(0, inverse, torch.arange(videos * per_video), reduce="amin")
+    return first, inverse
 
 
 def _gather(done: np.ndarray, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:

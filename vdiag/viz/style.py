@@ -29,7 +29,7 @@ def save_figure(fig, path: str | Path) -> Path:
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in FIGURE_FORMATS:
         raise ValueError(f"figure format must be one of {FIGURE_FORMATS}, got {path.suffix!r}")
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, style():  # the style's savefig settings (dpi, tight box) apply here
         fig.savefig(tmp, format=fmt)
     plt.close(fig)
     return path

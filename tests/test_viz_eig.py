@@ -1,0 +1,96 @@
+"""`vdiag viz eig`: on a model whose per-frame features follow a known linear system, the saved
+eigenvalues are the system's and the static fractions are what the rules say."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from vdiag.diagnostics.features import Extractor, Sampling
+from vdiag.diagnostics.model import DiagnosticModel
+from vdiag.models.backbones import VideoBackbone
+from vdiag.viz.eig import clip_eigenvalues, viz_eig
+
+from test_pretrain import run_cli
+
+ANGLE, DECAY = 0.5, 0.95
+KNOWN = np.array([1.0, 0.5, DECAY * np.exp(1j * ANGLE), DECAY * np.exp(-1j * ANGLE)])
+
+
+class LinearSystem(nn.Module):
+    """Feature map u_t = K^t u_0 (B, 4, T, 1, 1) with u_0 scaled by the clip's first-frame mean:
+    a static mode (λ = 1), a decaying one (0.5) and a damped rotation (0.95 e^{±0.5i})."""
+
+    def __init__(self):
+        super().__init__()
+        a, b = DECAY * math.cos(ANGLE), DECAY * math.sin(ANGLE)
+        operator = torch.tensor([[1.0, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, a, -b], [0, 0, b, a]])
+        self.register_buffer("operator", operator)
+        self.register_buffer("start", torch.tensor([1.0, 0.7, -0.4, 0.9]))
+
+    def forward(self, clips):
+        scale = 1.5 + clips[:, :, 0].mean(dim=(1, 2, 3))  # (B,)
+        state = scale[:, None] * self.start  # (B, 4)
+        steps = []
+        for _ in range(clips.shape[2]):
+            steps.append(state)
+            state = state @ self.operator.T
+        return torch.stack(steps, dim=2)[..., None, None]
+
+
+def test_known_linear_system(tiny_synth, tmp_path):
+    from vdiag.diagnostics.data import DataRef
+
+    root, _ = tiny_synth
+    model = DiagnosticModel(VideoBackbone("linear", LinearSystem(), 4, keep_temporal=True), Path("linear-system.pt"), fingerprint="linear-system")
+    result = viz_eig(Extractor(model, Sampling(8, 1, 32, 2), workers=0), DataRef(str(root)), tmp_path, colour_by="label")
+    saved = np.load(tmp_path / "eig.npz")
+    per_clip = saved["eigenvalues"].reshape(-1, 4)
+    assert len(per_clip) == 2 * 8  # 8 test videos × 2 clips, four eigenvalues each
+    for values in per_clip:
+        ordered = sorted(values, key=lambda v: (round(abs(v), 3), v.imag))
+        np.testing.assert_allclose(ordered, sorted(KNOWN, key=lambda v: (round(abs(v), 3), v.imag)), atol=1e-4)
+    assert result.metrics["static_fraction_bolddi"] == pytest.approx(0.25)  # λ = 1 only: the rotation's |Arg| = 0.5 > ω
+    assert result.metrics["static_fraction_bodvcl"] == pytest.approx(0.25)
+    assert result.metrics["spectral_radius_max"] == pytest.approx(1.0, abs=1e-4)
+    wide = viz_eig(Extractor(model, Sampling(8, 1, 32, 2), workers=0), DataRef(str(root)), tmp_path / "wide", xi=0.9, omega=0.6)
+    assert wide.metrics["static_fraction_bolddi"] == pytest.approx(0.75)  # the rotation joins at ω = 0.6
+    with Image.open(tmp_path / "eig.png") as image:
+        assert image.size[0] > 1000 and image.size[1] > 500
+
+
+def test_shared_estimator_and_too_few_frames():
+    rng = np.random.default_rng(0)
+    operator = np.diag([1.0, 0.8, -0.5])
+    clips = np.empty((6, 10, 3))
+    clips[:, 0] = rng.normal(size=(6, 3))
+    for t in range(1, 10):
+        clips[:, t] = clips[:, t - 1] @ operator.T
+    values, clip = clip_eigenvalues(clips, "shared", ridge=1e-9)
+    np.testing.assert_allclose(sorted(values.real), [-0.5, 0.8, 1.0], atol=1e-5)
+    assert (clip == -1).all()
+    from vdiag.errors import VdiagError
+
+    with pytest.raises(VdiagError, match="at least 3 frames"):
+        clip_eigenvalues(clips[:, :2])
+
+
+def test_cli_viz_eig_any_checkpoint(tiny_synth, tmp_path):
+    from vdiag.models.backbones import build_backbone
+
+    root, _ = tiny_synth
+    torch.manual_seed(0)
+    torch.save(build_backbone("tiny").body.state_dict(), tmp_path / "random.pt")
+    proc = run_cli("viz", "eig", str(tmp_path / "random.pt"), "--backbone", "tiny", "--data", str(root), "--clips", "1",
+                   "--frames", "6", "--size", "32", "--workers", "0", "--format", "svg", "--out", str(tmp_path / "out"), "--json")
+    result = json.loads(proc.stdout)
+    assert result["figures"] == [str(tmp_path / "out" / "eig.svg")] and (tmp_path / "out" / "eig.svg").read_text().startswith("<?xml")
+    assert result["config"]["keep_temporal"] is True and 0 <= result["metrics"]["static_fraction_bodvcl"] <= 1
+    assert result["metrics"]["eigenvalues"] <= 8 * 5  # at most L − 1 non-zero eigenvalues per clip

@@ -1,0 +1,49 @@
+"""`vdiag viz …`: figures for any checkpoint, with the numbers behind each figure saved beside it."""
+
+from __future__ import annotations
+
+import click
+
+from vdiag.cli.diagnose import COMMON_EPILOG, diagnostic_options, run_diagnostic
+from vdiag.viz.style import FIGURE_FORMATS
+
+
+@click.group(
+    "viz",
+    epilog="""\b
+Examples:
+  vdiag viz eig runs/bolddi-simclr-tiny/final.pt
+  vdiag viz eig runs/simclr-tiny/final.pt --colour-by fg_trajectory --format pdf""",
+)
+def viz():
+    """Figures: Koopman eigenvalues (more figures are being built)."""
+
+
+@viz.command(
+    "eig",
+    epilog="""\b
+Examples:
+  vdiag viz eig runs/bolddi-simclr-tiny/final.pt            # every test clip's eigenvalues
+  vdiag viz eig runs/simclr-tiny/final.pt --colour-by label --clips 2
+  vdiag viz eig runs/simclr-tiny/final.pt --estimator shared --format pdf
+  vdiag viz eig r3d18.pth --backbone r3d_18 --data data/ucf101 --layer layer3
+""" + COMMON_EPILOG + " The backbone runs with its temporal strides removed (weights unchanged), so every frame has a feature.",
+)
+@diagnostic_options(data_format_flag="--data-format")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True, help="Which videos.")
+@click.option("--estimator", type=click.Choice(["clip", "shared"]), default="clip", show_default=True, help="Exact DMD per clip, or one ridge operator for all clips.")
+@click.option("--colour-by", help="Colour the points by 'label' or a synthetic factor (per-clip estimator, scatter view).")
+@click.option("--format", "figure_format", type=click.Choice(FIGURE_FORMATS), default="png", show_default=True, help="Figure file format.")
+@click.option("--xi", type=float, default=0.9, show_default=True, help="BOLD-DI static rule: |λ| ≥ ξ (seed 000 Table 11).")
+@click.option("--omega", type=float, default=0.1, show_default=True, help="BOLD-DI static rule: |Arg λ| ≤ ω (Table 12).")
+@click.option("--radius", type=float, default=0.1, show_default=True, help="BOD-VCL static rule: |λ − 1| ≤ radius.")
+@run_diagnostic("eig", keep_temporal=True)
+def eig_command(extractor, data, out, device, split, estimator, colour_by, figure_format, xi, omega, radius):
+    """Koopman eigenvalues of the model's per-frame features in the complex plane (BOD-VCL Fig. 4a).
+
+    static_fraction_bolddi / _bodvcl: share of eigenvalues in each paper's static region;
+    spectral_radius_mean / _max of the per-clip operators. Saves eig.png (or pdf/svg) and eig.npz.
+    """
+    from vdiag.viz.eig import viz_eig
+
+    return viz_eig(extractor, data, out, split, estimator, colour_by, figure_format, xi, omega, radius)

@@ -1,0 +1,171 @@
+"""`vdiag viz eig`: the Koopman eigenvalues of a model's per-frame features (BOD-VCL Fig. 4a).
+
+Any checkpoint: the backbone runs with its temporal strides removed (`keep_temporal`, weights
+unchanged) so that every input frame keeps a feature u_t (the spatial mean of the last stage, or of
+`--layer`). For each test clip, exact DMD (`vdiag.koopman.dmd`, Tu et al. 2014) gives the non-zero
+eigenvalues of its least-squares operator K̂ = U_fore U_back^† (seed 000 Eq. 5): at most L − 1 per
+clip, so many clips are plotted together. `estimator="shared"` instead fits one ridge operator to
+every clip's transitions and shows its M eigenvalues.
+
+The figure follows DMD tooling conventions: the complex plane with equal aspect, the unit circle
+dashed, conjugate pairs mirrored about the real axis; the static region of each split rule shaded
+(BOLD-DI: |λ| ≥ ξ and |Arg λ| ≤ ω; BOD-VCL: |λ − 1| ≤ r); a hexbin density instead of points
+when there are many; side panels with the histograms of |λ| and Arg λ. The eigenvalues, their clip
+and its label are saved next to the figure (`eig.npz`).
+
+Metrics (`vdiag.koopman.eigenvalue_summary`): `static_fraction_bolddi`, `static_fraction_bodvcl`
+(share of eigenvalues in each static region), `spectral_radius_mean` / `_max` (of the per-clip
+operators), `modulus_mean`, `argument_abs_mean`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.patches import Circle, Wedge
+
+from vdiag import koopman
+from vdiag.diagnostics.data import DataRef
+from vdiag.diagnostics.features import Extractor, check_target, targets
+from vdiag.errors import VdiagError
+from vdiag.io import atomic_path
+from vdiag.results import Result
+from vdiag.train import distributed as dist
+from vdiag.viz.style import plt, save_figure, style
+
+DENSITY_ABOVE = 3000  # points; beyond this a scatter hides its own density
+STATIC_COLOURS = {"bolddi": "#009E73", "bodvcl": "#E69F00"}
+
+
+def clip_eigenvalues(per_frame: np.ndarray, estimator: str = "clip", ridge: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues of the operators of clips `(clips, T, C)`; returns (eigenvalues, clip of each).
+
+    "clip": exact DMD per clip, the zeros of rank truncation dropped; "shared": one operator.
+    """
+    features = torch.from_numpy(per_frame).double()
+    if features.shape[1] < 3:
+        raise VdiagError(f"a Koopman operator needs at least 3 frames per clip, got {features.shape[1]}; raise --frames")
+    if estimator == "shared":
+        eigenvalues, _ = koopman.eigen(koopman.fit_operator(features, "shared", ridge))
+        return eigenvalues.numpy(), np.full(len(eigenvalues), -1)
+    if estimator != "clip":
+        raise VdiagError(f"unknown estimator {estimator!r}; choose clip or shared")
+    eigenvalues, _ = koopman.dmd(features)
+    values = eigenvalues.numpy()
+    clip = np.broadcast_to(np.arange(len(values))[:, None], values.shape)
+    keep = np.abs(values) > 0
+    return values[keep], clip[keep]
+
+
+def plot_eigenvalues(
+    eigenvalues: np.ndarray,
+    groups: np.ndarray | None = None,
+    group_names: list[str] | None = None,
+    xi: float = 0.9,
+    omega: float = 0.1,
+    radius: float = 0.1,
+    title: str = "",
+    density: bool | None = None,
+):
+    """The complex-plane figure with |λ| and Arg λ histograms; returns the matplotlib figure."""
+    real, imag = eigenvalues.real, eigenvalues.imag
+    extent = max(1.15, float(np.abs(eigenvalues).max(initial=0)) * 1.05)
+    density = len(eigenvalues) > DENSITY_ABOVE if density is None else density
+    with style():
+        fig = plt.figure(figsize=(7.2, 4.4))
+        grid = fig.add_gridspec(2, 2, width_ratios=(1.45, 1), hspace=0.45, wspace=0.25)
+        plane = fig.add_subplot(grid[:, 0])
+        plane.add_patch(Wedge((0, 0), extent, -np.degrees(omega), np.degrees(omega), width=extent - xi, color=STATIC_COLOURS["bolddi"], alpha=0.18, lw=0, label=f"static, BOLD-DI (|λ| ≥ {xi:g}, |Arg λ| ≤ {omega:g})"))
+        plane.add_patch(Circle((1, 0), radius, fill=False, ec=STATIC_COLOURS["bodvcl"], lw=1.2, label=f"static, BOD-VCL (|λ − 1| ≤ {radius:g})"))
+        plane.add_patch(Circle((0, 0), 1, fill=False, ls="--", ec="0.35", lw=0.8, label="unit circle"))
+        if density:
+            shown = plane.hexbin(real, imag, gridsize=60, extent=(-extent, extent, -extent, extent), bins="log", mincnt=1, cmap="viridis")
+            fig.colorbar(shown, ax=plane, fraction=0.04, pad=0.02, label="eigenvalues per cell (log)")
+        elif groups is not None and group_names:
+            for index, name in enumerate(group_names):
+                chosen = groups == index
+                if chosen.any():
+                    plane.scatter(real[chosen], imag[chosen], s=7, alpha=0.6, lw=0, label=name)
+        else:
+            plane.scatter(real, imag, s=7, alpha=0.5, lw=0, color="#0072B2", label="eigenvalue")
+        plane.axhline(0, color="0.8", lw=0.5, zorder=0)
+        plane.axvline(0, color="0.8", lw=0.5, zorder=0)
+        plane.set_xlim(-extent, extent)
+        plane.set_ylim(-extent, extent)
+        plane.set_aspect("equal")
+        plane.set_xlabel("Re λ")
+        plane.set_ylabel("Im λ")
+        plane.set_title("complex plane")
+        plane.legend(loc="upper left", bbox_to_anchor=(-0.02, -0.12), ncol=2, fontsize=7, markerscale=2)
+        fig.suptitle(title, fontsize=9)
+
+        modulus = fig.add_subplot(grid[0, 1])
+        modulus.hist(np.abs(eigenvalues), bins=40, color="#0072B2")
+        modulus.axvline(xi, color=STATIC_COLOURS["bolddi"], lw=1, label=f"ξ = {xi:g}")
+        modulus.axvline(1, color="0.35", ls="--", lw=0.8, label="|λ| = 1")
+        modulus.set_xlabel("|λ| (per-step growth)")
+        modulus.set_ylabel("eigenvalues")
+        modulus.legend(fontsize=7, loc="upper left")
+
+        argument = fig.add_subplot(grid[1, 1])
+        argument.hist(np.angle(eigenvalues), bins=40, range=(-np.pi, np.pi), color="#0072B2")
+        for sign in (-1, 1):
+            argument.axvline(sign * omega, color=STATIC_COLOURS["bolddi"], lw=1, label=f"|Arg λ| = ω = {omega:g}" if sign > 0 else None)
+        argument.set_xlabel("Arg λ (radians per frame)")
+        argument.set_ylabel("eigenvalues")
+        argument.set_xlim(-np.pi, np.pi)
+        argument.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def viz_eig(
+    extractor: Extractor,
+    data: DataRef,
+    out: Path,
+    split: str = "test",
+    estimator: str = "clip",
+    colour_by: str | None = None,
+    figure_format: str = "png",
+    xi: float = 0.9,
+    omega: float = 0.1,
+    radius: float = 0.1,
+) -> Result:
+    index = data.split(split)
+    if colour_by:
+        check_target(index, colour_by)
+    features = extractor(index, ["real"], temporal=True)["real"]  # (N, K, C, T)
+    videos, clips, channels, steps = features.features.shape
+    per_frame = features.features.transpose(0, 1, 3, 2).reshape(videos * clips, steps, channels)
+    eigenvalues, clip = clip_eigenvalues(per_frame, estimator)
+    if len(eigenvalues) == 0:
+        raise VdiagError("every clip's features are constant or zero: there are no eigenvalues to plot (try another --layer)")
+    groups, names = None, None
+    if colour_by and estimator == "clip":
+        labels, names = targets(features, colour_by)
+        groups = labels[clip // clips]
+    summary = koopman.eigenvalue_summary(torch.from_numpy(eigenvalues), xi, omega, radius)
+    if estimator == "clip":  # the spectral radius of each clip's operator, not of the pooled set
+        radii = np.zeros(videos * clips)
+        np.maximum.at(radii, clip, np.abs(eigenvalues))
+        summary["spectral_radius_mean"], summary["spectral_radius_max"] = float(radii.mean()), float(radii.max())
+    model = extractor.model
+    layer = f", layer {model.layer}" if model.layer else ""
+    name = "/".join(Path(str(model.path)).parts[-2:])
+    title = f"Koopman eigenvalues of per-frame features — {name} ({model.name}{layer}); {split}, {videos} videos × {clips} clips, {estimator} estimator"
+    figure = Path(out) / f"eig.{figure_format}"
+    saved = Path(out) / "eig.npz"
+    if dist.is_main():
+        save_figure(plot_eigenvalues(eigenvalues, groups, names, xi, omega, radius, title), figure)
+        with atomic_path(saved) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, eigenvalues=eigenvalues, clip=clip, video=np.where(clip >= 0, clip // clips, -1), labels=features.labels, class_names=np.asarray(features.class_names))
+    return Result(
+        command="viz eig",
+        metrics={**summary, "eigenvalues": len(eigenvalues)},
+        data=data.path,
+        figures=[str(figure)],
+        files=[str(saved)],
+        config={**extractor.describe(), "split": split, "estimator": estimator, "xi": xi, "omega": omega, "radius": radius, "colour_by": colour_by},
+    )
