@@ -313,3 +313,19 @@ def test_repeated_clips_are_computed_once_and_expanded():
     video = torch.arange(8) // 4
     assert len(first) == 4  # (0,0) (0,1) (1,2) (1,5)
     assert torch.equal(flat[first][inverse], flat) and torch.equal(video[first][inverse], video)
+
+
+def test_cli_viz_tsne_side_by_side(validity, tmp_path):
+    """Coloured by trajectory, the trajectory model's classes separate; the colour model's do not."""
+    data, models = validity
+    proc = run_cli("viz", "tsne", models["static"], models["dynamic"], "--target", "fg_trajectory", "--clips", "2", "--workers", "0",
+                   "--out", str(tmp_path), "--json")
+    result = json.loads(proc.stdout)
+    saved = np.load(tmp_path / "tsne.npz")
+    assert saved["points_0"].shape == (64, 2) and saved["points_1"].shape == (64, 2)
+    assert result["metrics"]["silhouette_1"] > result["metrics"]["silhouette_0"] + 0.2
+    np.testing.assert_allclose(saved["silhouettes"], [result["metrics"]["silhouette_0"], result["metrics"]["silhouette_1"]])
+    from PIL import Image
+
+    with Image.open(tmp_path / "tsne.png") as image:
+        assert image.size[0] > 1000

@@ -18,13 +18,15 @@ the view and the sampling), so a second diagnostic on the same checkpoint does n
 Under torchrun every process extracts a share of the videos."""
 
 
-def diagnostic_options(function=None, *, data_format_flag: str = "--format"):
+def diagnostic_options(function=None, *, data_format_flag: str = "--format", many: bool = False):
     """The options every probe / eval / viz command shares (viz names the dataset layout
-    `--data-format`, since its `--format` is the figure's)."""
+    `--data-format`, since its `--format` is the figure's; `many` takes several checkpoints)."""
     if function is None:
-        return lambda f: diagnostic_options(f, data_format_flag=data_format_flag)
+        return lambda f: diagnostic_options(f, data_format_flag=data_format_flag, many=many)
     options = [
-        click.argument("checkpoint", type=click.Path(dir_okay=False)),
+        click.argument("checkpoints", nargs=-1, required=True, type=click.Path(dir_okay=False))
+        if many
+        else click.argument("checkpoint", type=click.Path(dir_okay=False)),
         click.option("--backbone", type=click.Choice(BACKBONE_NAMES), help="Architecture of a non-vdiag state dict (torchvision / pytorchvideo)."),
         click.option("--layer", help="Probe this module under the backbone body instead of the last stage (e.g. layer3, stages.2)."),
         click.option("--data", "data_path", type=click.Path(), help="Dataset folder or CSV [the checkpoint's; else the synthetic dataset]."),
@@ -46,29 +48,32 @@ def diagnostic_options(function=None, *, data_format_flag: str = "--format"):
     return function
 
 
-def run_diagnostic(name: str, keep_temporal: bool | None = None):
+def run_diagnostic(name: str, keep_temporal: bool | None = None, many: bool = False):
     """Turn `body(extractor, data, out, device, **options) -> Result` into a command: load the model
     (with its temporal strides removed when `keep_temporal`), the data, run the body, write
-    <out>/<name>.json, render the result."""
+    <out>/<name>.json, render the result. With `many`, the body gets a list of extractors (one per
+    checkpoint, the data of the first)."""
 
     def decorator(body):
         @functools.wraps(body)
-        def command(settings, checkpoint, backbone, layer, data_path, data_format, split_id, clips, frames, stride, size, batch_size, workers, no_cache, out, as_json, **extra):
+        def command(settings, backbone, layer, data_path, data_format, split_id, clips, frames, stride, size, batch_size, workers, no_cache, out, as_json, checkpoint=None, checkpoints=(), **extra):
             from vdiag.diagnostics.data import resolve_data
             from vdiag.diagnostics.features import Extractor, default_sampling
             from vdiag.diagnostics.model import load_model
             from vdiag.train import distributed as dist
 
+            paths = list(checkpoints) if many else [checkpoint]
             device = dist.setup(resolve_device(settings.device))
             try:
-                model = load_model(checkpoint, backbone, layer, keep_temporal, device=device)
-                extractor = Extractor(
-                    model, default_sampling(model, clips, frames, stride, size), batch_size, workers, settings.decoder, settings.seed, not no_cache
-                )
-                data = resolve_data(model, data_path, data_format, split_id)
-                folder = Path(out) if out else Path(checkpoint).parent / "diagnostics" / Path(checkpoint).stem
-                result = body(extractor, data, folder, device, **extra)
-                result.checkpoint = str(checkpoint)
+                extractors = []
+                for path in paths:
+                    model = load_model(path, backbone, layer, keep_temporal, device=device)
+                    sampling = default_sampling(model, clips, frames, stride, size)
+                    extractors.append(Extractor(model, sampling, batch_size, workers, settings.decoder, settings.seed, not no_cache))
+                data = resolve_data(extractors[0].model, data_path, data_format, split_id)
+                folder = Path(out) if out else Path(paths[0]).parent / "diagnostics" / Path(paths[0]).stem
+                result = body(extractors if many else extractors[0], data, folder, device, **extra)
+                result.checkpoint = ", ".join(str(p) for p in paths)
                 if dist.is_main():
                     written = result.write(folder / f"{name}.json")
                     emit(result, as_json, footer=[f"wrote {written}", *[f"      {f}" for f in [*result.figures, *result.files] if f != str(written)]])

@@ -16,7 +16,7 @@ Examples:
   vdiag viz eig runs/simclr-tiny/final.pt --colour-by fg_trajectory --format pdf""",
 )
 def viz():
-    """Figures: Koopman eigenvalues (more figures are being built)."""
+    """Figures: Koopman eigenvalues, t-SNE (more figures are being built)."""
 
 
 @viz.command(
@@ -47,3 +47,30 @@ def eig_command(extractor, data, out, device, split, estimator, colour_by, figur
     from vdiag.viz.eig import viz_eig
 
     return viz_eig(extractor, data, out, split, estimator, colour_by, figure_format, xi, omega, radius)
+
+
+@viz.command(
+    "tsne",
+    epilog="""\b
+Examples:
+  vdiag viz tsne runs/simclr-tiny/final.pt runs/vididi-simclr-tiny/final.pt   # side by side
+  vdiag viz tsne runs/simclr-tiny/final.pt --target bg_color --top-k 2
+  vdiag viz tsne final.pt --data data/ucf101 --top-k 10 --format pdf
+""" + COMMON_EPILOG + " With several checkpoints, the data is the first one's unless --data is given.",
+)
+@diagnostic_options(data_format_flag="--data-format", many=True)
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True, help="Which videos.")
+@click.option("--target", default="label", show_default=True, help="Colour by the dataset label or a synthetic factor.")
+@click.option("--top-k", type=click.IntRange(2), default=5, show_default=True, help="Show the k best-retrieved classes (ViDiDi Fig. 4: 5).")
+@click.option("--perplexity", type=click.FloatRange(1), default=30.0, show_default=True, help="t-SNE perplexity (capped below the number of videos).")
+@click.option("--format", "figure_format", type=click.Choice(FIGURE_FORMATS), default="png", show_default=True, help="Figure file format.")
+@run_diagnostic("tsne", many=True)
+def tsne_command(extractors, data, out, device, split, target, top_k, perplexity, figure_format):
+    """t-SNE of video embeddings coloured by class, one panel per checkpoint (ViDiDi Fig. 4).
+
+    Each panel's title gives the silhouette score of the shown classes in embedding space.
+    Saves tsne.png (or pdf/svg) and tsne.npz (2-D points, labels, scores).
+    """
+    from vdiag.viz.tsne import viz_tsne
+
+    return viz_tsne(extractors, data, out, split, target, top_k, perplexity, figure_format)
