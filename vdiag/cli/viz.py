@@ -16,7 +16,7 @@ Examples:
   vdiag viz eig runs/simclr-tiny/final.pt --colour-by fg_trajectory --format pdf""",
 )
 def viz():
-    """Figures: Koopman eigenvalues, t-SNE (more figures are being built)."""
+    """Figures: Koopman eigenvalues, t-SNE, activation maps (more figures are being built)."""
 
 
 @viz.command(
@@ -74,3 +74,28 @@ def tsne_command(extractors, data, out, device, split, target, top_k, perplexity
     from vdiag.viz.tsne import viz_tsne
 
     return viz_tsne(extractors, data, out, split, target, top_k, perplexity, figure_format)
+
+
+@viz.command(
+    "activation",
+    epilog="""\b
+Examples:
+  vdiag viz activation runs/dclr-tiny/final.pt ~/.cache/vdiag/datasets/synth-default/videos/test/test_00000.mp4
+  vdiag viz activation r3d18.pth clip.mp4 --backbone r3d_18 --frames 16 --size 112 --start 40
+""" + COMMON_EPILOG,
+)
+@diagnostic_options(data_format_flag="--data-format")
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.option("--start", type=click.IntRange(0), help="First frame of the clip [the middle clip].")
+@click.option("--frames-shown", type=click.IntRange(1, 16), default=4, show_default=True, help="Columns of the figure.")
+@click.option("--format", "figure_format", type=click.Choice(FIGURE_FORMATS), default="png", show_default=True, help="Figure file format.")
+@run_diagnostic("activation", needs_data=False)
+def activation_command(extractor, data, out, device, video, start, frames_shown, figure_format):
+    """Class-agnostic activation maps of a clip, its static frame and its frame difference (DCLR Fig. 3).
+
+    Works for any model. On a synthetic video, fg_mass_video / _static / _difference give the
+    share of each map on the true foreground (fg_area: the foreground's share of the pixels).
+    """
+    from vdiag.viz.activation import viz_activation
+
+    return viz_activation(extractor.model, video, out, extractor.sampling, extractor.decoder, start, frames_shown, figure_format)

@@ -1,5 +1,5 @@
-"""`vdiag viz eig`: on a model whose per-frame features follow a known linear system, the saved
-eigenvalues are the system's and the static fractions are what the rules say."""
+"""`vdiag viz`: figures checked for content on models whose answer is known (a linear system for
+the eigenvalues, a foreground detector for the activation maps)."""
 
 from __future__ import annotations
 
@@ -94,3 +94,45 @@ def test_cli_viz_eig_any_checkpoint(tiny_synth, tmp_path):
     assert result["figures"] == [str(tmp_path / "out" / "eig.svg")] and (tmp_path / "out" / "eig.svg").read_text().startswith("<?xml")
     assert result["config"]["keep_temporal"] is True and 0 <= result["metrics"]["static_fraction_bodvcl"] <= 1
     assert result["metrics"]["eigenvalues"] <= 8 * 5  # at most L − 1 non-zero eigenvalues per clip
+
+
+class ForegroundDetector(nn.Module):
+    """A feature map that is non-zero only where a pixel is light (the synthetic foreground: light
+    shapes on darker backgrounds): relu(mean over RGB of the normalised frame − 1)."""
+
+    def forward(self, clips):
+        return torch.relu(clips.mean(dim=1, keepdim=True) - 1.0)
+
+
+def test_activation_maps_find_the_foreground(tiny_synth, tmp_path):
+    from vdiag.viz.activation import viz_activation
+
+    root, _ = tiny_synth
+    model = DiagnosticModel(VideoBackbone("foreground", ForegroundDetector(), 1), Path("foreground.pt"), fingerprint="foreground")
+    video = root / "videos" / "test" / "test_00001.mp4"
+    result = viz_activation(model, video, tmp_path, Sampling(6, 1, 32, 1), frames_shown=3)
+    metrics = result.metrics
+    assert metrics["fg_mass_video"] > 0.9 and metrics["fg_mass_static"] > 0.9
+    assert metrics["fg_mass_difference"] > 0.8  # the object's leading edge: inside the union of the two frames' masks
+    assert metrics["fg_mass_video"] > 4 * metrics["fg_area"]
+    saved = np.load(tmp_path / "activation-test_00001.npz")
+    assert saved["map_video"].shape == (6, 32, 32) and saved["map_difference"].shape == (5, 32, 32) and saved["mask"].shape == (6, 32, 32)
+    with Image.open(tmp_path / "activation-test_00001.png") as image:
+        assert image.size[0] > 600 and image.size[1] > 800
+
+
+def test_cli_activation_any_video(tiny_synth, tmp_path):
+    """A video outside a synthetic dataset: the figure, no fg metrics; a missing video is one line."""
+    import shutil
+
+    from vdiag.models.backbones import build_backbone
+
+    root, _ = tiny_synth
+    torch.manual_seed(0)
+    torch.save(build_backbone("tiny").body.state_dict(), tmp_path / "random.pt")
+    shutil.copy(root / "videos" / "train" / "train_00002.mp4", tmp_path / "clip.mp4")
+    common = ["--backbone", "tiny", "--frames", "4", "--size", "32", "--out", str(tmp_path / "out")]
+    result = json.loads(run_cli("viz", "activation", str(tmp_path / "random.pt"), str(tmp_path / "clip.mp4"), *common, "--json").stdout)
+    assert result["metrics"] == {} and Path(result["figures"][0]).is_file()
+    missing = run_cli("viz", "activation", str(tmp_path / "random.pt"), str(tmp_path / "nope.mp4"), *common, check=False)
+    assert missing.returncode == 2 and "nope.mp4" in missing.stderr and "Traceback" not in missing.stderr

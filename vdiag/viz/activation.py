@@ -1,0 +1,152 @@
+"""`vdiag viz activation`: where a model responds, for a clip, its static frame and its frame difference (DCLR Fig. 3).
+
+The class-agnostic activation map of DCLR Eq. 11, A[t, h, w] = Σ_c |F[c, t, h, w]|, of the last
+stage (or `--layer`), min-max normalised per map (§3.3), for three inputs built from one clip of the
+video: the clip v, its static clip s (the middle frame repeated) and its frame difference d
+(T − 1 frames, no wrap-around). Works for any model: it needs only the feature map. The maps are
+upsampled (trilinear) to the input's T × H × W and drawn over the frames.
+
+On a video of a vdiag synthetic dataset the foreground masks are known, and `fg_mass_<input>` is
+the share of the map's total on the foreground (for d, the union of the object in the two frames
+it differences); `fg_area` is the foreground's share of the pixels, what a map spread evenly would
+score. A model that attends to the moving object has fg_mass_video well above fg_area.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vdiag.data.decode import read_frames
+from vdiag.data.sampling import ClipSpec, uniform_starts
+from vdiag.data.views import center_crop, eval_view, normalize
+from vdiag.diagnostics.features import Sampling
+from vdiag.diagnostics.model import DiagnosticModel
+from vdiag.errors import VdiagError
+from vdiag.io import atomic_path
+from vdiag.methods.dclr import decoupled_activation_maps
+from vdiag.results import Result
+from vdiag.viz.style import plt, save_figure, style
+
+INPUTS = ("video", "static", "difference")
+TITLES = {"video": "A_v: the clip", "static": "A_s: its middle frame, repeated", "difference": "A_d: its frame difference"}
+
+
+def read_clip(video: str | Path, sampling: Sampling, decoder: str = "auto", start: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """One clip of `sampling.frames` frames (the middle one unless `start`): uint8 (C, T, H, W) and its frame indices."""
+    spec = ClipSpec(sampling.frames, sampling.stride)
+    chosen = {}
+
+    def select(frame_count: int) -> np.ndarray:
+        first = uniform_starts(frame_count, spec, 1)[0] if start is None else start
+        if first < 0 or first >= frame_count:
+            raise VdiagError(f"--start {first} is outside the video's {frame_count} frames")
+        chosen["indices"] = spec.indices(first, frame_count)
+        return chosen["indices"]
+
+    frames = read_frames(video, select, decoder)  # (T, H, W, C)
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous(), chosen["indices"]
+
+
+def synthetic_mask(video: Path, indices: np.ndarray, size: int) -> np.ndarray | None:
+    """The foreground masks (T, size, size) of a video inside a vdiag synthetic dataset, cropped as the frames are; else None."""
+    root = video.resolve().parents[2] if len(video.resolve().parents) > 2 else None
+    if root is None or not (root / "manifest.json").is_file() or not (root / "masks").is_dir():
+        return None
+    from vdiag.data.synthetic import load_mask
+
+    try:
+        masks = load_mask(root, video.stem)[indices]  # (T, H, W) bool
+    except VdiagError:
+        return None
+    resized = F.interpolate(torch.from_numpy(masks).float()[None], scale_factor=None, size=_short_side(masks.shape[1:], size), mode="nearest")[0]
+    return center_crop(resized, size).numpy() > 0.5
+
+
+def _short_side(shape: tuple[int, int], size: int) -> tuple[int, int]:
+    height, width = shape
+    scale = size / min(height, width)
+    return max(size, round(height * scale)), max(size, round(width * scale))
+
+
+def upsample(maps: torch.Tensor, frames: int, size: int) -> np.ndarray:
+    """(T', H', W') → (frames, size, size), trilinear."""
+    return F.interpolate(maps[None, None].float(), size=(frames, size, size), mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
+def foreground_mass(maps: np.ndarray, mask: np.ndarray) -> float:
+    return float((maps * mask).sum() / max(maps.sum(), 1e-12))
+
+
+def viz_activation(
+    model: DiagnosticModel,
+    video: str | Path,
+    out: Path,
+    sampling: Sampling,
+    decoder: str = "auto",
+    start: int | None = None,
+    frames_shown: int = 4,
+    figure_format: str = "png",
+) -> Result:
+    video = Path(video)
+    raw, indices = read_clip(video, sampling, decoder, start)
+    shown = eval_view(raw, sampling.size)  # (C, T, S, S) in [0, 1]
+    with torch.inference_mode():
+        maps = decoupled_activation_maps(model, normalize(shown)[None].to(model.device))
+    length, size = shown.shape[1], sampling.size
+    upsampled = {
+        "video": upsample(maps["video"][0].cpu(), length, size),
+        "static": upsample(maps["static"][0].cpu(), length, size),
+        "difference": upsample(maps["difference"][0].cpu(), length - 1, size),
+    }
+    metrics: dict[str, float] = {}
+    mask = synthetic_mask(video, indices, size)
+    if mask is not None:
+        middle = length // 2
+        masks = {"video": mask, "static": np.repeat(mask[middle : middle + 1], length, 0), "difference": mask[1:] | mask[:-1]}
+        metrics = {f"fg_mass_{name}": foreground_mass(upsampled[name], masks[name]) for name in INPUTS}
+        metrics["fg_area"] = float(mask.mean())
+    figure = Path(out) / f"activation-{video.stem}.{figure_format}"
+    saved = Path(out) / f"activation-{video.stem}.npz"
+    save_figure(_plot(shown, upsampled, indices, frames_shown, f"Activation maps (DCLR Eq. 11) — {'/'.join(Path(str(model.path)).parts[-2:])} ({model.name}), {video.name}, frames {indices[0]}–{indices[-1]}"), figure)
+    with atomic_path(saved) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, frames=shown.permute(1, 2, 3, 0).numpy(), frame_indices=indices, **{f"map_{k}": v for k, v in upsampled.items()}, **({"mask": mask} if mask is not None else {}))
+    return Result(
+        command="viz activation",
+        metrics=metrics,
+        data=str(video),
+        figures=[str(figure)],
+        files=[str(saved)],
+        config={"backbone": model.name, "layer": model.layer, "frames": sampling.frames, "stride": sampling.stride, "size": size, "start": int(indices[0])},
+    )
+
+
+def _plot(frames: torch.Tensor, maps: dict[str, np.ndarray], indices: np.ndarray, columns: int, title: str):
+    length = frames.shape[1]
+    times = np.unique(np.linspace(0, length - 2, columns).round().astype(int))  # valid for the T − 1 differences too
+    pictures = frames.permute(1, 2, 3, 0).numpy()  # (T, S, S, C)
+    difference = np.abs(pictures[1:] - pictures[:-1]).mean(-1)
+    middle = pictures[length // 2]
+    with style():
+        fig, axes = plt.subplots(4, len(times), figsize=(1.7 * len(times) + 0.6, 7.2), squeeze=False)
+        for column, t in enumerate(times):
+            backgrounds = {"video": pictures[t], "static": middle, "difference": difference[t] / max(difference.max(), 1e-6)}
+            axes[0, column].imshow(pictures[t])
+            axes[0, column].set_title(f"frame {indices[t]}")
+            for row, name in enumerate(INPUTS, start=1):
+                ax = axes[row, column]
+                ax.imshow(backgrounds[name], cmap="gray" if name == "difference" else None)
+                shown = ax.imshow(maps[name][t], cmap="inferno", alpha=0.55, vmin=0, vmax=1)
+                if column == 0:
+                    ax.set_ylabel(TITLES[name], fontsize=7)
+        axes[0, 0].set_ylabel("frames", fontsize=7)
+        for ax in axes.flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.colorbar(shown, ax=axes[1:, :].ravel().tolist(), fraction=0.03, pad=0.02, label="activation (min-max per map)")
+        fig.suptitle(title, fontsize=8)
+    return fig
