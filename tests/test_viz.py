@@ -136,3 +136,45 @@ def test_cli_activation_any_video(tiny_synth, tmp_path):
     assert result["metrics"] == {} and Path(result["figures"][0]).is_file()
     missing = run_cli("viz", "activation", str(tmp_path / "random.pt"), str(tmp_path / "nope.mp4"), *common, check=False)
     assert missing.returncode == 2 and "nope.mp4" in missing.stderr and "Traceback" not in missing.stderr
+
+
+class ForegroundClassifier(nn.Module):
+    """A method-like holder of a classifier on the one-channel foreground embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.classifier = nn.Linear(1, 2)
+        with torch.no_grad():
+            self.classifier.weight.copy_(torch.tensor([[1.0], [-1.0]]))
+            self.classifier.bias.zero_()
+
+
+def test_saliency_tubes_find_the_foreground(tiny_synth, tmp_path):
+    """The model's output depends on foreground pixels only: every method's mass lies on the mask."""
+    from vdiag.viz.saliency import viz_saliency
+
+    root, _ = tiny_synth
+    model = DiagnosticModel(VideoBackbone("foreground", ForegroundDetector(), 1), Path("foreground.pt"), method=ForegroundClassifier(), fingerprint="fg")
+    result = viz_saliency(model, root / "videos" / "test" / "test_00001.mp4", tmp_path, Sampling(6, 1, 32, 1), frames_shown=3)
+    metrics = result.metrics
+    assert result.config["target"] == "class logit 0"
+    assert metrics["fg_mass_gradient"] > 0.9 and metrics["fg_mass_integrated_gradients"] > 0.9
+    assert metrics["fg_mass_grad_cam"] > 0.8 and metrics["fg_area"] < 0.3
+    with Image.open(tmp_path / "saliency-test_00001.gif") as animation:
+        assert animation.n_frames == 6 and animation.size[0] == 4 * animation.size[1]  # frame + three overlays
+    saved = np.load(tmp_path / "saliency-test_00001.npz")
+    assert saved["grad_cam"].shape == saved["gradient"].shape == (6, 32, 32)
+
+
+def test_cli_saliency_similarity_target(tiny_synth, tmp_path):
+    from vdiag.models.backbones import build_backbone
+
+    root, _ = tiny_synth
+    torch.manual_seed(0)
+    torch.save(build_backbone("tiny").body.state_dict(), tmp_path / "random.pt")
+    video = root / "videos" / "test" / "test_00002.mp4"
+    result = json.loads(run_cli("viz", "saliency", str(tmp_path / "random.pt"), str(video), "--backbone", "tiny", "--frames", "4", "--size", "32",
+                                "--out", str(tmp_path / "out"), "--json").stdout)
+    assert result["config"]["target"].startswith("cosine similarity")
+    assert all(np.isfinite(v) for v in result["metrics"].values()) and set(result["metrics"]) >= {"fg_mass_grad_cam", "fg_area"}
+    assert all(Path(f).is_file() for f in result["figures"])

@@ -16,7 +16,7 @@ Examples:
   vdiag viz eig runs/simclr-tiny/final.pt --colour-by fg_trajectory --format pdf""",
 )
 def viz():
-    """Figures: Koopman eigenvalues, t-SNE, activation maps (more figures are being built)."""
+    """Figures: Koopman eigenvalues, t-SNE, activation maps, saliency tubes."""
 
 
 @viz.command(
@@ -99,3 +99,32 @@ def activation_command(extractor, data, out, device, video, start, frames_shown,
     from vdiag.viz.activation import viz_activation
 
     return viz_activation(extractor.model, video, out, extractor.sampling, extractor.decoder, start, frames_shown, figure_format)
+
+
+@viz.command(
+    "saliency",
+    epilog="""\b
+Examples:
+  vdiag viz saliency runs/supervised-tiny/final.pt ~/.cache/vdiag/datasets/synth-default/videos/test/test_00003.mp4
+  vdiag viz saliency runs/simclr-tiny/final.pt clip.mp4 --start 16     # target: similarity to another view
+  vdiag viz saliency r3d18.pth clip.mp4 --backbone r3d_18 --frames 16 --size 112
+""" + COMMON_EPILOG,
+)
+@diagnostic_options(data_format_flag="--data-format")
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.option("--start", type=click.IntRange(0), help="First frame of the clip [the middle clip].")
+@click.option("--class-index", type=click.IntRange(0), help="Classifier checkpoints: explain this class [the predicted one].")
+@click.option("--frames-shown", type=click.IntRange(1, 16), default=4, show_default=True, help="Columns of the figure.")
+@click.option("--format", "figure_format", type=click.Choice(FIGURE_FORMATS), default="png", show_default=True, help="Figure file format (the animation is a GIF).")
+@run_diagnostic("saliency", needs_data=False)
+def saliency_command(extractor, data, out, device, video, start, class_index, frames_shown, figure_format):
+    """Saliency tubes with captum: gradient, integrated gradients, per-frame Grad-CAM (ViDiDi Fig. 5).
+
+    Target: a classifier's logit when the checkpoint has one, else the similarity to another
+    augmented view of the clip. Writes a frame grid and an animated GIF; on a synthetic video,
+    fg_mass_<method> is the share of attribution on the true foreground.
+    """
+    from vdiag.viz.saliency import viz_saliency
+
+    model = extractor.model
+    return viz_saliency(model, video, out, extractor.sampling, extractor.decoder, start, class_index, frames_shown, figure_format, extractor.seed)

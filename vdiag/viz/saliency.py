@@ -1,0 +1,187 @@
+"""`vdiag viz saliency`: saliency tubes — which pixels of which frames drive the model (ViDiDi Fig. 5).
+
+Three attributions of a scalar target for one clip, each reduced to a (T, H, W) tube:
+- gradient saliency (captum `Saliency`: |∂y/∂x|, summed over colour channels);
+- integrated gradients (captum `IntegratedGradients`, 32 steps, baseline: the all-zero normalised
+  clip, i.e. the dataset-mean colour everywhere; |attribution| summed over channels);
+- Grad-CAM on the last stage (or `--layer`) with **time-resolved** weights: α_c(t) is the mean of
+  ∂y/∂A[c, t, ·, ·] over space at each time step, cam(t) = ReLU(Σ_c α_c(t) A[c, t]), upsampled
+  trilinearly to T × H × W. (captum's `LayerGradCam` averages the gradients over time as well,
+  which gives every frame the same channel weights; a video needs them per frame.)
+
+The target y: for a checkpoint with a classifier (`supervised`, or a fine-tuned checkpoint from
+`vdiag eval finetune`) the logit of the predicted class (or `--class-index`); for any other model
+the cosine similarity between the clip's embedding and the (fixed) embedding of another augmented
+view of the same clip — the quantity instance-discrimination training makes large, so the tube
+shows what the model matches across views.
+
+On a synthetic video, `fg_mass_<method>` is each tube's share of attribution on the true foreground
+mask; `fg_area` is the foreground's share of the pixels (the score of an even spread).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from captum.attr import IntegratedGradients, Saliency
+
+from vdiag.data.views import SpatialAugment, eval_view, normalize
+from vdiag.diagnostics.features import Sampling
+from vdiag.diagnostics.model import DiagnosticModel
+from vdiag.io import atomic_path
+from vdiag.results import Result
+from vdiag.viz.activation import foreground_mass, read_clip, synthetic_mask
+from vdiag.viz.style import plt, save_figure, style
+
+METHODS = ("gradient", "integrated_gradients", "grad_cam")
+TITLES = {"gradient": "gradient saliency", "integrated_gradients": "integrated gradients", "grad_cam": "Grad-CAM (per-frame weights)"}
+
+
+def target_function(model: DiagnosticModel, clip: torch.Tensor, class_index: int | None, seed: int = 0):
+    """(f, description): f maps clips (B, C, T, H, W) to the scalar target per clip (B,)."""
+    classifier = getattr(model.method, "classifier", None)
+    if classifier is not None:
+        with torch.no_grad():
+            predicted = int(classifier(model.embed(clip)).argmax(1)[0]) if class_index is None else class_index
+
+        def logit(clips: torch.Tensor) -> torch.Tensor:
+            return classifier(model.embed(clips))[:, predicted]
+
+        return logit, f"class logit {predicted}"
+    raw = clip[0]
+    augment = SpatialAugment(size=raw.shape[-1], crop_scale=(0.5, 1.0), grayscale_p=0.0, blur_p=0.0)
+    with torch.no_grad():  # another view of the same clip: undo the normalisation, augment, normalise
+        mean = torch.tensor((0.43216, 0.394666, 0.37645)).view(3, 1, 1, 1)
+        std = torch.tensor((0.22803, 0.22145, 0.216989)).view(3, 1, 1, 1)
+        pixels = (raw.cpu() * std + mean).clamp(0, 1)
+        other = normalize(augment(pixels, torch.Generator().manual_seed(seed)))[None].to(clip.device)
+        reference = model.embed(other)
+
+    def similarity(clips: torch.Tensor) -> torch.Tensor:
+        return F.cosine_similarity(model.embed(clips), reference.expand(len(clips), -1), dim=1)
+
+    return similarity, "cosine similarity to another augmented view of the clip"
+
+
+def grad_cam(model: DiagnosticModel, target, clip: torch.Tensor) -> torch.Tensor:
+    """Time-resolved Grad-CAM of `target` w.r.t. the feature map: (T', H', W') ≥ 0."""
+    captured = {}
+    original = model.feature_map
+
+    def capture(clips: torch.Tensor) -> torch.Tensor:  # the feature map the target is computed from
+        feature = original(clips)
+        feature.retain_grad()
+        captured["map"] = feature
+        return feature
+
+    model.feature_map = capture
+    try:
+        target(clip.detach().requires_grad_(True)).sum().backward()
+    finally:
+        del model.feature_map  # back to the class's method
+    feature = captured["map"]  # (1, C, T', H', W')
+    weights = feature.grad.mean(dim=(3, 4), keepdim=True)  # α_c(t): per channel and time step
+    return torch.relu((weights * feature).sum(dim=1))[0].detach()
+
+
+def attributions(model: DiagnosticModel, clip: torch.Tensor, target, steps: int = 32) -> dict[str, np.ndarray]:
+    """method → (T, H, W) non-negative tube for one normalised clip (1, C, T, H, W)."""
+    length, size = clip.shape[2], clip.shape[-1]
+    tubes = {}
+    clip = clip.detach().clone().requires_grad_(True)
+    gradient = Saliency(target).attribute(clip, abs=True)
+    tubes["gradient"] = gradient[0].sum(0)
+    integrated = IntegratedGradients(target).attribute(clip, baselines=torch.zeros_like(clip), n_steps=steps, internal_batch_size=8)
+    tubes["integrated_gradients"] = integrated[0].abs().sum(0)
+    cam = grad_cam(model, target, clip)
+    tubes["grad_cam"] = F.interpolate(cam[None, None], size=(length, size, size), mode="trilinear", align_corners=False)[0, 0]
+    return {name: tube.detach().float().cpu().numpy() for name, tube in tubes.items()}
+
+
+def viz_saliency(
+    model: DiagnosticModel,
+    video: str | Path,
+    out: Path,
+    sampling: Sampling,
+    decoder: str = "auto",
+    start: int | None = None,
+    class_index: int | None = None,
+    frames_shown: int = 4,
+    figure_format: str = "png",
+    seed: int = 0,
+) -> Result:
+    video = Path(video)
+    raw, indices = read_clip(video, sampling, decoder, start)
+    shown = eval_view(raw, sampling.size)  # (C, T, S, S) in [0, 1]
+    clip = normalize(shown)[None].to(model.device)
+    target, description = target_function(model, clip, class_index, seed)
+    tubes = attributions(model, clip, target)
+    metrics: dict[str, float] = {}
+    mask = synthetic_mask(video, indices, sampling.size)
+    if mask is not None:
+        metrics = {f"fg_mass_{name}": foreground_mass(tube, mask) for name, tube in tubes.items()}
+        metrics["fg_area"] = float(mask.mean())
+    stem = f"saliency-{video.stem}"
+    figure, animation, saved = Path(out) / f"{stem}.{figure_format}", Path(out) / f"{stem}.gif", Path(out) / f"{stem}.npz"
+    pictures = shown.permute(1, 2, 3, 0).numpy()
+    name = "/".join(Path(str(model.path)).parts[-2:])
+    save_figure(_grid(pictures, tubes, indices, frames_shown, f"Saliency tubes — {name} ({model.name}), {video.name}; target: {description}"), figure)
+    _animate(pictures, tubes, animation)
+    with atomic_path(saved) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, frames=pictures, frame_indices=indices, **tubes, **({"mask": mask} if mask is not None else {}))
+    return Result(
+        command="viz saliency",
+        metrics=metrics,
+        data=str(video),
+        figures=[str(figure), str(animation)],
+        files=[str(saved)],
+        config={"backbone": model.name, "layer": model.layer, "target": description, "frames": sampling.frames, "stride": sampling.stride, "size": sampling.size, "start": int(indices[0])},
+    )
+
+
+def _normalised(tube: np.ndarray) -> np.ndarray:
+    return tube / max(float(tube.max()), 1e-12)
+
+
+def _grid(pictures: np.ndarray, tubes: dict[str, np.ndarray], indices: np.ndarray, columns: int, title: str):
+    times = np.unique(np.linspace(0, len(pictures) - 1, columns).round().astype(int))
+    with style():
+        fig, axes = plt.subplots(1 + len(tubes), len(times), figsize=(1.7 * len(times) + 0.6, 1.75 * (1 + len(tubes))), squeeze=False)
+        for column, t in enumerate(times):
+            axes[0, column].imshow(pictures[t])
+            axes[0, column].set_title(f"frame {indices[t]}")
+            for row, (name, tube) in enumerate(tubes.items(), start=1):
+                axes[row, column].imshow(pictures[t])
+                shown = axes[row, column].imshow(_normalised(tube)[t], cmap="inferno", alpha=0.6, vmin=0, vmax=1)
+                if column == 0:
+                    axes[row, column].set_ylabel(TITLES[name], fontsize=7)
+        axes[0, 0].set_ylabel("frames", fontsize=7)
+        for ax in axes.flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.colorbar(shown, ax=axes[1:, :].ravel().tolist(), fraction=0.03, pad=0.02, label="attribution (÷ max over the tube)")
+        fig.suptitle(title, fontsize=8)
+    return fig
+
+
+def _animate(pictures: np.ndarray, tubes: dict[str, np.ndarray], path: Path, scale: int = 3) -> None:
+    """An animated GIF: per frame, the frame and each method's overlay side by side."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    colour = colormaps["inferno"]
+    frames = []
+    for t in range(len(pictures)):
+        panels = [pictures[t]]
+        for tube in tubes.values():
+            heat = colour(_normalised(tube)[t])[..., :3]
+            panels.append(0.45 * pictures[t] + 0.55 * heat)
+        strip = (np.concatenate(panels, axis=1).clip(0, 1) * 255).astype(np.uint8)
+        image = Image.fromarray(strip)
+        frames.append(image.resize((image.width * scale, image.height * scale), Image.NEAREST))
+    with atomic_path(path) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=250, loop=0)
