@@ -178,3 +178,27 @@ def test_cli_saliency_similarity_target(tiny_synth, tmp_path):
     assert result["config"]["target"].startswith("cosine similarity")
     assert all(np.isfinite(v) for v in result["metrics"].values()) and set(result["metrics"]) >= {"fg_mass_grad_cam", "fg_area"}
     assert all(Path(f).is_file() for f in result["figures"])
+
+
+def test_modes_of_a_known_linear_system(tiny_synth, tmp_path):
+    """The λ = 1 mode stays flat, the damped rotation follows Re(λ^t); the fit is linear (R² ≈ 1)."""
+    from vdiag.diagnostics.data import DataRef
+    from vdiag.viz.modes import viz_modes
+
+    root, _ = tiny_synth
+    model = DiagnosticModel(VideoBackbone("linear", LinearSystem(), 4, keep_temporal=True), Path("linear-system.pt"), fingerprint="linear-system")
+    video = root / "videos" / "test" / "test_00001.mp4"
+    result = viz_modes(Extractor(model, Sampling(8, 1, 32, 2), workers=0), DataRef(str(root)), tmp_path, video=video, modes=3, ridge=1e-9)
+    metrics = result.metrics
+    assert metrics["linear_fit_r2"] > 0.999
+    assert metrics["mode0_modulus"] == pytest.approx(1.0, abs=5e-3) and metrics["mode0_argument"] == pytest.approx(0.0, abs=1e-6)
+    saved = np.load(tmp_path / "modes.npz")
+    eigenvalues, chosen = saved["eigenvalues"], saved["chosen"]
+    times = np.arange(8)
+    np.testing.assert_allclose(saved[f"curve_{chosen[0]}"][1], 1.0, atol=2e-2)
+    rotation = [j for j in chosen if abs(abs(eigenvalues[j]) - DECAY) < 1e-2]
+    assert len(rotation) == 1 and eigenvalues[rotation[0]].imag > 0  # one of the conjugate pair
+    expected = (eigenvalues[rotation[0]] ** times).real
+    np.testing.assert_allclose(saved[f"curve_{rotation[0]}"][1], expected, atol=2e-2)
+    np.testing.assert_allclose(expected, ((DECAY * np.exp(1j * ANGLE)) ** times).real, atol=2e-2)
+    assert saved[f"spatial_{chosen[0]}"].shape == (8, 32, 32)

@@ -16,7 +16,7 @@ Examples:
   vdiag viz eig runs/simclr-tiny/final.pt --colour-by fg_trajectory --format pdf""",
 )
 def viz():
-    """Figures: Koopman eigenvalues, t-SNE, activation maps, saliency tubes."""
+    """Figures: Koopman eigenvalues and modes, t-SNE, activation maps, saliency tubes."""
 
 
 @viz.command(
@@ -128,3 +128,31 @@ def saliency_command(extractor, data, out, device, video, start, class_index, fr
 
     model = extractor.model
     return viz_saliency(model, video, out, extractor.sampling, extractor.decoder, start, class_index, frames_shown, figure_format, extractor.seed)
+
+
+@viz.command(
+    "modes",
+    epilog="""\b
+Examples:
+  vdiag viz modes runs/bodvcl-simclr-tiny/final.pt                          # amplitudes over time
+  vdiag viz modes runs/bodvcl-simclr-tiny/final.pt ~/.cache/vdiag/datasets/synth-default/videos/test/test_00003.mp4
+  vdiag viz modes runs/simclr-tiny/final.pt --modes 6 --clips 2 --format pdf
+""" + COMMON_EPILOG + " The backbone runs with its temporal strides removed (weights unchanged), so every frame has a feature.",
+)
+@diagnostic_options(data_format_flag="--data-format")
+@click.argument("video", required=False, type=click.Path(dir_okay=False))
+@click.option("--modes", type=click.IntRange(1, 6), default=4, show_default=True, help="How many modes: the one nearest λ = 1, then the strongest.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True, help="Clips the operator is fitted on.")
+@click.option("--start", type=click.IntRange(0), help="With VIDEO: first frame of its clip [the middle clip].")
+@click.option("--ridge", type=click.FloatRange(0), default=1e-3, show_default=True, help="Ridge of the shared operator, relative to the mean feature energy (shrinks |λ| slightly).")
+@click.option("--format", "figure_format", type=click.Choice(FIGURE_FORMATS), default="png", show_default=True, help="Figure file format.")
+@run_diagnostic("modes", keep_temporal=True)
+def modes_command(extractor, data, out, device, video, modes, split, start, ridge, figure_format):
+    """Koopman mode amplitudes over time, and where each mode lives in a video (BOD-VCL Fig. 4b).
+
+    Near-1 modes stay flat, dynamic modes oscillate or decay; linear_fit_r2 says how well one
+    linear operator predicts the next frame's features.
+    """
+    from vdiag.viz.modes import viz_modes
+
+    return viz_modes(extractor, data, out, video, modes, split, ridge, start, figure_format)
