@@ -281,16 +281,16 @@ def test_koopman_machinery_serves_any_checkpoint(validity):
     from vdiag import koopman
 
     data, models = validity
-    model = load_model(models["random-tiny"], backbone="tiny", keep_temporal=True)
+    model = load_model(models["random-tiny"], backbone="tiny", keep_output="temporal")
     index = data.split("test")
-    per_frame = extract_features(model, index, ("real", "static"), Sampling(8, 1, 32, 1), workers=0, temporal=True)
+    per_frame = extract_features(model, index, ("real", "static"), Sampling(8, 1, 32, 1), workers=0, output="temporal")
     real = torch.from_numpy(per_frame["real"].features[:, 0]).transpose(1, 2)  # (videos, T, C)
     assert real.shape[1:] == (8, 128)
     eigenvalues, _ = koopman.dmd(real, rank=4)
     summary = koopman.eigenvalue_summary(eigenvalues)
     assert all(np.isfinite(v) for v in summary.values()) and summary["spectral_radius_max"] < 10
     frame_wise = load_model(models["random-tiny2d"], backbone="tiny2d")  # no temporal padding effects
-    frozen = extract_features(frame_wise, index, ("static",), Sampling(8, 1, 32, 1), workers=0, temporal=True)["static"]
+    frozen = extract_features(frame_wise, index, ("static",), Sampling(8, 1, 32, 1), workers=0, output="temporal")["static"]
     static_eigenvalues, _ = koopman.dmd(torch.from_numpy(frozen.features[:, 0]).transpose(1, 2), rank=1)
     np.testing.assert_allclose(static_eigenvalues[:, 0].real.numpy(), 1.0, atol=1e-6)
 

@@ -202,3 +202,29 @@ def test_modes_of_a_known_linear_system(tiny_synth, tmp_path):
     np.testing.assert_allclose(saved[f"curve_{rotation[0]}"][1], expected, atol=2e-2)
     np.testing.assert_allclose(expected, ((DECAY * np.exp(1j * ANGLE)) ** times).real, atol=2e-2)
     assert saved[f"spatial_{chosen[0]}"].shape == (8, 32, 32)
+
+
+def test_concepts_figure_and_refusal(tiny_synth, tmp_path):
+    """A concepts checkpoint: the most active static / dynamic concepts' maps and class similarity
+    matrices that match the saved codes; any other checkpoint: one line naming the method to use."""
+    from vdiag.train.config import resolve_config
+    from vdiag.train.trainer import pretrain
+
+    root, _ = tiny_synth
+    options = {"data": {"path": str(root), "frames": 4, "stride": 2, "size": 32, "workers": 0}, "train": {"epochs": 1, "batch_size": 8, "warmup_epochs": 0}}
+    checkpoint = pretrain(resolve_config("concepts", "cpu", options=options), tmp_path / "run", "cpu").checkpoint
+    video = root / "videos" / "test" / "test_00001.mp4"
+    result = json.loads(run_cli("viz", "concepts", checkpoint, str(video), "--clips", "2", "--workers", "0", "--out", str(tmp_path / "out"), "--json").stdout)
+    saved = np.load(tmp_path / "out" / "concepts-test_00001.npz")
+    static_count = 20
+    assert result["metrics"]["static_concept"] == int(saved["codes"][:static_count].argmax())
+    assert result["metrics"]["dynamic_concept"] == static_count + int(saved["codes"][static_count:].argmax())
+    assert saved["attention_static"].shape == (4, 32, 32)
+    from vdiag.viz.concepts import class_similarity
+
+    expected = class_similarity(saved["video_codes"][:, static_count:], saved["labels"], len(saved["class_names"]))
+    np.testing.assert_allclose(saved["similarity_dynamic"], expected)
+    np.testing.assert_allclose(np.diag(saved["similarity_static"]), 1.0, atol=1e-6)
+    other = pretrain(resolve_config("simclr", "cpu", options=options), tmp_path / "simclr", "cpu").checkpoint
+    refused = run_cli("viz", "concepts", other, str(video), "--out", str(tmp_path / "no"), check=False)
+    assert refused.returncode == 2 and "trained with simclr" in refused.stderr and "--method concepts" in refused.stderr

@@ -48,11 +48,12 @@ def diagnostic_options(function=None, *, data_format_flag: str = "--format", man
     return function
 
 
-def run_diagnostic(name: str, keep_temporal: bool | None = None, many: bool = False, needs_data: bool = True):
+def run_diagnostic(name: str, keep_temporal: bool | None = None, many: bool = False, needs_data: bool = True, precheck=None):
     """Turn `body(extractor, data, out, device, **options) -> Result` into a command: load the model
     (with its temporal strides removed when `keep_temporal`), the data, run the body, write
     <out>/<name>.json, render the result. With `many`, the body gets a list of extractors (one per
-    checkpoint, the data of the first); without `needs_data` (figures of one video) data is None."""
+    checkpoint, the data of the first); without `needs_data` (figures of one video) data is None.
+    `precheck(extractor)` refuses unsuitable models before any data is read."""
 
     def decorator(body):
         @functools.wraps(body)
@@ -70,6 +71,8 @@ def run_diagnostic(name: str, keep_temporal: bool | None = None, many: bool = Fa
                     model = load_model(path, backbone, layer, keep_temporal, device=device)
                     sampling = default_sampling(model, clips, frames, stride, size)
                     extractors.append(Extractor(model, sampling, batch_size, workers, settings.decoder, settings.seed, not no_cache))
+                for extractor in extractors if precheck else ():
+                    precheck(extractor)
                 data = resolve_data(extractors[0].model, data_path, data_format, split_id) if needs_data else None
                 folder = Path(out) if out else Path(paths[0]).parent / "diagnostics" / Path(paths[0]).stem
                 result = body(extractors if many else extractors[0], data, folder, device, **extra)

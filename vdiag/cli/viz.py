@@ -16,7 +16,7 @@ Examples:
   vdiag viz eig runs/simclr-tiny/final.pt --colour-by fg_trajectory --format pdf""",
 )
 def viz():
-    """Figures: Koopman eigenvalues and modes, t-SNE, activation maps, saliency tubes."""
+    """Figures: Koopman eigenvalues and modes, t-SNE, activation maps, saliency tubes, concepts."""
 
 
 @viz.command(
@@ -156,3 +156,36 @@ def modes_command(extractor, data, out, device, video, modes, split, start, ridg
     from vdiag.viz.modes import viz_modes
 
     return viz_modes(extractor, data, out, video, modes, split, ridge, start, figure_format)
+
+
+@viz.command(
+    "concepts",
+    epilog="""\b
+Examples:
+  vdiag viz concepts runs/concepts-tiny/final.pt ~/.cache/vdiag/datasets/synth-default/videos/test/test_00003.mp4
+  vdiag viz concepts runs/concepts-tiny/final.pt clip.mp4 --target bg_color --clips 2
+""" + COMMON_EPILOG,
+)
+@diagnostic_options(data_format_flag="--data-format")
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True, help="Videos for the class similarity matrices.")
+@click.option("--target", default="label", show_default=True, help="Classes: the dataset label or a synthetic factor.")
+@click.option("--start", type=click.IntRange(0), help="First frame of the video's clip [the middle clip].")
+@click.option("--frames-shown", type=click.IntRange(1, 16), default=4, show_default=True, help="Columns of the attention rows.")
+@click.option("--format", "figure_format", type=click.Choice(FIGURE_FORMATS), default="png", show_default=True, help="Figure file format.")
+@run_diagnostic("concepts", precheck=lambda extractor: _require_concepts(extractor))
+def concepts_command(extractor, data, out, device, video, split, target, start, frames_shown, figure_format):
+    """Static and dynamic concepts of a `concepts` model: attention maps of the most active ones on a
+    video (Qian et al. Fig. 5) and class × class similarity of the averaged codes (Fig. 4).
+
+    Other models get a one-line message: only `vdiag pretrain --method concepts` has concepts.
+    """
+    from vdiag.viz.concepts import viz_concepts
+
+    return viz_concepts(extractor, data, out, video, split, target, start, frames_shown, figure_format)
+
+
+def _require_concepts(extractor) -> None:
+    from vdiag.viz.concepts import require_concepts
+
+    require_concepts(extractor)

@@ -4,7 +4,8 @@
     protocol of ViDiDi App. B.4 and DCLR §4.1) → evaluation view (short side to `size`, centre crop,
     Kinetics normalisation) → view (real, static, shuffled, reversed, frame difference) → backbone
     under `torch.inference_mode` → per-clip features `(videos, clips, C)` (or `(videos, clips, C, T')`
-    with `temporal=True`, for Koopman analysis)
+    with `output="temporal"`, for Koopman analysis; or a concepts model's codes `(videos, clips, K)`
+    with `output="concept_codes"`)
 
 All views of a batch come from one decode, and a clip that repeats (uniform starts of a video
 barely longer than the clip coincide) goes through the network once per deterministic view. Views
@@ -43,6 +44,7 @@ from vdiag.io import atomic_path, cache_dir
 from vdiag.train import distributed as dist
 
 VIEWS = ("real", "static", "shuffled", "reversed", "difference")
+OUTPUTS = ("pooled", "temporal", "concept_codes")
 CACHE_VERSION = 1
 
 
@@ -67,7 +69,8 @@ def default_sampling(model: DiagnosticModel, clips: int = 10, frames: int | None
 class Features:
     """Per-clip features of one view of one dataset split.
 
-    features: (N, K, C) pooled, or (N, K, C, T') with temporal=True; labels: (N,); factors: name → (N,).
+    features: (N, K, C) pooled, (N, K, C, T') temporal, (N, K, concepts) concept codes; labels: (N,);
+    factors: name → (N,).
     """
 
     view: str
@@ -134,7 +137,7 @@ def index_fingerprint(index: DatasetIndex) -> str:
     return digest.hexdigest()[:24]
 
 
-def cache_key(model: DiagnosticModel, index: DatasetIndex, view: str, sampling: Sampling, seed: int, temporal: bool) -> str:
+def cache_key(model: DiagnosticModel, index: DatasetIndex, view: str, sampling: Sampling, seed: int, output: str) -> str:
     parts = {
         "version": CACHE_VERSION,
         "model": model.fingerprint,
@@ -142,7 +145,7 @@ def cache_key(model: DiagnosticModel, index: DatasetIndex, view: str, sampling: 
         "view": view,
         "sampling": asdict(sampling),
         "seed": seed if view == "shuffled" else None,
-        "temporal": temporal,
+        "output": output,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -157,7 +160,7 @@ def extract_features(
     decoder: str = "auto",
     seed: int = 0,
     cache: bool = True,
-    temporal: bool = False,
+    output: str = "pooled",
     max_failures: float = 0.05,
 ) -> dict[str, Features]:
     """Features of `views` for every video of `index` (see the module docstring).
@@ -165,7 +168,8 @@ def extract_features(
     Args:
         batch_size: clips per forward pass (videos per batch = batch_size // clips, at least 1).
         cache: read and write the feature cache (`--no-cache` turns it off).
-        temporal: keep one feature per time step, `(N, K, C, T')`, instead of pooling over time.
+        output: "pooled" (the embedding), "temporal" (one feature per time step, `(N, K, C, T')`) or
+            "concept_codes" (the concept codes q_v of a `concepts` checkpoint).
     Returns: view → `Features`.
     """
     for view in views:
@@ -174,7 +178,9 @@ def extract_features(
     if sampling.frames < 2 and ("shuffled" in views or "difference" in views):
         raise VdiagError("shuffled and frame-difference views need clips of at least 2 frames; raise --frames")
     folder = cache_dir() / "features"
-    keys = {view: cache_key(model, index, view, sampling, seed, temporal) for view in views}
+    if output not in OUTPUTS:
+        raise VdiagError(f"unknown feature output {output!r}; choose one of: {', '.join(OUTPUTS)}")
+    keys = {view: cache_key(model, index, view, sampling, seed, output) for view in views}
     result: dict[str, Features] = {}
     if cache:
         for view in views:
@@ -183,7 +189,7 @@ def extract_features(
                 result[view] = loaded
     missing = [view for view in views if view not in result]
     if missing:
-        computed = _extract(model, index, missing, sampling, batch_size, workers, decoder, seed, temporal, max_failures)
+        computed = _extract(model, index, missing, sampling, batch_size, workers, decoder, seed, output, max_failures)
         for view, features in computed.items():
             result[view] = features
             if cache and dist.is_main():
@@ -193,7 +199,7 @@ def extract_features(
     return {view: result[view] for view in views}
 
 
-def _extract(model, index, views, sampling, batch_size, workers, decoder, seed, temporal, max_failures) -> dict[str, Features]:
+def _extract(model, index, views, sampling, batch_size, workers, decoder, seed, output, max_failures) -> dict[str, Features]:
     extra = 1 if "difference" in views else 0
     clip = ClipSpec(sampling.frames, sampling.stride, extra_frames=extra)
     dataset = VideoClipDataset(index, clip, "eval", sampling.clips, _EvalTransform(sampling.size), decoder, seed=seed)
@@ -222,9 +228,9 @@ def _extract(model, index, views, sampling, batch_size, workers, decoder, seed, 
                 first, inverse = _distinct_clips(batch["starts"])
                 for view in views:
                     if view == "shuffled":  # every clip has its own order, even where the frames repeat
-                        out = _forward(model, make_view(view, flat, sampling.frames, seeds), temporal)
+                        out = _forward(model, make_view(view, flat, sampling.frames, seeds), output)
                     else:
-                        out = _forward(model, make_view(view, flat[first], sampling.frames), temporal)[inverse]
+                        out = _forward(model, make_view(view, flat[first], sampling.frames), output)[inverse]
                     chunks[view].append(out.float().cpu().numpy().reshape(count, per_video, *out.shape[1:]))
                 done.extend(ids)
             progress.advance(task, batch["size"] + len(batch["failures"]))
@@ -247,8 +253,12 @@ def _extract(model, index, views, sampling, batch_size, workers, decoder, seed, 
     }
 
 
-def _forward(model: DiagnosticModel, clips: torch.Tensor, temporal: bool) -> torch.Tensor:
-    return model.time_features(clips) if temporal else model.embed(clips)
+def _forward(model: DiagnosticModel, clips: torch.Tensor, output: str) -> torch.Tensor:
+    if output == "temporal":
+        return model.time_features(clips)
+    if output == "concept_codes":
+        return model.method.concept_outputs(clips)["codes"]
+    return model.embed(clips)
 
 
 def _distinct_clips(starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -310,9 +320,9 @@ class Extractor:
     seed: int = 0
     cache: bool = True
 
-    def __call__(self, index: DatasetIndex, views=("real",), temporal: bool = False) -> dict[str, Features]:
+    def __call__(self, index: DatasetIndex, views=("real",), output: str = "pooled") -> dict[str, Features]:
         return extract_features(
-            self.model, index, tuple(views), self.sampling, self.batch_size, self.workers, self.decoder, self.seed, self.cache, temporal
+            self.model, index, tuple(views), self.sampling, self.batch_size, self.workers, self.decoder, self.seed, self.cache, output
         )
 
     def describe(self) -> dict:

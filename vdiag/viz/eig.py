@@ -135,7 +135,7 @@ def viz_eig(
     index = data.split(split)
     if colour_by:
         check_target(index, colour_by)
-    features = extractor(index, ["real"], temporal=True)["real"]  # (N, K, C, T)
+    features = extractor(index, ["real"], output="temporal")["real"]  # (N, K, C, T)
     videos, clips, channels, steps = features.features.shape
     per_frame = features.features.transpose(0, 1, 3, 2).reshape(videos * clips, steps, channels)
     eigenvalues, clip = clip_eigenvalues(per_frame, estimator)

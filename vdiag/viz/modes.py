@@ -73,7 +73,7 @@ def viz_modes(
     figure_format: str = "png",
 ) -> Result:
     index = data.split(split)
-    features = extractor(index, ["real"], temporal=True)["real"]  # (N, K, C, T)
+    features = extractor(index, ["real"], output="temporal")["real"]  # (N, K, C, T)
     videos, clips, channels, steps = features.features.shape
     if steps < 3:
         raise VdiagError(f"modes need at least 3 frames per clip, got {steps}; raise --frames")
