@@ -29,7 +29,7 @@ from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
 from vdiag.methods.dclr import decoupled_activation_maps
 from vdiag.results import Result
-from vdiag.viz.style import plt, save_figure, style
+from vdiag.viz.style import overlay_grid, save_figure
 
 INPUTS = ("video", "static", "difference")
 TITLES = {"video": "A_v: the clip", "static": "A_s: its middle frame, repeated", "difference": "A_d: its frame difference"}
@@ -130,23 +130,10 @@ def _plot(frames: torch.Tensor, maps: dict[str, np.ndarray], indices: np.ndarray
     times = np.unique(np.linspace(0, length - 2, columns).round().astype(int))  # valid for the T − 1 differences too
     pictures = frames.permute(1, 2, 3, 0).numpy()  # (T, S, S, C)
     difference = np.abs(pictures[1:] - pictures[:-1]).mean(-1)
-    middle = pictures[length // 2]
-    with style():
-        fig, axes = plt.subplots(4, len(times), figsize=(1.7 * len(times) + 0.6, 7.2), squeeze=False)
-        for column, t in enumerate(times):
-            backgrounds = {"video": pictures[t], "static": middle, "difference": difference[t] / max(difference.max(), 1e-6)}
-            axes[0, column].imshow(pictures[t])
-            axes[0, column].set_title(f"frame {indices[t]}")
-            for row, name in enumerate(INPUTS, start=1):
-                ax = axes[row, column]
-                ax.imshow(backgrounds[name], cmap="gray" if name == "difference" else None)
-                shown = ax.imshow(maps[name][t], cmap="inferno", alpha=0.55, vmin=0, vmax=1)
-                if column == 0:
-                    ax.set_ylabel(TITLES[name], fontsize=7)
-        axes[0, 0].set_ylabel("frames", fontsize=7)
-        for ax in axes.flat:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.colorbar(shown, ax=axes[1:, :].ravel().tolist(), fraction=0.03, pad=0.02, label="activation (min-max per map)")
-        fig.suptitle(title, fontsize=8)
-    return fig
+    rows = [
+        ("frames", pictures, None),
+        (TITLES["video"], pictures, maps["video"]),
+        (TITLES["static"], np.repeat(pictures[length // 2 : length // 2 + 1], length, 0), maps["static"]),
+        (TITLES["difference"], difference / max(float(difference.max()), 1e-6), maps["difference"]),
+    ]
+    return overlay_grid(rows, times, [f"frame {indices[t]}" for t in times], title, "activation (min-max per map)", alpha=0.55)

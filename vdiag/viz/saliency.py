@@ -34,7 +34,7 @@ from vdiag.diagnostics.model import DiagnosticModel
 from vdiag.io import atomic_path
 from vdiag.results import Result
 from vdiag.viz.activation import foreground_mass, read_clip, synthetic_mask
-from vdiag.viz.style import plt, save_figure, style
+from vdiag.viz.style import overlay_grid, save_figure
 
 METHODS = ("gradient", "integrated_gradients", "grad_cam")
 TITLES = {"gradient": "gradient saliency", "integrated_gradients": "integrated gradients", "grad_cam": "Grad-CAM (per-frame weights)"}
@@ -149,23 +149,8 @@ def _normalised(tube: np.ndarray) -> np.ndarray:
 
 def _grid(pictures: np.ndarray, tubes: dict[str, np.ndarray], indices: np.ndarray, columns: int, title: str):
     times = np.unique(np.linspace(0, len(pictures) - 1, columns).round().astype(int))
-    with style():
-        fig, axes = plt.subplots(1 + len(tubes), len(times), figsize=(1.7 * len(times) + 0.6, 1.75 * (1 + len(tubes))), squeeze=False)
-        for column, t in enumerate(times):
-            axes[0, column].imshow(pictures[t])
-            axes[0, column].set_title(f"frame {indices[t]}")
-            for row, (name, tube) in enumerate(tubes.items(), start=1):
-                axes[row, column].imshow(pictures[t])
-                shown = axes[row, column].imshow(_normalised(tube)[t], cmap="inferno", alpha=0.6, vmin=0, vmax=1)
-                if column == 0:
-                    axes[row, column].set_ylabel(TITLES[name], fontsize=7)
-        axes[0, 0].set_ylabel("frames", fontsize=7)
-        for ax in axes.flat:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.colorbar(shown, ax=axes[1:, :].ravel().tolist(), fraction=0.03, pad=0.02, label="attribution (÷ max over the tube)")
-        fig.suptitle(title, fontsize=8)
-    return fig
+    rows = [("frames", pictures, None)] + [(TITLES[name], pictures, _normalised(tube)) for name, tube in tubes.items()]
+    return overlay_grid(rows, times, [f"frame {indices[t]}" for t in times], title, "attribution (÷ max over the tube)")
 
 
 def _animate(pictures: np.ndarray, tubes: dict[str, np.ndarray], path: Path, scale: int = 3) -> None:

@@ -33,3 +33,28 @@ def save_figure(fig, path: str | Path) -> Path:
         fig.savefig(tmp, format=fmt)
     plt.close(fig)
     return path
+
+
+def overlay_grid(rows: list[tuple], times, column_titles: list[str], title: str, colour_label: str, alpha: float = 0.6):
+    """A frames × rows grid: each row is (label, backgrounds (T, H, W[, 3]), heat maps (T, H, W) in
+    [0, 1] or None), drawn at the frame indices `times`, with one shared colour bar for the heat."""
+    with style():
+        fig, axes = plt.subplots(len(rows), len(times), figsize=(1.7 * len(times) + 0.6, 1.75 * len(rows)), squeeze=False)
+        shown = None
+        for row, (label, backgrounds, heat) in enumerate(rows):
+            for column, t in enumerate(times):
+                ax = axes[row, column]
+                ax.imshow(backgrounds[t], cmap="gray" if backgrounds.ndim == 3 else None)
+                if heat is not None:
+                    shown = ax.imshow(heat[t], cmap="inferno", alpha=alpha, vmin=0, vmax=1)
+                if row == 0:
+                    ax.set_title(column_titles[column])
+                if column == 0:
+                    ax.set_ylabel(label, fontsize=7)
+                ax.set_xticks([])
+                ax.set_yticks([])
+        if shown is not None:
+            heated = [ax for (_, _, heat), line in zip(rows, axes) if heat is not None for ax in line]
+            fig.colorbar(shown, ax=heated, fraction=0.03, pad=0.02, label=colour_label)
+        fig.suptitle(title, fontsize=8)
+    return fig
