@@ -281,7 +281,7 @@ def test_koopman_machinery_serves_any_checkpoint(validity):
     from vdiag import koopman
 
     data, models = validity
-    model = load_model(models["random-tiny"], backbone="tiny", keep_output="temporal")
+    model = load_model(models["random-tiny"], backbone="tiny", keep_temporal=True)
     index = data.split("test")
     per_frame = extract_features(model, index, ("real", "static"), Sampling(8, 1, 32, 1), workers=0, output="temporal")
     real = torch.from_numpy(per_frame["real"].features[:, 0]).transpose(1, 2)  # (videos, T, C)
