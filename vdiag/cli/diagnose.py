@@ -48,12 +48,13 @@ def diagnostic_options(function=None, *, data_format_flag: str = "--format", man
     return function
 
 
-def run_diagnostic(name: str, keep_temporal: bool | None = None, many: bool = False, needs_data: bool = True, precheck=None):
+def run_diagnostic(name: str, keep_temporal: bool | None = None, many: bool = False, needs_data: bool = True, precheck=None, table=None):
     """Turn `body(extractor, data, out, device, **options) -> Result` into a command: load the model
     (with its temporal strides removed when `keep_temporal`), the data, run the body, write
     <out>/<name>.json, render the result. With `many`, the body gets a list of extractors (one per
     checkpoint, the data of the first); without `needs_data` (figures of one video) data is None.
-    `precheck(extractor)` refuses unsuitable models before any data is read."""
+    `precheck(extractor)` refuses unsuitable models before any data is read; `table(result)` replaces
+    the default metrics table."""
 
     def decorator(body):
         @functools.wraps(body)
@@ -79,7 +80,8 @@ def run_diagnostic(name: str, keep_temporal: bool | None = None, many: bool = Fa
                 result.checkpoint = ", ".join(str(p) for p in paths)
                 if dist.is_main():
                     written = result.write(folder / f"{name}.json")
-                    emit(result, as_json, footer=[f"wrote {written}", *[f"      {f}" for f in [*result.figures, *result.files] if f != str(written)]])
+                    footer = [f"wrote {written}", *[f"      {f}" for f in [*result.files, *result.figures] if f != str(written)]]
+                    emit(result, as_json, table(result) if table and not as_json else None, footer)
             finally:
                 dist.teardown()
 

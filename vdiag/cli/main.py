@@ -22,6 +22,7 @@ Examples:
   vdiag probe static-bias runs/simclr-tiny/final.pt   # appearance or motion?
   vdiag eval retrieval runs/simclr-tiny/final.pt       # R@k on the checkpoint's data
   vdiag viz eig runs/simclr-tiny/final.pt              # Koopman eigenvalues of per-frame features
+  vdiag report runs/simclr-tiny/final.pt runs/dclr-tiny/final.pt   # side-by-side HTML report card
   vdiag synth-dataset --preview        # the synthetic static/dynamic dataset
   vdiag doctor                         # check decoders, versions, CUDA
   vdiag demo                           # the whole story on this machine
@@ -54,12 +55,13 @@ def cli(ctx: click.Context, device: str, seed: int, decoder: str, quiet: bool) -
 def _register() -> None:
     from vdiag.cli.demo import demo
     from vdiag.cli.diagnose import evaluate, probe
+    from vdiag.cli.report import report_command
     from vdiag.cli.viz import viz
     from vdiag.cli.doctor import doctor
     from vdiag.cli.pretrain import pretrain
     from vdiag.cli.synth import synth_dataset
 
-    for command in (pretrain, probe, evaluate, viz, synth_dataset, doctor, demo):
+    for command in (pretrain, probe, evaluate, viz, report_command, synth_dataset, doctor, demo):
         cli.add_command(command)
 
 

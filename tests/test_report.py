@@ -1,0 +1,74 @@
+"""`vdiag report`: a well-formed, self-contained HTML file whose figures decode, and a Markdown twin."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from html.parser import HTMLParser
+
+import torch
+from PIL import Image
+
+from vdiag.models.backbones import build_backbone
+
+from test_pretrain import run_cli
+
+VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+
+class Structure(HTMLParser):
+    """Checks nesting (every opened element closed in order) and collects images and table rows."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.errors, self.images, self.rows, self.header_cells = [], [], [], 0, 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs))
+        if tag == "tr":
+            self.rows += 1
+        if tag == "th" and self.stack[-2:] == ["thead", "tr"]:
+            self.header_cells += 1
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1] if self.stack else 'nothing'}")
+        else:
+            self.stack.pop()
+
+
+def test_report_html_is_self_contained_and_figures_decode(tiny_synth, tmp_path):
+    root, _ = tiny_synth
+    checkpoints = []
+    for seed in (0, 1):  # two third-party checkpoints of one architecture (one --backbone serves both)
+        torch.manual_seed(seed)
+        path = tmp_path / f"seed{seed}" / "weights.pt"
+        path.parent.mkdir()
+        torch.save(build_backbone("tiny").body.state_dict(), path)
+        checkpoints.append(str(path))
+    out = tmp_path / "report"
+    proc = run_cli("report", *checkpoints, "--backbone", "tiny", "--data", str(root), "--clips", "2", "--frames", "6", "--size", "32",
+                   "--workers", "0", "--out", str(out), "--json")
+    result = json.loads(proc.stdout)
+    assert result["command"] == "report" and set(result["files"]) >= {str(out / "report.html"), str(out / "report.md")}
+    text = (out / "report.html").read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    parser = Structure()
+    parser.feed(text)
+    assert parser.errors == [] and parser.stack == []
+    assert len(parser.images) == 3  # the t-SNE and one eigenvalue figure per checkpoint
+    for image in parser.images:
+        assert image["src"].startswith("data:image/png;base64,") and image["alt"]
+        with Image.open(io.BytesIO(base64.b64decode(image["src"].split(",", 1)[1]))) as decoded:
+            decoded.verify()
+    assert parser.header_cells == 4  # metric, two checkpoints, how to read it
+    assert parser.rows >= 10  # header + the card's metrics (factors included: synthetic data)
+    assert "static_ratio" not in text and "static ratio" in text and "[" in text  # labels and intervals
+    markdown = (out / "report.md").read_text()
+    assert markdown.count("![") == 3 and "| static ratio |" in markdown
+    assert "1.static_ratio" in result["metrics"] and "0.static_fraction_bolddi" in result["metrics"]
+    assert (out / "0-seed0" / "static-bias.json").is_file() and (out / "1-seed1" / "eig.png").is_file()
