@@ -75,14 +75,14 @@ def plot_eigenvalues(
     density = len(eigenvalues) > DENSITY_ABOVE if density is None else density
     with style():
         fig = plt.figure(figsize=(7.2, 4.4))
-        grid = fig.add_gridspec(2, 2, width_ratios=(1.45, 1), hspace=0.45, wspace=0.25)
+        grid = fig.add_gridspec(2, 2, width_ratios=(1.45, 1), hspace=0.45, wspace=0.55 if density else 0.25)
         plane = fig.add_subplot(grid[:, 0])
         plane.add_patch(Wedge((0, 0), extent, -np.degrees(omega), np.degrees(omega), width=extent - xi, color=STATIC_COLOURS["bolddi"], alpha=0.18, lw=0, label=f"static, BOLD-DI (|λ| ≥ {xi:g}, |Arg λ| ≤ {omega:g})"))
-        plane.add_patch(Circle((1, 0), radius, fill=False, ec=STATIC_COLOURS["bodvcl"], lw=1.2, label=f"static, BOD-VCL (|λ − 1| ≤ {radius:g})"))
-        plane.add_patch(Circle((0, 0), 1, fill=False, ls="--", ec="0.35", lw=0.8, label="unit circle"))
+        plane.add_patch(Circle((1, 0), radius, fill=False, ec=STATIC_COLOURS["bodvcl"], lw=1.2, label=f"static, BOD-VCL (|λ − 1| ≤ {radius:g})", zorder=3))
+        plane.add_patch(Circle((0, 0), 1, fill=False, ls="--", ec="0.35", lw=0.8, label="unit circle", zorder=3))
         if density:
             shown = plane.hexbin(real, imag, gridsize=60, extent=(-extent, extent, -extent, extent), bins="log", mincnt=1, cmap="viridis")
-            fig.colorbar(shown, ax=plane, fraction=0.04, pad=0.02, label="eigenvalues per cell (log)")
+            fig.colorbar(shown, ax=plane, fraction=0.04, pad=0.03, label="eigenvalues per cell")
         elif groups is not None and group_names:
             for index, name in enumerate(group_names):
                 chosen = groups == index
