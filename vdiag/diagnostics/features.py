@@ -188,6 +188,9 @@ def extract_features(
             if loaded is not None:
                 result[view] = loaded
     missing = [view for view in views if view not in result]
+    if dist.world_size() > 1:  # nodes may see different caches: extract together (a collective) or not at all
+        if dist.all_reduce_sum(torch.tensor([float(bool(missing))], device=model.device)).item() > 0:
+            missing = list(views)
     if missing:
         computed = _extract(model, index, missing, sampling, batch_size, workers, decoder, seed, output, max_failures)
         for view, features in computed.items():
