@@ -33,7 +33,7 @@ from vdiag.diagnostics.features import Sampling
 from vdiag.diagnostics.model import DiagnosticModel
 from vdiag.io import atomic_path
 from vdiag.results import Result
-from vdiag.viz.activation import foreground_mass, read_clip, synthetic_mask
+from vdiag.viz.activation import foreground_mass, read_clip, synthetic_mask, upsample
 from vdiag.viz.style import overlay_grid, save_figure
 
 METHODS = ("gradient", "integrated_gradients", "grad_cam")
@@ -97,7 +97,7 @@ def attributions(model: DiagnosticModel, clip: torch.Tensor, target, steps: int 
     integrated = IntegratedGradients(target).attribute(clip, baselines=torch.zeros_like(clip), n_steps=steps, internal_batch_size=8)
     tubes["integrated_gradients"] = integrated[0].abs().sum(0)
     cam = grad_cam(model, target, clip)
-    tubes["grad_cam"] = F.interpolate(cam[None, None], size=(length, size, size), mode="trilinear", align_corners=False)[0, 0]
+    tubes["grad_cam"] = torch.from_numpy(upsample(cam.cpu(), length, size))
     return {name: tube.detach().float().cpu().numpy() for name, tube in tubes.items()}
 
 
