@@ -184,7 +184,7 @@ def extract_features(
     result: dict[str, Features] = {}
     if cache:
         for view in views:
-            loaded = _read_cache(folder / f"{keys[view]}.npz", view, index)
+            loaded = _read_cache(folder / f"{keys[view]}.npz", view)
             if loaded is not None:
                 result[view] = loaded
     missing = [view for view in views if view not in result]
@@ -287,7 +287,7 @@ def _gather(done: np.ndarray, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray
     return done, merged
 
 
-def _read_cache(path: Path, view: str, index: DatasetIndex) -> Features | None:
+def _read_cache(path: Path, view: str) -> Features | None:
     if not path.is_file():
         return None
     try:
@@ -353,3 +353,23 @@ def targets(features: Features, target: str = "label") -> tuple[np.ndarray, list
     if target == "label":
         return features.labels, features.class_names
     return features.factors[target], features.factor_values[target]
+
+
+@dataclass
+class TrainTest:
+    """Real clips of the train split and `views` of the test split, with the labels of `target`."""
+
+    train: Features
+    test: dict[str, Features]
+    train_labels: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+
+
+def train_test(extractor: Extractor, data, target: str = "label", test_views=("real",)) -> TrainTest:
+    """The features every train-on-train, test-on-test diagnostic starts from (`data`: a DataRef)."""
+    train = extractor(check_target(data.split("train"), target), ["real"])["real"]
+    test = extractor(data.split("test"), test_views)
+    train_labels, class_names = targets(train, target)
+    labels, _ = targets(test[test_views[0]], target)
+    return TrainTest(train, test, train_labels, labels, class_names)

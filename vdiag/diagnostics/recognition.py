@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor, check_target, targets
+from vdiag.diagnostics.features import Extractor, check_target, targets, train_test
 from vdiag.diagnostics.model import load_model
 from vdiag.diagnostics.probe import bootstrap, fit_probe, majority_share, predict_proba, topk_correct, with_intervals
 from vdiag.errors import VdiagError
@@ -44,12 +44,10 @@ def accuracy_metrics(probs: np.ndarray, labels: np.ndarray, seed: int) -> dict[s
 
 
 def linear_eval(extractor: Extractor, data: DataRef, target: str = "label") -> Result:
-    train = extractor(check_target(data.split("train"), target), ["real"])["real"]
-    test = extractor(data.split("test"), ["real"])["real"]
-    train_labels, class_names = targets(train, target)
-    labels, _ = targets(test, target)
-    probe = fit_probe(train.features, train_labels, extractor.seed)
-    probs = predict_proba(probe, test.features, len(class_names))
+    split = train_test(extractor, data, target)
+    train, labels = split.train, split.labels
+    probe = fit_probe(train.features, split.train_labels, extractor.seed)
+    probs = predict_proba(probe, split.test["real"].features, len(split.class_names))
     return Result(
         command="eval linear",
         metrics=accuracy_metrics(probs, labels, extractor.seed),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor, check_target, targets
+from vdiag.diagnostics.features import Extractor, train_test
 from vdiag.diagnostics.probe import bootstrap, with_intervals
 from vdiag.results import Result
 
@@ -36,10 +36,9 @@ def retrieval_hits(queries: np.ndarray, query_labels: np.ndarray, gallery: np.nd
 
 
 def retrieval(extractor: Extractor, data: DataRef, target: str = "label", ranks=RANKS) -> Result:
-    train = extractor(check_target(data.split("train"), target), ["real"])["real"]
-    test = extractor(data.split("test"), ["real"])["real"]
-    train_labels, class_names = targets(train, target)
-    test_labels, _ = targets(test, target)
+    split = train_test(extractor, data, target)
+    train, test = split.train, split.test["real"]
+    train_labels, test_labels, class_names = split.train_labels, split.labels, split.class_names
     gallery_raw = train.videos
     centre = gallery_raw.mean(axis=0)
     hits = retrieval_hits(normalise(test.videos, centre), test_labels, normalise(gallery_raw, centre), train_labels, ranks)

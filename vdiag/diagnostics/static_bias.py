@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor, check_target, targets
+from vdiag.diagnostics.features import Extractor, train_test
 from vdiag.diagnostics.probe import bootstrap, fit_probe, majority_share, predict_proba, safe_ratio, with_intervals
 from vdiag.results import Result
 
@@ -36,11 +36,9 @@ def centred_similarity(reference: np.ndarray, other: np.ndarray, centre: np.ndar
 
 
 def static_bias(extractor: Extractor, data: DataRef, target: str = "label") -> Result:
-    train = extractor(check_target(data.split("train"), target), ["real"])["real"]
-    test = extractor(data.split("test"), TEST_VIEWS)
-    train_labels, class_names = targets(train, target)
-    labels, _ = targets(test["real"], target)
-    probe = fit_probe(train.features, train_labels, extractor.seed)
+    split = train_test(extractor, data, target, TEST_VIEWS)
+    train, test, labels, class_names = split.train, split.test, split.labels, split.class_names
+    probe = fit_probe(train.features, split.train_labels, extractor.seed)
     correct = {
         view: predict_proba(probe, test[view].features, len(class_names)).argmax(1) == labels for view in ("real", "static", "difference")
     }
