@@ -65,7 +65,7 @@ def test_report_html_is_self_contained_and_figures_decode(tiny_synth, tmp_path):
         assert image["src"].startswith("data:image/png;base64,") and image["alt"]
         with Image.open(io.BytesIO(base64.b64decode(image["src"].split(",", 1)[1]))) as decoded:
             decoded.verify()
-    assert parser.header_cells == 4  # metric, two checkpoints, how to read it
+    assert parser.header_cells == 3  # metric (with how to read it), two checkpoints
     assert parser.rows >= 10  # header + the card's metrics (factors included: synthetic data)
     assert "static_ratio" not in text and "static ratio" in text and "[" in text  # labels and intervals
     markdown = (out / "report.md").read_text()

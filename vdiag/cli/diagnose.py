@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from vdiag.catalog import BACKBONE_NAMES
+from vdiag.catalog import BACKBONE_NAMES, CONCEPT_FEATURES
 from vdiag.cli.common import emit, json_option, resolve_device
 from vdiag.data.formats import FORMATS
 
@@ -191,16 +191,28 @@ def factors_command(extractor, data, out, device):
 Examples:
   vdiag eval linear runs/simclr-tiny/final.pt
   vdiag eval linear r3d18.pth --backbone r3d_18 --data data/hmdb51 --split-id 2
+  vdiag eval linear runs/concepts-tiny/final.pt --feature F_v_dynamic   # concepts Table 3
 """ + COMMON_EPILOG,
 )
 @diagnostic_options
 @_TARGET
+@click.option(
+    "--feature",
+    type=click.Choice(["embedding", *CONCEPT_FEATURES]),
+    default="embedding",
+    show_default=True,
+    help="What to probe: the pooled embedding, or (concepts checkpoints) a Table 3 feature: v, codes q_v (static / dynamic), top-10% local features F_v (static / dynamic).",
+)
 @run_diagnostic("linear")
-def linear_command(extractor, data, out, device, target):
+def linear_command(extractor, data, out, device, target, feature):
     """Linear evaluation: a probe on frozen features, 10-clip test averaging (top1, top5)."""
     from vdiag.diagnostics.recognition import linear_eval
 
-    return linear_eval(extractor, data, target)
+    if feature != "embedding":
+        from vdiag.viz.concepts import require_concepts
+
+        require_concepts(extractor)
+    return linear_eval(extractor, data, target, feature)
 
 
 @evaluate.command(

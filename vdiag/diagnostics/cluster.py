@@ -25,7 +25,7 @@ from vdiag.io import atomic_path
 from vdiag.results import Result
 from vdiag.train import distributed as dist
 
-TOP_K = (3, 5, 10, 20, 50)
+TOP_K = (3, 5, 10, 15, 20, 50)  # ViDiDi Table 7: 3, 5, 10, 15, 20 and all
 
 
 def best_retrieved_classes(embeddings: np.ndarray, labels: np.ndarray) -> list[int]:

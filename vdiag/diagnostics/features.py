@@ -5,7 +5,8 @@
     Kinetics normalisation) → view (real, static, shuffled, reversed, frame difference) → backbone
     under `torch.inference_mode` → per-clip features `(videos, clips, C)` (or `(videos, clips, C, T')`
     with `output="temporal"`, for Koopman analysis; or a concepts model's codes `(videos, clips, K)`
-    with `output="concept_codes"`)
+    with `output="concept_codes"`, or any Table 3 feature of concepts paper 004 with
+    `output="concepts.<name>"`, name in `CONCEPT_FEATURES`)
 
 All views of a batch come from one decode, and a clip that repeats (uniform starts of a video
 barely longer than the clip coincide) goes through the network once per deterministic view. Views
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from vdiag.catalog import CONCEPT_FEATURES
 from vdiag.console import note, progress_bar, warn
 from vdiag.data.datasets import FailureTracker, VideoClipDataset, collate_clips
 from vdiag.data.formats import DatasetIndex
@@ -44,7 +46,7 @@ from vdiag.io import atomic_path, cache_dir
 from vdiag.train import distributed as dist
 
 VIEWS = ("real", "static", "shuffled", "reversed", "difference")
-OUTPUTS = ("pooled", "temporal", "concept_codes")
+OUTPUTS = ("pooled", "temporal", "concept_codes", *(f"concepts.{name}" for name in CONCEPT_FEATURES))
 CACHE_VERSION = 1
 
 
@@ -169,7 +171,8 @@ def extract_features(
         batch_size: clips per forward pass (videos per batch = batch_size // clips, at least 1).
         cache: read and write the feature cache (`--no-cache` turns it off).
         output: "pooled" (the embedding), "temporal" (one feature per time step, `(N, K, C, T')`) or
-            "concept_codes" (the concept codes q_v of a `concepts` checkpoint).
+            "concept_codes" (the concept codes q_v of a `concepts` checkpoint), or "concepts.<name>"
+            (a Table 3 feature of a `concepts` checkpoint, `CONCEPT_FEATURES`).
     Returns: view → `Features`.
     """
     for view in views:
@@ -261,6 +264,8 @@ def _forward(model: DiagnosticModel, clips: torch.Tensor, output: str) -> torch.
         return model.time_features(clips)
     if output == "concept_codes":
         return model.method.concept_outputs(clips)["codes"]
+    if output.startswith("concepts."):
+        return model.method.concept_outputs(clips)[output.removeprefix("concepts.")]
     return model.embed(clips)
 
 
@@ -366,10 +371,10 @@ class TrainTest:
     class_names: list[str]
 
 
-def train_test(extractor: Extractor, data, target: str = "label", test_views=("real",)) -> TrainTest:
+def train_test(extractor: Extractor, data, target: str = "label", test_views=("real",), output: str = "pooled") -> TrainTest:
     """The features every train-on-train, test-on-test diagnostic starts from (`data`: a DataRef)."""
-    train = extractor(check_target(data.split("train"), target), ["real"])["real"]
-    test = extractor(data.split("test"), test_views)
+    train = extractor(check_target(data.split("train"), target), ["real"], output)["real"]
+    test = extractor(data.split("test"), test_views, output)
     train_labels, class_names = targets(train, target)
     labels, _ = targets(test[test_views[0]], target)
     return TrainTest(train, test, train_labels, labels, class_names)

@@ -43,8 +43,11 @@ def accuracy_metrics(probs: np.ndarray, labels: np.ndarray, seed: int) -> dict[s
     return with_intervals(metrics, bootstrap(statistics, len(labels), seed))
 
 
-def linear_eval(extractor: Extractor, data: DataRef, target: str = "label") -> Result:
-    split = train_test(extractor, data, target)
+def linear_eval(extractor: Extractor, data: DataRef, target: str = "label", feature: str = "embedding") -> Result:
+    """Linear probe accuracy; `feature` is "embedding" (the pooled backbone output) or, for a
+    `concepts` checkpoint, one of Table 3's features (`CONCEPT_FEATURES`: v, q_v, …, F_v_dynamic)."""
+    output = "pooled" if feature == "embedding" else f"concepts.{feature}"
+    split = train_test(extractor, data, target, output=output)
     train, labels = split.train, split.labels
     probe = fit_probe(train.features, split.train_labels, extractor.seed)
     probs = predict_proba(probe, split.test["real"].features, len(split.class_names))
@@ -52,7 +55,7 @@ def linear_eval(extractor: Extractor, data: DataRef, target: str = "label") -> R
         command="eval linear",
         metrics=accuracy_metrics(probs, labels, extractor.seed),
         data=data.path,
-        config={**extractor.describe(), "target": target, "train_videos": len(train), "test_videos": len(labels)},
+        config={**extractor.describe(), "target": target, "feature": feature, "train_videos": len(train), "test_videos": len(labels)},
     )
 
 

@@ -134,16 +134,25 @@ def _data_uri(path: Path) -> str:
 
 
 STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1300px; margin: 2em auto; padding: 0 1em; color: #222; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; }
 table { border-collapse: collapse; font-size: 0.9em; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.35em 0.7em; text-align: left; vertical-align: top; }
 td.value { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.reading { color: #555; font-size: 0.9em; }
+td:first-child { min-width: 16em; max-width: 24em; }
+.reading { color: #666; font-size: 0.85em; margin-top: 0.2em; }
+.ci { color: #777; font-size: 0.8em; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; }
 .meta { color: #666; font-size: 0.85em; }
 """
+
+
+def _value_cell(cell: str) -> str:
+    """A card cell "0.540 [0.475, 0.605]" as the value with its interval below it."""
+    value, _, interval = cell.partition(" [")
+    below = f'<div class="ci">[{html.escape(interval)}</div>' if interval else ""
+    return f'<td class="value">{html.escape(value)}{below}</td>'
 
 
 def render_html(title: str, entries: list[Entry], figures: list[tuple[str, Path]], data: DataRef) -> str:
@@ -151,8 +160,9 @@ def render_html(title: str, entries: list[Entry], figures: list[tuple[str, Path]
     head = "".join(f"<th>{escape(entry.label)}</th>" for entry in entries)
     body_rows = []
     for label, reading, page, cells in card_rows(entries):
-        values = "".join(f'<td class="value">{escape(cell)}</td>' for cell in cells)
-        body_rows.append(f'<tr><td>{escape(label)}</td>{values}<td class="reading">{escape(reading)} <span class="page">(docs/{escape(page)})</span></td></tr>')
+        values = "".join(_value_cell(cell) for cell in cells)
+        about = f'<div class="reading">{escape(reading)} <span class="page">(docs/{escape(page)})</span></div>'
+        body_rows.append(f"<tr><td><b>{escape(label)}</b>{about}</td>{values}</tr>")
     figure_html = "".join(
         f'<figure><img alt="{escape(caption)}" src="{_data_uri(path)}"><figcaption>{escape(caption)}</figcaption></figure>' for caption, path in figures
     )
@@ -168,7 +178,7 @@ def render_html(title: str, entries: list[Entry], figures: list[tuple[str, Path]
 <p class="meta">vdiag {escape(__version__)} · data: {escape(data.path)} · values with 95 % bootstrap intervals over test videos</p>
 <h2>Report card</h2>
 <table>
-<thead><tr><th>metric</th>{head}<th>how to read it</th></tr></thead>
+<thead><tr><th>metric and how to read it</th>{head}</tr></thead>
 <tbody>
 {chr(10).join(body_rows)}
 </tbody>

@@ -36,9 +36,13 @@ def embed_2d(embeddings: np.ndarray, seed: int = 0, perplexity: float = 30.0) ->
 
 
 def checkpoint_label(extractor: Extractor) -> str:
+    """A short name: the run folder for a run's final.pt / last.pt, else folder/file; plus the
+    training method when the name does not already say it."""
     model = extractor.model
-    trained = f" · {model.method_name}" if model.method_name else ""
-    return f"{'/'.join(Path(str(model.path)).parts[-2:])}{trained}"
+    path = Path(str(model.path))
+    name = path.parent.name if path.name in ("final.pt", "last.pt") and path.parent.name else "/".join(path.parts[-2:])
+    method = model.method_name
+    return f"{name} · {method}" if method and method not in name else name
 
 
 def viz_tsne(
@@ -90,8 +94,12 @@ def _plot(panels: list[dict], class_names: list[str], title: str):
     every_class = sorted({int(c) for p in panels for c in p["classes"]})
     colour = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(every_class)}
     with style():
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.6), squeeze=False)
-        for ax, panel in zip(axes[0], panels):
+        columns = min(len(panels), 4)  # at most four panels a row: a report page stays readable
+        rows = -(-len(panels) // columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 3.6 * rows), squeeze=False)
+        for ax in axes.flat[len(panels) :]:
+            ax.set_visible(False)
+        for ax, panel in zip(axes.flat, panels):
             for c in panel["classes"]:
                 chosen = panel["labels"] == c
                 ax.scatter(*panel["points"][chosen].T, s=9, alpha=0.75, lw=0, color=colour[c], label=class_names[c])
@@ -101,12 +109,12 @@ def _plot(panels: list[dict], class_names: list[str], title: str):
             ax.set_xlabel("t-SNE 1")
             ax.set_ylabel("t-SNE 2")
         handles, names = [], []
-        for ax in axes[0]:
+        for ax in axes.flat:
             for handle, name in zip(*ax.get_legend_handles_labels()):
                 if name not in names:
                     handles.append(handle)
                     names.append(name)
-        fig.legend(handles, names, loc="lower center", ncol=min(len(names), 5), bbox_to_anchor=(0.5, -0.06), markerscale=2)
+        fig.legend(handles, names, loc="lower center", ncol=min(len(names), 5), bbox_to_anchor=(0.5, -0.06 / rows), markerscale=2)
         fig.suptitle(title)
         fig.tight_layout()
     return fig
