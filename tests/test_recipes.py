@@ -63,7 +63,7 @@ def test_recipe_smoke(name, smoke_runs):
 def test_recipe_numbers_come_from_the_diagnostics(smoke_runs):
     """The table's cells are the diagnostics' JSON values, in % (not re-derived), one per feature."""
     record = json.loads((smoke_runs["concepts_table3"] / "concepts_table3.json").read_text())
-    folder = smoke_runs["concepts_table3"] / "diagnostics" / "data" / "concepts"
+    folder = smoke_runs["concepts_table3"] / "diagnostics" / "synthetic" / "concepts"
     for feature, value in zip(["v", "q_v", "q_v_static", "q_v_dynamic", "F_v", "F_v_static", "F_v_dynamic"], record["rows"][0]["values"]):
         result = json.loads((folder / f"linear-{feature}" / "linear.json").read_text())
         assert result["config"]["feature"] == feature

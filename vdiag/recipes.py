@@ -72,7 +72,7 @@ class Recipe:
 
     def vdiag(self, *args: str) -> None:
         """Run one `vdiag` command (printed first); a failure stops the recipe with its message."""
-        argv = ["--device", self.device, *map(str, args)]
+        argv = (["--device", self.device] if self.device != "auto" else []) + [str(a) for a in args]
         line = "vdiag " + shlex.join(argv)
         self.commands.append(line)
         print(f"$ {line}", file=sys.stderr, flush=True)
@@ -91,7 +91,7 @@ class Recipe:
         the default synthetic dataset."""
         if not self.smoke:
             return self.data
-        folder = self.out / "data"
+        folder = self.out / "synthetic"
         if not (folder / "manifest.json").is_file():
             counts = [f"--num-{split}={count}" for split, count in SMOKE_DATA.items()]
             # four trajectories: enough classes for retrieval R@k and top-k silhouettes to mean something

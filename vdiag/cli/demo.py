@@ -16,7 +16,7 @@ def _card(result):
 @click.command(
     epilog="""\b
 Examples:
-  vdiag demo                                   # ~11 min on 2 CPU cores; files in ./vdiag-demo
+  vdiag demo                                   # ~9 min on 2 CPU cores; files in ./vdiag-demo
   vdiag demo --out my-demo --epochs 8          # longer pretraining
   vdiag demo --size 64 --num-train 1000        # the default dataset's size (about an hour here)
   vdiag --device cuda demo --size 64 --num-train 1000 --epochs 20   # on a GPU""",
