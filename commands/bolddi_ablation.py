@@ -9,14 +9,14 @@ probe on frozen features. Full size: Slow-R50, L = 8, δ = 8, ρ = 2, 200 epochs
     python commands/bolddi_ablation.py --data k400 --format csv
 """
 
-from vdiag.recipes import Recipe, percent, run_recipe
+from vdiag.recipes import Recipe, method_args, percent, run_recipe
 
 RUNS = [  # (row, run folder, method, options) — docs/methods/bolddi.md maps each row to its options
     ("v-SimCLR", "simclr", "simclr", ()),
-    ("v-SimCLR + L_dynamic", "dynamic-only", "bolddi-simclr", ("--set", "method_args.inner_steps=0")),
-    ("v-SimCLR + L_(f,do)", "backdoor-only", "bolddi-simclr", ("--set", "method_args.dynamic_weight=0")),
+    ("v-SimCLR + L_dynamic", "dynamic-only", "bolddi-simclr", ("inner_steps=0",)),
+    ("v-SimCLR + L_(f,do)", "backdoor-only", "bolddi-simclr", ("dynamic_weight=0",)),
     ("v-SimCLR + BOLD-DI", "bolddi", "bolddi-simclr", ()),
-    ("v-SimCLR* (single level, Table 5)", "single-level", "bolddi-simclr", ("--set", "method_args.single_level=true")),
+    ("v-SimCLR* (single level, Table 5)", "single-level", "bolddi-simclr", ("single_level=true",)),
 ]
 FULL = ("--epochs", "200")
 PAPER = [  # Table 14: K400 linear; UCF-101 and HMDB-51 fine-tuned. Table 5: K400 linear only
@@ -30,7 +30,7 @@ PAPER = [  # Table 14: K400 linear; UCF-101 and HMDB-51 fine-tuned. Table 5: K40
 
 def main():
     recipe = Recipe.from_command_line("bolddi_ablation", __doc__)
-    checkpoints = {row: recipe.pretrain(run, method, *options, full=FULL) for row, run, method, options in RUNS}
+    checkpoints = {row: recipe.pretrain(run, method, *method_args(*options), full=FULL) for row, run, method, options in RUNS}
     sets = recipe.evaluation_sets()
     rows = []
     for row, checkpoint in checkpoints.items():

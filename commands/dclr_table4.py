@@ -12,7 +12,7 @@ input-level decoupling only: no motion search, no activation alignment, no featu
     python commands/dclr_table4.py --data data/ucf101 --format ucf101
 """
 
-from vdiag.recipes import Recipe, percent, run_recipe
+from vdiag.recipes import Recipe, method_args, percent, run_recipe
 
 INPUT_LEVEL_ONLY = ["search=none", "activation_alignment=false", "refine_static=false", "refine_dynamic=false"]
 RUNS = [  # (row, run folder, DCLR options)
@@ -49,8 +49,7 @@ def main():
     sets = recipe.evaluation_sets()
     rows = []
     for row, run, options in RUNS:
-        assignments = [item for option in [*options, *INPUT_LEVEL_ONLY] for item in ("--set", f"method_args.{option}")]
-        checkpoint = recipe.pretrain(run, "dclr", *assignments, full=FULL)
+        checkpoint = recipe.pretrain(run, "dclr", *method_args(*options, *INPUT_LEVEL_ONLY), full=FULL)
         rows.append((row, [percent(recipe.diagnose("eval linear", checkpoint, data=data).get("top1")) for data in sets]))
     recipe.table(
         "DCLR Table 4: loss combinations (linear top-1 %)",

@@ -10,7 +10,7 @@ best-retrieved classes. Full size: R3D-18, 8 frames every 3rd, 112 px, 400 epoch
     python commands/vididi_tables.py --data data/ucf101 --eval-data data/ucf101 --eval-data data/hmdb51
 """
 
-from vdiag.recipes import Recipe, percent, run_recipe, score
+from vdiag.recipes import Recipe, method_args, percent, run_recipe, score
 
 # ViDiDi B.2–B.3: the base methods get ViDiDi's backbone and sampling (the paper preset's ViDiDi rows)
 FULL = ("--backbone", "r3d_18", "--set", "data.stride=3", "--set", "data.size=112", "--epochs", "400", "--batch-size", "64")
@@ -87,8 +87,7 @@ def main():
 
     ablations = {"Base (VICReg)": base["VICReg"]}
     for row, run, options in TABLE6:
-        sets_ = [item for option in options for item in ("--set", f"method_args.{option}")]
-        ablations[row] = recipe.pretrain(run, "vididi-vicreg", *sets_, full=FULL)
+        ablations[row] = recipe.pretrain(run, "vididi-vicreg", *method_args(*options), full=FULL)
     ablations["ViDiDi-VIC"] = base["ViDiDi-VIC"]
     recipe.table(
         "ViDiDi Table 6: the schedule ablation, retrieval (%)",

@@ -20,7 +20,7 @@ last.pt, so running `vdiag demo` again continues where it stopped.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vdiag.console import note
@@ -74,7 +74,6 @@ def run_demo(
     from vdiag.report.card import build_report
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     total = len(runs) + 3
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -85,7 +84,8 @@ def run_demo(
 
     clock = step(1, "the confounded synthetic dataset (train: trajectory follows background colour with p = 0.8)")
     config = SynthConfig(size=settings.size, num_train=settings.num_train, num_val=settings.num_val, num_test=settings.num_test, seed=seed)
-    dataset = generate_dataset(config, data)
+    dataset = generate_dataset(config, data)  # validates the settings before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     preview = write_preview(config, out / "synthetic-factors.png")
     seconds["dataset"] = time.perf_counter() - clock
 
@@ -111,7 +111,7 @@ def run_demo(
         metrics=report.metrics,
         figures=[str(preview), *report.figures],
         files=report.files,
-        config={"out": str(out), "seed": seed, **{k: getattr(settings, k) for k in settings.__dataclass_fields__}},
+        config={"out": str(out), "seed": seed, **asdict(settings)},
         details={
             "labels": report.details["labels"],
             "runs": [{"name": run.name, "method": run.method, "role": run.role, "checkpoint": str(c)} for run, c in zip(runs, checkpoints)],

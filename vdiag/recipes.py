@@ -84,7 +84,7 @@ class Recipe:
             main(argv)
         except SystemExit as exit:
             if exit.code not in (0, None):
-                raise VdiagError(f"recipe {self.name} stopped: `{line}` exited with status {exit.code}") from None
+                raise VdiagError(f"recipe {self.name} stopped: the vdiag command above exited with status {exit.code}") from None
 
     def dataset(self) -> str | None:
         """The pretraining dataset: at --smoke size a tiny synthetic one made here (once); None =
@@ -192,6 +192,11 @@ class Recipe:
         print("\n".join(lines[: lines.index("Commands:")]))
         print(f"wrote {markdown}\n      {payload}", file=sys.stderr)
         return markdown
+
+
+def method_args(*assignments: str) -> list[str]:
+    """`--set method_args.KEY=VALUE` for each "KEY=VALUE" (a method's ablation options)."""
+    return [item for assignment in assignments for item in ("--set", f"method_args.{assignment}")]
 
 
 def percent(value: float | None) -> float | None:

@@ -4,9 +4,9 @@
     protocol of ViDiDi App. B.4 and DCLR §4.1) → evaluation view (short side to `size`, centre crop,
     Kinetics normalisation) → view (real, static, shuffled, reversed, frame difference) → backbone
     under `torch.inference_mode` → per-clip features `(videos, clips, C)` (or `(videos, clips, C, T')`
-    with `output="temporal"`, for Koopman analysis; or a concepts model's codes `(videos, clips, K)`
-    with `output="concept_codes"`, or any Table 3 feature of concepts paper 004 with
-    `output="concepts.<name>"`, name in `CONCEPT_FEATURES`)
+    with `output="temporal"`, for Koopman analysis; or, for a concepts model, any Table 3 feature of
+    paper 004 with `output="concepts.<name>"`, name in `CONCEPT_FEATURES`, e.g. the codes
+    `(videos, clips, K)` with "concepts.q_v")
 
 All views of a batch come from one decode, and a clip that repeats (uniform starts of a video
 barely longer than the clip coincide) goes through the network once per deterministic view. Views
@@ -46,7 +46,7 @@ from vdiag.io import atomic_path, cache_dir
 from vdiag.train import distributed as dist
 
 VIEWS = ("real", "static", "shuffled", "reversed", "difference")
-OUTPUTS = ("pooled", "temporal", "concept_codes", *(f"concepts.{name}" for name in CONCEPT_FEATURES))
+OUTPUTS = ("pooled", "temporal", *(f"concepts.{name}" for name in CONCEPT_FEATURES))
 CACHE_VERSION = 1
 
 
@@ -171,8 +171,8 @@ def extract_features(
         batch_size: clips per forward pass (videos per batch = batch_size // clips, at least 1).
         cache: read and write the feature cache (`--no-cache` turns it off).
         output: "pooled" (the embedding), "temporal" (one feature per time step, `(N, K, C, T')`) or
-            "concept_codes" (the concept codes q_v of a `concepts` checkpoint), or "concepts.<name>"
-            (a Table 3 feature of a `concepts` checkpoint, `CONCEPT_FEATURES`).
+            "concepts.<name>" (a Table 3 feature of a `concepts` checkpoint, `CONCEPT_FEATURES`;
+            "concepts.q_v" are the concept codes).
     Returns: view → `Features`.
     """
     for view in views:
@@ -262,8 +262,6 @@ def _extract(model, index, views, sampling, batch_size, workers, decoder, seed, 
 def _forward(model: DiagnosticModel, clips: torch.Tensor, output: str) -> torch.Tensor:
     if output == "temporal":
         return model.time_features(clips)
-    if output == "concept_codes":
-        return model.method.concept_outputs(clips)["codes"]
     if output.startswith("concepts."):
         return model.method.concept_outputs(clips)[output.removeprefix("concepts.")]
     return model.embed(clips)

@@ -84,7 +84,7 @@ def viz_concepts(
     attention = outputs["attention"][0].float().cpu()  # (K, T', H', W')
     maps = {name: upsample(attention[k], shown.shape[1], sampling.size) for name, k in (("static", static_index), ("dynamic", dynamic_index))}
 
-    features = extractor(index, ["real"], output="concept_codes")["real"]
+    features = extractor(index, ["real"], output="concepts.q_v")["real"]
     labels, class_names = targets(features, target)
     video_codes = features.videos  # (N, K_s + K_d)
     similarity = {
