@@ -35,7 +35,7 @@ def require_concepts(extractor: Extractor) -> None:
     model = extractor.model
     if not hasattr(model.method, "concept_outputs"):
         trained = f"trained with {model.method_name}" if model.method_name else "not a vdiag checkpoint"
-        raise VdiagError(f"{model.path} is {trained}: concept maps need a checkpoint of `vdiag pretrain --method concepts` (static and dynamic concepts)")
+        raise VdiagError(f"{model.path} is {trained}: concept maps and features need a checkpoint of `vdiag pretrain --method concepts` (static and dynamic concepts)")
     if model.layer is not None:
         raise VdiagError("concepts are defined on the last stage; drop --layer")
 
