@@ -229,7 +229,9 @@ def test_cli_errors_are_one_line(validity, tmp_path, tiny_synth):
             (folder / split / label / "v.mp4").write_bytes((tiny_synth[0] / "videos" / "train" / "train_00000.mp4").read_bytes())
     factors = run_cli("probe", "factors", models["dynamic"], "--data", str(folder), *common, check=False)
     assert factors.returncode == 2 and "synth-dataset" in factors.stderr
-    for proc in (layer, target, factors):
+    concepts = run_cli("eval", "linear", models["dynamic"], "--feature", "q_v", *common, check=False)
+    assert concepts.returncode == 2 and "--method concepts" in concepts.stderr
+    for proc in (layer, target, factors, concepts):
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 3
 
 
