@@ -52,13 +52,12 @@ def _resident_kib() -> int:
 def measure(name: str, options: dict) -> dict:
     """One configuration, in this process."""
     import torch
+    from training import method_step  # benchmarks/training.py, next to this script
 
     from vdiag.console import set_quiet
+    from vdiag.methods import build_model
     from vdiag.train.config import resolve_config
     from vdiag.train.optim import build_optimizer
-    from vdiag.train.trainer import build_model
-
-    from training import method_step  # benchmarks/training.py, next to this script
 
     set_quiet(True)
     torch.set_num_threads(2)
@@ -101,7 +100,8 @@ def main() -> None:
         reference = base[r["method"].split("-")[-1]]
         options = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "–"
         lines.append(
-            f"| {r['method']} | {options} | {r['step_s']:.2f} | {r['step_s'] / reference['step_s']:.2f} | {r['peak_mib']:.0f} | {r['peak_mib'] / reference['peak_mib']:.2f} |"
+            f"| {r['method']} | {options} | {r['step_s']:.2f} | {r['step_s'] / reference['step_s']:.2f} "
+            f"| {r['peak_mib']:.0f} | {r['peak_mib'] / reference['peak_mib']:.2f} |"
         )
     lines += [
         "",

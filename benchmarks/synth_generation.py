@@ -35,13 +35,22 @@ def main() -> None:
         for split in ("videos/train", "masks/train"):
             (tmp / "manual" / split).mkdir(parents=True)
         results = {
-            "render only (1 process)": rate(lambda: [render_video(config, draw_video_params(config, "train", i)) for i in range(COUNT)], COUNT),
-            "render + encode (1 process)": rate(lambda: [_write_one((dataclasses.asdict(config), "train", i, str(tmp / "manual"))) for i in range(COUNT)], COUNT),
+            "render only (1 process)": rate(
+                lambda: [render_video(config, draw_video_params(config, "train", i)) for i in range(COUNT)], COUNT
+            ),
+            "render + encode (1 process)": rate(
+                lambda: [_write_one((dataclasses.asdict(config), "train", i, str(tmp / "manual"))) for i in range(COUNT)], COUNT
+            ),
             "generate_dataset, 1 worker": rate(lambda: generate_dataset(config, tmp / "one", workers=1), COUNT),
             f"generate_dataset, {cores} workers": rate(lambda: generate_dataset(config, tmp / "all", workers=cores), COUNT),
         }
     reference = results["generate_dataset, 1 worker"]
-    lines = [f"Synthetic generation, {COUNT} videos of {config.size}×{config.size}×{config.frames}, {cores} cores", "", "| step | videos/s | ratio to 1 worker |", "|---|---:|---:|"]
+    lines = [
+        f"Synthetic generation, {COUNT} videos of {config.size}×{config.size}×{config.frames}, {cores} cores",
+        "",
+        "| step | videos/s | ratio to 1 worker |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {name} | {value:.1f} | {value / reference:.2f} |" for name, value in results.items()]
     print("\n".join(lines))
     out = Path(__file__).parent / "results"

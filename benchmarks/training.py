@@ -24,10 +24,10 @@ from torch.utils.data import DataLoader
 from vdiag.console import set_quiet
 from vdiag.data.datasets import collate_clips
 from vdiag.data.synthetic import SynthConfig, generate_dataset
-from vdiag.methods import METHODS
+from vdiag.methods import METHODS, build_model
 from vdiag.train.config import resolve_config
 from vdiag.train.optim import build_optimizer
-from vdiag.train.trainer import build_model, build_training_dataset, load_index
+from vdiag.train.trainer import build_training_dataset, load_index
 
 REPEATS = {"tiny": 5, "r3d_18": 2}
 VIDEOS = {"tiny": 16, "r3d_18": 4}
@@ -85,7 +85,10 @@ def measure_methods(backbone_name: str, methods: list[str]) -> list[dict]:
         batch = {"clips": clips, "label": torch.zeros(len(clips), dtype=torch.long)}
         optimizer = build_optimizer(method, "adamw", 1e-4, 1e-6)
         bare_optimizer = build_optimizer(method.backbone, "adamw", 1e-4, 1e-6)
-        steps = {"method": method_step(method, optimizer, batch), "bare": bare_step(method.backbone, bare_optimizer, clips, FORWARDS.get(name, (1, 0)))}
+        steps = {
+            "method": method_step(method, optimizer, batch),
+            "bare": bare_step(method.backbone, bare_optimizer, clips, FORWARDS.get(name, (1, 0))),
+        }
         for step in steps.values():
             step()  # warm-up
         times = {"method": [], "bare": []}
@@ -94,7 +97,17 @@ def measure_methods(backbone_name: str, methods: list[str]) -> list[dict]:
                 times[key].append(time_step(step))
         method_s, bare_s = statistics.median(times["method"]), statistics.median(times["bare"])
         clip_count = clips.shape[0] * clips.shape[1]
-        rows.append({"backbone": backbone_name, "method": name, "clips": clip_count, "bare_s": bare_s, "method_s": method_s, "ratio": method_s / bare_s, "clips_per_s": clip_count / method_s})
+        rows.append(
+            {
+                "backbone": backbone_name,
+                "method": name,
+                "clips": clip_count,
+                "bare_s": bare_s,
+                "method_s": method_s,
+                "ratio": method_s / bare_s,
+                "clips_per_s": clip_count / method_s,
+            }
+        )
     return rows
 
 
@@ -122,16 +135,27 @@ def main() -> None:
     simclr_tiny = next(r for r in rows if r["method"] == "simclr" and r["backbone"] == "tiny")
     for r in rows:
         r["vs_simclr"] = r["method_s"] / simclr_tiny["method_s"] if r["backbone"] == "tiny" else None
-    lines += ["| backbone | method | clips/step | backbone forwards | bare s/step | method s/step | ratio | vs simclr | clips/s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "| backbone | method | clips/step | backbone forwards | bare s/step | method s/step | ratio | vs simclr | clips/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         trained, frozen = FORWARDS.get(r["method"], (1, 0))
         forwards = f"{trained * r['clips']}" + (f" + {frozen * r['clips']} no-grad" if frozen else "")
         vs = f"{r['vs_simclr']:.2f}" if r["vs_simclr"] is not None else "–"
-        lines.append(f"| {r['backbone']} | {r['method']} | {r['clips']} | {forwards} | {r['bare_s']:.3f} | {r['method_s']:.3f} | {r['ratio']:.2f} | {vs} | {r['clips_per_s']:.1f} |")
+        lines.append(
+            f"| {r['backbone']} | {r['method']} | {r['clips']} | {forwards} | {r['bare_s']:.3f} | {r['method_s']:.3f} "
+            f"| {r['ratio']:.2f} | {vs} | {r['clips_per_s']:.1f} |"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         generate_dataset(SynthConfig(num_train=400, num_val=0, num_test=0), Path(tmp) / "data")
         loader_rows = measure_loader(Path(tmp) / "data", simclr_tiny["clips_per_s"])
-    lines += ["", f"Data loader (augmentation included, batches of 16 videos × 2 clips) vs the {simclr_tiny['clips_per_s']:.1f} clips/s a tiny SimCLR step consumes", ""]
+    lines += [
+        "",
+        "Data loader (augmentation included, batches of 16 videos × 2 clips) "
+        f"vs the {simclr_tiny['clips_per_s']:.1f} clips/s a tiny SimCLR step consumes",
+        "",
+    ]
     lines += ["| workers | loader clips/s | ratio to training consumption |", "|---:|---:|---:|"]
     for r in loader_rows:
         lines.append(f"| {r['workers']} | {r['clips_per_s']:.1f} | {r['ratio_to_training']:.2f} |")

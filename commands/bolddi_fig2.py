@@ -31,7 +31,9 @@ def main():
         for row, checkpoint in checkpoints.items():
             bias = recipe.diagnose("probe static-bias", checkpoint, data=data)
             order = recipe.diagnose("probe shuffle", checkpoint, data=data)
-            rows.append((recipe.row(row, data), [percent(bias.get("acc_real")), percent(bias.get("acc_static")), percent(order.get("acc"))]))
+            rows.append(
+                (recipe.row(row, data), [percent(bias.get("acc_real")), percent(bias.get("acc_static")), percent(order.get("acc"))])
+            )
     recipe.table(
         "BOLD-DI Fig. 2: real vs static clips, and the shuffled-order probe (top-1 %)",
         ["(a) real clips", "(b) static clips", "(c) ordered vs shuffled"],

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from vdiag.checkpoint import save_checkpoint
 from vdiag.errors import VdiagError
 from vdiag.models import BACKBONES, build_backbone
 from vdiag.models.weights import load_backbone_weights, match_prefix
-from vdiag.train.checkpoint import save_checkpoint
 
 # input side per backbone: small, but large enough for each network's pooling
 SIDE = {"tiny": 32, "slow_r50": 64, "x3d_s": 64, "r2plus1d_r50": 64, "s3d": 64}

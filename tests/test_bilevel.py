@@ -63,7 +63,9 @@ def test_first_order_drops_exactly_the_curvature_term(name):
     method = build(name, inner_lr=gamma)
     names = [n for n, p in method.named_parameters() if p.requires_grad]
     params = [p for p in method.parameters() if p.requires_grad]
-    inner_gradient = torch.autograd.grad(method._call(names, params, clips(), "inner")[0], params, create_graph=True, materialize_grads=True)
+    inner_gradient = torch.autograd.grad(
+        method._call(names, params, clips(), "inner")[0], params, create_graph=True, materialize_grads=True
+    )
     step = [(p - gamma * g).detach().requires_grad_(True) for p, g in zip(params, inner_gradient)]
     v = torch.autograd.grad(build(name)._call(names, step, clips(), "outer")["loss"], step, materialize_grads=True)
     hessian_v = torch.autograd.grad(sum((g * vi).sum() for g, vi in zip(inner_gradient, v)), params, materialize_grads=True)

@@ -34,13 +34,47 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
 
 def test_synth_dataset_json_is_exactly_one_object_on_stdout(tmp_path):
     out = tmp_path / "data"
-    result = vdiag("--seed", "4", "synth-dataset", "--out", str(out), "--num-train", "6", "--num-val", "2", "--num-test", "2", "--size", "32", "--frames", "6", "--preview", "--json")
+    result = vdiag(
+        "--seed",
+        "4",
+        "synth-dataset",
+        "--out",
+        str(out),
+        "--num-train",
+        "6",
+        "--num-val",
+        "2",
+        "--num-test",
+        "2",
+        "--size",
+        "32",
+        "--frames",
+        "6",
+        "--preview",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)  # fails if anything else is on stdout
     assert payload["command"] == "synth-dataset" and payload["data"] == str(out)
     assert payload["metrics"]["num_train"] == 6 and payload["config"]["seed"] == 4
     assert payload["figures"] == [str(out / "preview.png")] and (out / "preview.png").is_file()
-    again = vdiag("synth-dataset", "--out", str(out), "--num-train", "6", "--num-val", "2", "--num-test", "2", "--size", "32", "--frames", "6", "--seed", "4")
+    again = vdiag(
+        "synth-dataset",
+        "--out",
+        str(out),
+        "--num-train",
+        "6",
+        "--num-val",
+        "2",
+        "--num-test",
+        "2",
+        "--size",
+        "32",
+        "--frames",
+        "6",
+        "--seed",
+        "4",
+    )
     assert again.returncode == 0 and "reused" in again.stdout
 
 

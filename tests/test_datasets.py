@@ -1,8 +1,8 @@
 import pytest
 import torch
+from helpers import frame_ids, write_indexed_video
 from torch.utils.data import DataLoader
 
-from helpers import frame_ids, write_indexed_video
 from vdiag.data.datasets import FailureTracker, VideoClipDataset, collate_clips
 from vdiag.data.formats import load_index
 from vdiag.data.sampling import ClipSpec
@@ -33,7 +33,10 @@ def test_training_samples_rho_clips_at_independent_starts(tmp_path):
 
 def test_sampling_is_deterministic_per_seed_epoch_and_item(tmp_path):
     index = folder_dataset(tmp_path)
-    make = lambda seed: VideoClipDataset(index, ClipSpec(4, 2), clips_per_video=2, seed=seed)
+
+    def make(seed):
+        return VideoClipDataset(index, ClipSpec(4, 2), clips_per_video=2, seed=seed)
+
     a, b = make(0), make(0)
     assert torch.equal(a[2]["starts"], b[2]["starts"])
     assert torch.equal(a[2]["clips"], b[2]["clips"])

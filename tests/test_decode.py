@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from helpers import frame_ids, indexed_frames, write_indexed_video
+
 from vdiag.data import decode
 from vdiag.data.decode import read_frames, video_info
 from vdiag.errors import DecodeError, VdiagError

@@ -150,7 +150,9 @@ def test_activation_map_minmax_and_weighted_pooling():
     features = torch.randn(2, 4, 3, 5, 5)
     assert torch.allclose(activation_map(features), features.abs().sum(1))
     normalised = minmax(activation_map(features))
-    assert torch.allclose(normalised.flatten(1).min(1).values, torch.zeros(2)) and torch.allclose(normalised.flatten(1).max(1).values, torch.ones(2), atol=1e-4)
+    assert torch.allclose(normalised.flatten(1).min(1).values, torch.zeros(2)) and torch.allclose(
+        normalised.flatten(1).max(1).values, torch.ones(2), atol=1e-4
+    )
     assert torch.allclose(weighted_pool(features, torch.ones(2, 3, 5, 5)), features.mean((2, 3, 4)), atol=1e-6)
     spike = torch.zeros(2, 3, 5, 5)
     spike[:, 1, 2, 3] = 7.0
@@ -252,7 +254,10 @@ def test_dclr_options_select_the_table_4_to_7_terms():
 
 def test_warm_up_uses_plain_pooling_then_refined_features():
     x = {"clips": clips()}
-    refined, plain = small_dclr(warmup_epochs=1, search="none"), small_dclr(warmup_epochs=1, search="none", refine_static=False, refine_dynamic=False)
+    refined, plain = (
+        small_dclr(warmup_epochs=1, search="none"),
+        small_dclr(warmup_epochs=1, search="none", refine_static=False, refine_dynamic=False),
+    )
     refined.start_epoch(0)
     during_warm_up = refined(x)
     refined.start_epoch(1), plain.start_epoch(1)

@@ -2,10 +2,10 @@
 
 import json
 
+from test_pretrain import run_cli
+
 from vdiag.demo import DEMO_RUNS
 from vdiag.report.card import CARD
-
-from test_pretrain import run_cli
 
 TINY = ["--num-train", "16", "--epochs", "1", "--clips", "1"]
 
@@ -15,7 +15,14 @@ def test_demo_trains_every_run_and_fills_the_report(tmp_path):
     first = run_cli("demo", "--out", out, *TINY)
     summary = json.loads((out / "demo.json").read_text())
     assert [run["name"] for run in summary["details"]["runs"]] == [run.name for run in DEMO_RUNS]
-    assert {run["method"] for run in summary["details"]["runs"]} >= {"simclr", "vididi-simclr", "dclr", "concepts", "bolddi-simclr", "supervised"}
+    assert {run["method"] for run in summary["details"]["runs"]} >= {
+        "simclr",
+        "vididi-simclr",
+        "dclr",
+        "concepts",
+        "bolddi-simclr",
+        "supervised",
+    }
     metrics = summary["metrics"]
     for index in range(len(DEMO_RUNS)):  # every metric of the card, for every checkpoint
         for _, name, *_ in CARD:

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import silhouette_score
+from test_pretrain import run_cli
 
 from vdiag.console import set_quiet
 from vdiag.diagnostics.cluster import best_retrieved_classes, silhouettes
@@ -33,8 +34,6 @@ from vdiag.diagnostics.static_bias import static_bias
 from vdiag.models.backbones import build_backbone
 from vdiag.train.config import resolve_config
 from vdiag.train.trainer import pretrain
-
-from test_pretrain import run_cli
 
 SAMPLING = Sampling(frames=8, stride=1, size=32, clips=4)
 
@@ -249,12 +248,34 @@ def test_cli_layer_cluster_linear(validity, tmp_path):
 
 def test_cli_finetune_writes_a_checkpoint(validity, tmp_path):
     data, models = validity
-    proc = run_cli("eval", "finetune", models["random-tiny"], "--backbone", "tiny", "--data", data.path, "--frames", "8", "--size", "32",
-                   "--clips", "2", "--workers", "0", "--epochs", "2", "--train-batch", "16", "--out", str(tmp_path), "--json")
+    proc = run_cli(
+        "eval",
+        "finetune",
+        models["random-tiny"],
+        "--backbone",
+        "tiny",
+        "--data",
+        data.path,
+        "--frames",
+        "8",
+        "--size",
+        "32",
+        "--clips",
+        "2",
+        "--workers",
+        "0",
+        "--epochs",
+        "2",
+        "--train-batch",
+        "16",
+        "--out",
+        str(tmp_path),
+        "--json",
+    )
     result = json.loads(proc.stdout)
     tuned = tmp_path / "finetune" / "final.pt"
     assert result["details"]["finetuned_checkpoint"] == str(tuned)
-    from vdiag.train.checkpoint import load_checkpoint
+    from vdiag.checkpoint import load_checkpoint
 
     state = load_checkpoint(tuned)
     assert state["config"]["train"]["schedule"] == "step" and state["config"]["method_args"]["dropout"] == 0.5
@@ -266,8 +287,24 @@ def test_torchrun_extraction_equals_one_process(validity, tmp_path):
     data, models = validity
     common = ["--clips", "2", "--workers", "0", "--no-cache", "--json"]
     single = json.loads(run_cli("eval", "retrieval", models["dynamic"], *common, "--out", str(tmp_path / "one")).stdout)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "vdiag", "--device", "cpu",
-           "eval", "retrieval", models["dynamic"], *common, "--out", str(tmp_path / "two")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "vdiag",
+        "--device",
+        "cpu",
+        "eval",
+        "retrieval",
+        models["dynamic"],
+        *common,
+        "--out",
+        str(tmp_path / "two"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     two = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -320,8 +357,21 @@ def test_repeated_clips_are_computed_once_and_expanded():
 def test_cli_viz_tsne_side_by_side(validity, tmp_path):
     """Coloured by trajectory, the trajectory model's classes separate; the colour model's do not."""
     data, models = validity
-    proc = run_cli("viz", "tsne", models["static"], models["dynamic"], "--target", "fg_trajectory", "--clips", "2", "--workers", "0",
-                   "--out", str(tmp_path), "--json")
+    proc = run_cli(
+        "viz",
+        "tsne",
+        models["static"],
+        models["dynamic"],
+        "--target",
+        "fg_trajectory",
+        "--clips",
+        "2",
+        "--workers",
+        "0",
+        "--out",
+        str(tmp_path),
+        "--json",
+    )
     result = json.loads(proc.stdout)
     saved = np.load(tmp_path / "tsne.npz")
     assert saved["points_0"].shape == (64, 2) and saved["points_1"].shape == (64, 2)

@@ -1,8 +1,8 @@
 from pathlib import Path
 
 import pytest
-
 from helpers import write_indexed_video
+
 from vdiag.data.formats import detect_format, load_index
 from vdiag.errors import VdiagError
 
@@ -105,7 +105,9 @@ def test_class_folders_flat_and_with_splits(tmp_path):
 
 def test_csv_with_and_without_header_and_splits(tmp_path):
     root = make_folder(tmp_path / "videos")
-    (tmp_path / "with_header.csv").write_text("path,label,split\nvideos/jump/jump0.mp4,jump,train\nvideos/run/run0.mp4,run,train\nvideos/run/run1.mp4,run,test\n")
+    (tmp_path / "with_header.csv").write_text(
+        "path,label,split\nvideos/jump/jump0.mp4,jump,train\nvideos/run/run0.mp4,run,train\nvideos/run/run1.mp4,run,test\n"
+    )
     index = load_index(tmp_path / "with_header.csv", split="train")
     assert index.format == "csv" and index.class_names == ["jump", "run"] and len(index) == 2
     assert [r.label for r in load_index(tmp_path / "with_header.csv", split="test").records] == [1]
@@ -125,7 +127,7 @@ def test_kinetics_annotation_csv_with_clips_as_files(tmp_path):
     annotations = tmp_path / "train.csv"
     annotations.write_text(
         "label,youtube_id,time_start,time_end,split\n"
-        "abseiling,abc123,10,20,train\n\"air drumming\",xyz789,10,20,train\nabseiling,missing1,0,10,train\n"
+        'abseiling,abc123,10,20,train\n"air drumming",xyz789,10,20,train\nabseiling,missing1,0,10,train\n'
     )
     index = load_index(annotations, split="train", video_root=tmp_path / "clips")
     assert index.class_names == ["abseiling", "air drumming"]

@@ -68,7 +68,9 @@ def test_split_rules_put_each_mode_on_its_side(rule, truth):
     eigenvalues, _ = koopman.eigen(torch.from_numpy(_system()))
     static = koopman.static_modes(eigenvalues, rule)
     for value, is_static in zip(eigenvalues.tolist(), static.tolist()):
-        expected = next(s for v, s in truth.items() if abs(abs(v) - abs(value)) < 1e-6 and abs(abs(cmath.phase(v)) - abs(cmath.phase(value))) < 1e-6)
+        expected = next(
+            s for v, s in truth.items() if abs(abs(v) - abs(value)) < 1e-6 and abs(abs(cmath.phase(v)) - abs(cmath.phase(value))) < 1e-6
+        )
         assert is_static == expected, (rule, value)
     # conjugate pairs never split
     for value, is_static in zip(eigenvalues.tolist(), static.tolist()):
@@ -105,11 +107,15 @@ def test_projectors_split_features_into_constant_and_moving_parts():
 @pytest.mark.parametrize("estimator", ["shared", "clip"])
 def test_rank_deficient_input_gives_no_nan(kind, estimator):
     base = torch.randn(4, 1, 16)
-    features = {
-        "constant": base.expand(4, 8, 16),
-        "duplicated": torch.randn(4, 4, 16).repeat_interleave(2, dim=1),
-        "zeros": torch.zeros(4, 8, 16),
-    }[kind].clone().requires_grad_(True)
+    features = (
+        {
+            "constant": base.expand(4, 8, 16),
+            "duplicated": torch.randn(4, 4, 16).repeat_interleave(2, dim=1),
+            "zeros": torch.zeros(4, 8, 16),
+        }[kind]
+        .clone()
+        .requires_grad_(True)
+    )
     operator = koopman.fit_operator(features, estimator=estimator)
     loss = koopman.prediction_loss(features, operator)
     loss.backward()

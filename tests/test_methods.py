@@ -111,7 +111,9 @@ def test_swav_prototypes_frozen_then_learning():
         optimizer.step()
         method.after_step(0.0)
         if frozen:
-            assert torch.allclose(torch.nn.functional.normalize(method.prototypes.weight, dim=1), torch.nn.functional.normalize(start, dim=1))
+            assert torch.allclose(
+                torch.nn.functional.normalize(method.prototypes.weight, dim=1), torch.nn.functional.normalize(start, dim=1)
+            )
     assert int(method.steps_done) == 2
     assert not torch.allclose(torch.nn.functional.normalize(method.prototypes.weight, dim=1), torch.nn.functional.normalize(start, dim=1))
 
@@ -153,7 +155,9 @@ def test_lars_step_by_hand():
     w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))  # ‖w‖ = 5
     b = torch.nn.Parameter(torch.tensor([1.0]))
     w.grad, b.grad = torch.tensor([0.0, 1.0]), torch.tensor([2.0])
-    optimizer = LARS([{"params": [w], "weight_decay": 0.1}, {"params": [b], "weight_decay": 0.0}], lr=1.0, momentum=0.9, trust_coefficient=0.01)
+    optimizer = LARS(
+        [{"params": [w], "weight_decay": 0.1}, {"params": [b], "weight_decay": 0.0}], lr=1.0, momentum=0.9, trust_coefficient=0.01
+    )
     optimizer.step()
     update = torch.tensor([0.3, 1.4])  # g + λw
     trust = 0.01 * 5 / update.norm()

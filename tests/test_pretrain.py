@@ -13,15 +13,15 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from vdiag.checkpoint import load_checkpoint
 from vdiag.data.datasets import VideoClipDataset, collate_clips
 from vdiag.data.formats import load_index
 from vdiag.data.sampling import ClipSpec
 from vdiag.data.views import eval_view, normalize
 from vdiag.errors import VdiagError
-from vdiag.methods import METHODS
-from vdiag.train.checkpoint import load_checkpoint
+from vdiag.methods import METHODS, build_model
 from vdiag.train.config import resolve_config
-from vdiag.train.trainer import build_model, pretrain
+from vdiag.train.trainer import pretrain
 
 SMALL = ["data.size=32", "data.frames=4", "data.stride=2", "data.workers=0", "train.batch_size=8", "train.warmup_epochs=0"]
 
@@ -165,7 +165,17 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_synth, tmp_path,
 
 def test_nan_from_the_cli_is_one_line(tiny_synth, tmp_path):
     root, _ = tiny_synth
-    proc = run_cli("pretrain", "--method", "vicreg", "--data", str(root), "--out", str(tmp_path / "run"), *cli_sets(["method_args.covariance_weight=.nan"]), check=False)
+    proc = run_cli(
+        "pretrain",
+        "--method",
+        "vicreg",
+        "--data",
+        str(root),
+        "--out",
+        str(tmp_path / "run"),
+        *cli_sets(["method_args.covariance_weight=.nan"]),
+        check=False,
+    )
     assert proc.returncode == 2
     assert "loss became nan" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "last.pt").exists()
@@ -211,7 +221,11 @@ def test_ctrl_c_saves_and_resume_finishes(tiny_synth, tmp_path):
 )
 def test_bad_options_are_one_line_errors(args, message, tiny_synth, tmp_path):
     root, _ = tiny_synth
-    proc = run_cli("pretrain", "--data", str(root), "--out", str(tmp_path / "x"), *args, check=False) if args != ["--resume"] else run_cli("pretrain", *args, check=False)
+    proc = (
+        run_cli("pretrain", "--data", str(root), "--out", str(tmp_path / "x"), *args, check=False)
+        if args != ["--resume"]
+        else run_cli("pretrain", *args, check=False)
+    )
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -248,7 +262,28 @@ def test_torchrun_two_processes(method, tiny_synth, tmp_path):
     """The same command under torchrun (gloo on CPU) trains, logs once and checkpoints once."""
     root, _ = tiny_synth
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "vdiag", "--device", "cpu", "pretrain", "--method", method, "--data", str(root), "--epochs", "1", "--out", str(out), *cli_sets()]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "vdiag",
+        "--device",
+        "cpu",
+        "pretrain",
+        "--method",
+        method,
+        "--data",
+        str(root),
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        *cli_sets(),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]

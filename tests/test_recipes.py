@@ -75,7 +75,9 @@ def test_full_size_dry_run_prints_the_paper_commands(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().err
     pretrains = [line for line in printed.splitlines() if " pretrain " in line]
-    assert len(pretrains) == 4 and all("--preset paper" in line and "--epochs 200" in line and "--data k400/train.csv" in line for line in pretrains)
+    assert len(pretrains) == 4 and all(
+        "--preset paper" in line and "--epochs 200" in line and "--data k400/train.csv" in line for line in pretrains
+    )
     assert not (tmp_path / "fig2").exists()
 
 

@@ -9,10 +9,9 @@ from html.parser import HTMLParser
 
 import torch
 from PIL import Image
+from test_pretrain import run_cli
 
 from vdiag.models.backbones import build_backbone
-
-from test_pretrain import run_cli
 
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 
@@ -51,8 +50,25 @@ def test_report_html_is_self_contained_and_figures_decode(tiny_synth, tmp_path):
         torch.save(build_backbone("tiny").body.state_dict(), path)
         checkpoints.append(str(path))
     out = tmp_path / "report"
-    proc = run_cli("report", *checkpoints, "--backbone", "tiny", "--data", str(root), "--clips", "2", "--frames", "6", "--size", "32",
-                   "--workers", "0", "--out", str(out), "--json")
+    proc = run_cli(
+        "report",
+        *checkpoints,
+        "--backbone",
+        "tiny",
+        "--data",
+        str(root),
+        "--clips",
+        "2",
+        "--frames",
+        "6",
+        "--size",
+        "32",
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+        "--json",
+    )
     result = json.loads(proc.stdout)
     assert result["command"] == "report" and set(result["files"]) >= {str(out / "report.html"), str(out / "report.md")}
     text = (out / "report.html").read_text()

@@ -156,7 +156,13 @@ def test_default_folder_depends_on_parameters():
 
 @pytest.mark.parametrize(
     "changes, message",
-    [({"size": 33}, "even"), ({"correlation": 1.5}, "correlation"), ({"fg_shape": ["blob", "circle"]}, "fg_shape"), ({"fg_shape": ["circle"]}, "two or more"), ({"label_factor": "speed"}, "label-factor")],
+    [
+        ({"size": 33}, "even"),
+        ({"correlation": 1.5}, "correlation"),
+        ({"fg_shape": ["blob", "circle"]}, "fg_shape"),
+        ({"fg_shape": ["circle"]}, "two or more"),
+        ({"label_factor": "speed"}, "label-factor"),
+    ],
 )
 def test_bad_parameters(changes, message):
     with pytest.raises(VdiagError, match=message):
@@ -166,8 +172,10 @@ def test_bad_parameters(changes, message):
 def test_preview_has_a_panel_per_value(tmp_path):
     from PIL import Image
 
+    from vdiag.viz.synth_preview import plot_factor_grid
+
     config = SynthConfig(fg_shape=["pentagon", "circle", "star"])
-    path = synthetic.write_preview(config, tmp_path / "preview.png")
+    path = plot_factor_grid(config, tmp_path / "preview.png")
     with Image.open(path) as image:
         width, height = image.size
     assert width > 1.5 * height  # three columns of four-frame strips
@@ -178,7 +186,9 @@ def test_outputs_get_the_usual_file_mode(tmp_path, tiny_synth):
     import os
     import stat
 
+    from vdiag.viz.synth_preview import plot_factor_grid
+
     root, config = tiny_synth
     assert stat.S_IMODE(os.stat(root).st_mode) & 0o055 == 0o055  # group/others may read and enter
-    preview = synthetic.write_preview(config, tmp_path / "p.png")
+    preview = plot_factor_grid(config, tmp_path / "p.png")
     assert stat.S_IMODE(os.stat(preview).st_mode) & 0o044 == 0o044

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_pretrain import run_cli
 from torch import nn
 
 from vdiag.diagnostics.features import Extractor, Sampling
 from vdiag.diagnostics.model import DiagnosticModel
 from vdiag.models.backbones import VideoBackbone
 from vdiag.viz.eig import clip_eigenvalues, viz_eig
-
-from test_pretrain import run_cli
 
 ANGLE, DECAY = 0.5, 0.95
 KNOWN = np.array([1.0, 0.5, DECAY * np.exp(1j * ANGLE), DECAY * np.exp(-1j * ANGLE)])
@@ -49,7 +48,9 @@ def test_known_linear_system(tiny_synth, tmp_path):
     from vdiag.diagnostics.data import DataRef
 
     root, _ = tiny_synth
-    model = DiagnosticModel(VideoBackbone("linear", LinearSystem(), 4, keep_temporal=True), Path("linear-system.pt"), fingerprint="linear-system")
+    model = DiagnosticModel(
+        VideoBackbone("linear", LinearSystem(), 4, keep_temporal=True), Path("linear-system.pt"), fingerprint="linear-system"
+    )
     result = viz_eig(Extractor(model, Sampling(8, 1, 32, 2), workers=0), DataRef(str(root)), tmp_path, colour_by="label")
     saved = np.load(tmp_path / "eig.npz")
     per_clip = saved["eigenvalues"].reshape(-1, 4)
@@ -88,8 +89,28 @@ def test_cli_viz_eig_any_checkpoint(tiny_synth, tmp_path):
     root, _ = tiny_synth
     torch.manual_seed(0)
     torch.save(build_backbone("tiny").body.state_dict(), tmp_path / "random.pt")
-    proc = run_cli("viz", "eig", str(tmp_path / "random.pt"), "--backbone", "tiny", "--data", str(root), "--clips", "1",
-                   "--frames", "6", "--size", "32", "--workers", "0", "--format", "svg", "--out", str(tmp_path / "out"), "--json")
+    proc = run_cli(
+        "viz",
+        "eig",
+        str(tmp_path / "random.pt"),
+        "--backbone",
+        "tiny",
+        "--data",
+        str(root),
+        "--clips",
+        "1",
+        "--frames",
+        "6",
+        "--size",
+        "32",
+        "--workers",
+        "0",
+        "--format",
+        "svg",
+        "--out",
+        str(tmp_path / "out"),
+        "--json",
+    )
     result = json.loads(proc.stdout)
     assert result["figures"] == [str(tmp_path / "out" / "eig.svg")] and (tmp_path / "out" / "eig.svg").read_text().startswith("<?xml")
     assert result["config"]["keep_temporal"] is True and 0 <= result["metrics"]["static_fraction_bodvcl"] <= 1
@@ -154,7 +175,9 @@ def test_saliency_tubes_find_the_foreground(tiny_synth, tmp_path):
     from vdiag.viz.saliency import viz_saliency
 
     root, _ = tiny_synth
-    model = DiagnosticModel(VideoBackbone("foreground", ForegroundDetector(), 1), Path("foreground.pt"), method=ForegroundClassifier(), fingerprint="fg")
+    model = DiagnosticModel(
+        VideoBackbone("foreground", ForegroundDetector(), 1), Path("foreground.pt"), method=ForegroundClassifier(), fingerprint="fg"
+    )
     result = viz_saliency(model, root / "videos" / "test" / "test_00001.mp4", tmp_path, Sampling(6, 1, 32, 1), frames_shown=3)
     metrics = result.metrics
     assert result.config["target"] == "class logit 0"
@@ -173,8 +196,23 @@ def test_cli_saliency_similarity_target(tiny_synth, tmp_path):
     torch.manual_seed(0)
     torch.save(build_backbone("tiny").body.state_dict(), tmp_path / "random.pt")
     video = root / "videos" / "test" / "test_00002.mp4"
-    result = json.loads(run_cli("viz", "saliency", str(tmp_path / "random.pt"), str(video), "--backbone", "tiny", "--frames", "4", "--size", "32",
-                                "--out", str(tmp_path / "out"), "--json").stdout)
+    result = json.loads(
+        run_cli(
+            "viz",
+            "saliency",
+            str(tmp_path / "random.pt"),
+            str(video),
+            "--backbone",
+            "tiny",
+            "--frames",
+            "4",
+            "--size",
+            "32",
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+        ).stdout
+    )
     assert result["config"]["target"].startswith("cosine similarity")
     assert all(np.isfinite(v) for v in result["metrics"].values()) and set(result["metrics"]) >= {"fg_mass_grad_cam", "fg_area"}
     assert all(Path(f).is_file() for f in result["figures"])
@@ -186,7 +224,9 @@ def test_modes_of_a_known_linear_system(tiny_synth, tmp_path):
     from vdiag.viz.modes import viz_modes
 
     root, _ = tiny_synth
-    model = DiagnosticModel(VideoBackbone("linear", LinearSystem(), 4, keep_temporal=True), Path("linear-system.pt"), fingerprint="linear-system")
+    model = DiagnosticModel(
+        VideoBackbone("linear", LinearSystem(), 4, keep_temporal=True), Path("linear-system.pt"), fingerprint="linear-system"
+    )
     video = root / "videos" / "test" / "test_00001.mp4"
     result = viz_modes(Extractor(model, Sampling(8, 1, 32, 2), workers=0), DataRef(str(root)), tmp_path, video=video, modes=3, ridge=1e-9)
     metrics = result.metrics
@@ -211,10 +251,17 @@ def test_concepts_figure_and_refusal(tiny_synth, tmp_path):
     from vdiag.train.trainer import pretrain
 
     root, _ = tiny_synth
-    options = {"data": {"path": str(root), "frames": 4, "stride": 2, "size": 32, "workers": 0}, "train": {"epochs": 1, "batch_size": 8, "warmup_epochs": 0}}
+    options = {
+        "data": {"path": str(root), "frames": 4, "stride": 2, "size": 32, "workers": 0},
+        "train": {"epochs": 1, "batch_size": 8, "warmup_epochs": 0},
+    }
     checkpoint = pretrain(resolve_config("concepts", "cpu", options=options), tmp_path / "run", "cpu").checkpoint
     video = root / "videos" / "test" / "test_00001.mp4"
-    result = json.loads(run_cli("viz", "concepts", checkpoint, str(video), "--clips", "2", "--workers", "0", "--out", str(tmp_path / "out"), "--json").stdout)
+    result = json.loads(
+        run_cli(
+            "viz", "concepts", checkpoint, str(video), "--clips", "2", "--workers", "0", "--out", str(tmp_path / "out"), "--json"
+        ).stdout
+    )
     saved = np.load(tmp_path / "out" / "concepts-test_00001.npz")
     static_count = 20
     assert result["metrics"]["static_concept"] == int(saved["codes"][:static_count].argmax())

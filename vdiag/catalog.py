@@ -4,7 +4,26 @@
 `vdiag.methods.METHODS` and `vdiag.models.BACKBONES`; a test keeps these names in step with them.
 """
 
-METHOD_NAMES = ("simclr", "moco", "byol", "swav", "vicreg", "supervised", "vididi-simclr", "vididi-byol", "vididi-vicreg", "dclr", "concepts", "bolddi-simclr", "bolddi-moco", "bolddi-byol", "bolddi-swav", "bodvcl-simclr", "bodvcl-byol", "bodvcl-moco")
+METHOD_NAMES = (
+    "simclr",
+    "moco",
+    "byol",
+    "swav",
+    "vicreg",
+    "supervised",
+    "vididi-simclr",
+    "vididi-byol",
+    "vididi-vicreg",
+    "dclr",
+    "concepts",
+    "bolddi-simclr",
+    "bolddi-moco",
+    "bolddi-byol",
+    "bolddi-swav",
+    "bodvcl-simclr",
+    "bodvcl-byol",
+    "bodvcl-moco",
+)
 BACKBONE_NAMES = ("tiny", "tiny2d", "r3d_18", "r2plus1d_18", "mc3_18", "s3d", "slow_r50", "x3d_s", "r2plus1d_r50")
 
 # the features concepts paper 004 probes in Table 3 (`Concepts.concept_outputs`)

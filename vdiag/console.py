@@ -6,7 +6,8 @@ a table, or with `--json` exactly one JSON object. `set_quiet(True)` silences ba
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import (

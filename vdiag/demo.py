@@ -24,9 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vdiag.console import note
-from vdiag.data.synthetic import SynthConfig, generate_dataset, write_preview
+from vdiag.data.synthetic import SynthConfig, generate_dataset
 from vdiag.errors import VdiagError
 from vdiag.results import Result
+from vdiag.viz.synth_preview import plot_factor_grid
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,13 @@ class DemoRun:
 
 
 DEMO_RUNS = (
-    DemoRun("static-reference", "supervised", "supervised on background colour, per-frame network: appearance only", "tiny2d", {"target": "bg_color"}),
+    DemoRun(
+        "static-reference",
+        "supervised",
+        "supervised on background colour, per-frame network: appearance only",
+        "tiny2d",
+        {"target": "bg_color"},
+    ),
     DemoRun("dynamic-reference", "supervised", "supervised on the trajectory label: motion", None, {"target": "label"}),
     DemoRun("v-simclr", "simclr", "plain video contrastive learning (the baseline)"),
     DemoRun("vididi-simclr", "vididi-simclr", "ViDiDi: temporal derivatives as views"),
@@ -86,7 +93,7 @@ def run_demo(
     config = SynthConfig(size=settings.size, num_train=settings.num_train, num_val=settings.num_val, num_test=settings.num_test, seed=seed)
     dataset = generate_dataset(config, data)  # validates the settings before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    preview = write_preview(config, out / "synthetic-factors.png")
+    preview = plot_factor_grid(config, out / "synthetic-factors.png")
     seconds["dataset"] = time.perf_counter() - clock
 
     checkpoints = []

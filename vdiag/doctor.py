@@ -87,7 +87,12 @@ def _import_checks() -> list[Check]:
         checks.append(Check("pytorchvideo.transforms", True, "imports (vdiag uses torchvision.transforms.v2 anyway)", False))
     except Exception as err:
         checks.append(
-            Check("pytorchvideo.transforms", False, f"does not import ({type(err).__name__}); harmless: vdiag uses torchvision.transforms.v2", False)
+            Check(
+                "pytorchvideo.transforms",
+                False,
+                f"does not import ({type(err).__name__}); harmless: vdiag uses torchvision.transforms.v2",
+                False,
+            )
         )
     for module in ("pytorchvideo.models", "pytorchvideo.data"):
         try:
@@ -100,7 +105,9 @@ def _import_checks() -> list[Check]:
         import torchvision
 
         torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
-        checks.append(Check("torch/torchvision pair", True, f"torchvision {torchvision.__version__} operators load with torch {torch.__version__}"))
+        checks.append(
+            Check("torch/torchvision pair", True, f"torchvision {torchvision.__version__} operators load with torch {torch.__version__}")
+        )
     except Exception as err:
         checks.append(Check("torch/torchvision pair", False, f"mismatched builds ({str(err)[:80]}); install matching versions"))
     return checks

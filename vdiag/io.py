@@ -11,8 +11,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from vdiag.errors import VdiagError
 
@@ -51,14 +51,23 @@ def _umask() -> int:
 def write_json(path: str | os.PathLike, obj) -> Path:
     """Write `obj` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, default=to_jsonable) + "\n")
     return Path(path)
 
 
-def _jsonable(value):
-    from vdiag.results import to_jsonable
+def to_jsonable(value):
+    """`json.dumps(default=...)` hook: numpy scalars and arrays, paths, sets."""
+    import numpy as np
 
-    return to_jsonable(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 @contextlib.contextmanager

@@ -44,8 +44,8 @@ from __future__ import annotations
 
 import torch
 
+from vdiag import distributed as dist
 from vdiag.errors import VdiagError
-from vdiag.train import distributed as dist
 
 RULES = ("bolddi", "bodvcl")
 

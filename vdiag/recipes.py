@@ -28,7 +28,22 @@ from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
 
 # pretraining at --smoke size: 32-px crops of 4 frames, 8 videos per step, one epoch
-SMOKE_TRAIN = ["--epochs", "1", "--batch-size", "8", "--workers", "0", "--set", "data.size=32", "--set", "data.frames=4", "--set", "data.stride=2", "--set", "train.warmup_epochs=0"]
+SMOKE_TRAIN = [
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--workers",
+    "0",
+    "--set",
+    "data.size=32",
+    "--set",
+    "data.frames=4",
+    "--set",
+    "data.stride=2",
+    "--set",
+    "train.warmup_epochs=0",
+]
 SMOKE_DIAGNOSE = ["--clips", "2", "--workers", "0"]
 SMOKE_DATA = {"train": 32, "val": 16, "test": 16}
 
@@ -49,17 +64,21 @@ class Recipe:
     commands: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_command_line(cls, name: str, description: str, argv: list[str] | None = None, synthetic: bool = False) -> "Recipe":
+    def from_command_line(cls, name: str, description: str, argv: list[str] | None = None, synthetic: bool = False) -> Recipe:
         """Parse the recipe options. A `synthetic` experiment is defined on the synthetic data: at
         full size `--data` is optional (the default synthetic dataset) and the preset is `cpu`
         with the recipe's longer schedule; otherwise full size needs the real dataset and uses
         `--preset paper`."""
-        parser = argparse.ArgumentParser(prog=f"python commands/{name}.py", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser = argparse.ArgumentParser(
+            prog=f"python commands/{name}.py", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         parser.add_argument("--smoke", action="store_true", help="tiny synthetic run (seconds per command) instead of the paper's settings")
         parser.add_argument("--out", default=f"recipes/{name}", help="where runs, diagnostics and the table go [recipes/%(prog)s]")
         parser.add_argument("--data", help="pretraining dataset (folder or CSV) at full size")
         parser.add_argument("--format", dest="data_format", help="its layout (ucf101, hmdb51, csv, folder, synthetic) [auto]")
-        parser.add_argument("--eval-data", action="append", default=[], help="evaluation dataset(s) [the pretraining data]; repeat for several")
+        parser.add_argument(
+            "--eval-data", action="append", default=[], help="evaluation dataset(s) [the pretraining data]; repeat for several"
+        )
         parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
         args = parser.parse_args(argv)
@@ -95,7 +114,9 @@ class Recipe:
         if not (folder / "manifest.json").is_file():
             counts = [f"--num-{split}={count}" for split, count in SMOKE_DATA.items()]
             # four trajectories: enough classes for retrieval R@k and top-k silhouettes to mean something
-            self.vdiag("synth-dataset", "--out", folder, "--size", "32", "--frames", "8", "--trajectories", "rotation,linear,orbit,bounce", *counts)
+            self.vdiag(
+                "synth-dataset", "--out", folder, "--size", "32", "--frames", "8", "--trajectories", "rotation,linear,orbit,bounce", *counts
+            )
         return str(folder)
 
     def evaluation_sets(self) -> list[str | None]:

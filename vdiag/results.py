@@ -47,21 +47,6 @@ class Result:
         return write_json(path, self.to_dict())
 
 
-def to_jsonable(value):
-    """`json.dumps(default=...)` hook: numpy scalars and arrays, paths, sets."""
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
 def _json_number(value) -> float | int | None:
     """JSON has no NaN/inf: write them as null rather than emit invalid JSON."""
     if isinstance(value, bool):

@@ -10,7 +10,8 @@ from rich.table import Table
 
 from vdiag.console import stdout
 from vdiag.errors import VdiagError
-from vdiag.results import Result, to_jsonable
+from vdiag.io import to_jsonable
+from vdiag.results import Result
 
 
 @dataclass

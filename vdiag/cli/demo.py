@@ -22,9 +22,13 @@ Examples:
   vdiag --device cuda demo --size 64 --num-train 1000 --epochs 20   # on a GPU""",
 )
 @click.option("--out", type=click.Path(file_okay=False), default="vdiag-demo", show_default=True, help="Where the demo writes its files.")
-@click.option("--data", type=click.Path(file_okay=False), default=None, help="Synthetic dataset folder [the cache's dataset for these parameters].")
+@click.option(
+    "--data", type=click.Path(file_okay=False), default=None, help="Synthetic dataset folder [the cache's dataset for these parameters]."
+)
 @click.option("--size", type=click.IntRange(32), default=32, show_default=True, help="Frame side of the synthetic videos (even).")
-@click.option("--num-train", type=click.IntRange(8), default=400, show_default=True, help="Training videos (val and test: half as many each).")
+@click.option(
+    "--num-train", type=click.IntRange(8), default=400, show_default=True, help="Training videos (val and test: half as many each)."
+)
 @click.option("--epochs", type=click.IntRange(1), default=4, show_default=True, help="Pretraining epochs, the same for every run.")
 @click.option("--clips", type=click.IntRange(1), default=2, show_default=True, help="Clips per test video in the diagnostics.")
 @json_option
@@ -40,7 +44,9 @@ def demo(settings, out, data, size, num_train, epochs, clips, as_json):
     """
     from vdiag.demo import DemoSettings, run_demo
 
-    demo_settings = DemoSettings(size=size, num_train=num_train, num_val=num_train // 2, num_test=num_train // 2, epochs=epochs, clips=clips)
+    demo_settings = DemoSettings(
+        size=size, num_train=num_train, num_val=num_train // 2, num_test=num_train // 2, epochs=epochs, clips=clips
+    )
     result = run_demo(out, demo_settings, data=data, seed=settings.seed, device=resolve_device(settings.device), decoder=settings.decoder)
     minutes = result.details["seconds"]["total"] / 60
     footer = [f"report: {result.files[0]}", f"        {result.files[1]}", f"summary: {out}/demo.json   ({minutes:.1f} min)"]

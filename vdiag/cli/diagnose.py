@@ -27,9 +27,13 @@ def diagnostic_options(function=None, *, data_format_flag: str = "--format", man
         click.argument("checkpoints", nargs=-1, required=True, type=click.Path(dir_okay=False))
         if many
         else click.argument("checkpoint", type=click.Path(dir_okay=False)),
-        click.option("--backbone", type=click.Choice(BACKBONE_NAMES), help="Architecture of a non-vdiag state dict (torchvision / pytorchvideo)."),
+        click.option(
+            "--backbone", type=click.Choice(BACKBONE_NAMES), help="Architecture of a non-vdiag state dict (torchvision / pytorchvideo)."
+        ),
         click.option("--layer", help="Probe this module under the backbone body instead of the last stage (e.g. layer3, stages.2)."),
-        click.option("--data", "data_path", type=click.Path(), help="Dataset folder or CSV [the checkpoint's; else the synthetic dataset]."),
+        click.option(
+            "--data", "data_path", type=click.Path(), help="Dataset folder or CSV [the checkpoint's; else the synthetic dataset]."
+        ),
         click.option(data_format_flag, "data_format", type=click.Choice(FORMATS), help="Dataset layout [auto]."),
         click.option("--split-id", type=click.IntRange(1, 3), help="UCF-101 / HMDB-51 split [1]."),
         click.option("--clips", type=click.IntRange(1), default=10, show_default=True, help="Uniformly spread clips per video, averaged."),
@@ -58,11 +62,30 @@ def run_diagnostic(name: str, keep_temporal: bool | None = None, many: bool = Fa
 
     def decorator(body):
         @functools.wraps(body)
-        def command(settings, backbone, layer, data_path, data_format, split_id, clips, frames, stride, size, batch_size, workers, no_cache, out, as_json, checkpoint=None, checkpoints=(), **extra):
+        def command(
+            settings,
+            backbone,
+            layer,
+            data_path,
+            data_format,
+            split_id,
+            clips,
+            frames,
+            stride,
+            size,
+            batch_size,
+            workers,
+            no_cache,
+            out,
+            as_json,
+            checkpoint=None,
+            checkpoints=(),
+            **extra,
+        ):
+            from vdiag import distributed as dist
             from vdiag.diagnostics.data import resolve_data
             from vdiag.diagnostics.features import Extractor, default_sampling
             from vdiag.diagnostics.model import load_model
-            from vdiag.train import distributed as dist
 
             paths = list(checkpoints) if many else [checkpoint]
             device = dist.setup(resolve_device(settings.device))
@@ -114,7 +137,12 @@ def evaluate():
     """Standard evaluations of a pretrained backbone: linear, fine-tune, retrieval, clustering."""
 
 
-_TARGET = click.option("--target", default="label", show_default=True, help="What to classify: the dataset label or a synthetic factor (bg_color, fg_trajectory, …).")
+_TARGET = click.option(
+    "--target",
+    default="label",
+    show_default=True,
+    help="What to classify: the dataset label or a synthetic factor (bg_color, fg_trajectory, …).",
+)
 
 
 @probe.command(
@@ -124,7 +152,8 @@ Examples:
   vdiag probe static-bias runs/simclr-tiny/final.pt
   vdiag probe static-bias r3d18.pth --backbone r3d_18 --data data/ucf101 --frames 16 --size 112
   vdiag probe static-bias final.pt --target bg_color --json
-""" + COMMON_EPILOG,
+"""
+    + COMMON_EPILOG,
 )
 @diagnostic_options
 @_TARGET
@@ -149,10 +178,17 @@ Examples:
   vdiag probe shuffle runs/simclr-tiny/final.pt
   vdiag probe shuffle runs/simclr-tiny/final.pt --perturbation reverse   # arrow of time
   vdiag probe shuffle r3d18.pth --backbone r3d_18 --data data/ucf101
-""" + COMMON_EPILOG,
+"""
+    + COMMON_EPILOG,
 )
 @diagnostic_options
-@click.option("--perturbation", type=click.Choice(["shuffle", "reverse", "freeze"]), default="shuffle", show_default=True, help="What the negative clips are.")
+@click.option(
+    "--perturbation",
+    type=click.Choice(["shuffle", "reverse", "freeze"]),
+    default="shuffle",
+    show_default=True,
+    help="What the negative clips are.",
+)
 @run_diagnostic("shuffle")
 def shuffle_command(extractor, data, out, device, perturbation):
     """Can a linear probe tell true frame order from shuffled? (seed 000 §3.2, Fig. 2c)
@@ -170,7 +206,8 @@ def shuffle_command(extractor, data, out, device, perturbation):
 Examples:
   vdiag probe factors runs/simclr-tiny/final.pt
   vdiag probe factors final.pt --data ~/synth-big --layer stages.2
-""" + COMMON_EPILOG,
+"""
+    + COMMON_EPILOG,
 )
 @diagnostic_options
 @run_diagnostic("factors")
@@ -192,7 +229,8 @@ Examples:
   vdiag eval linear runs/simclr-tiny/final.pt
   vdiag eval linear r3d18.pth --backbone r3d_18 --data data/hmdb51 --split-id 2
   vdiag eval linear runs/concepts-tiny/final.pt --feature F_v_dynamic   # concepts Table 3
-""" + COMMON_EPILOG,
+"""
+    + COMMON_EPILOG,
 )
 @diagnostic_options
 @_TARGET
@@ -201,7 +239,8 @@ Examples:
     type=click.Choice(["embedding", *CONCEPT_FEATURES]),
     default="embedding",
     show_default=True,
-    help="What to probe: the pooled embedding, or (concepts checkpoints) a Table 3 feature: v, codes q_v (static / dynamic), top-10% local features F_v (static / dynamic).",
+    help="What to probe: the pooled embedding, or (concepts checkpoints) a Table 3 feature: "
+    "v, codes q_v (static / dynamic), top-10% local features F_v (static / dynamic).",
 )
 @run_diagnostic("linear")
 def linear_command(extractor, data, out, device, target, feature):
@@ -209,7 +248,7 @@ def linear_command(extractor, data, out, device, target, feature):
     from vdiag.diagnostics.recognition import linear_eval
 
     if feature != "embedding":
-        from vdiag.viz.concepts import require_concepts
+        from vdiag.diagnostics.features import require_concepts
 
         require_concepts(extractor)
     return linear_eval(extractor, data, target, feature)
@@ -222,13 +261,20 @@ Examples:
   vdiag eval finetune runs/simclr-tiny/final.pt                 # 10 epochs, scaled down
   vdiag eval finetune final.pt --data data/ucf101 --epochs 100 --train-batch 128 --lr 0.2   # ViDiDi B.5
   vdiag eval finetune final.pt --resume                         # continue an interrupted run
-""" + COMMON_EPILOG,
+"""
+    + COMMON_EPILOG,
 )
 @diagnostic_options
 @_TARGET
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True, help="Fine-tuning epochs (the paper: 100).")
 @click.option("--train-batch", type=click.IntRange(1), default=32, show_default=True, help="Videos per training step (the paper: 128).")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.05, show_default=True, help="SGD learning rate, ×0.1 at 60% and 80% (the paper: 0.2).")
+@click.option(
+    "--lr",
+    type=click.FloatRange(0, min_open=True),
+    default=0.05,
+    show_default=True,
+    help="SGD learning rate, ×0.1 at 60% and 80% (the paper: 0.2).",
+)
 @click.option("--dropout", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Dropout before the new linear head.")
 @click.option("--resume", is_flag=True, help="Continue the fine-tuning run in <out>/finetune.")
 @run_diagnostic("finetune")
@@ -249,7 +295,8 @@ def finetune_command(extractor, data, out, device, target, epochs, train_batch, 
 Examples:
   vdiag eval retrieval runs/vididi-simclr-tiny/final.pt
   vdiag eval retrieval r3d18.pth --backbone r3d_18 --data data/ucf101
-""" + COMMON_EPILOG,
+"""
+    + COMMON_EPILOG,
 )
 @diagnostic_options
 @_TARGET
@@ -267,7 +314,8 @@ def retrieval_command(extractor, data, out, device, target):
 Examples:
   vdiag eval cluster runs/vididi-simclr-tiny/final.pt
   vdiag eval cluster final.pt --data data/ucf101 --split train
-""" + COMMON_EPILOG,
+"""
+    + COMMON_EPILOG,
 )
 @diagnostic_options
 @_TARGET

@@ -55,11 +55,11 @@ def cli(ctx: click.Context, device: str, seed: int, decoder: str, quiet: bool) -
 def _register() -> None:
     from vdiag.cli.demo import demo
     from vdiag.cli.diagnose import evaluate, probe
-    from vdiag.cli.report import report_command
-    from vdiag.cli.viz import viz
     from vdiag.cli.doctor import doctor
     from vdiag.cli.pretrain import pretrain
+    from vdiag.cli.report import report_command
     from vdiag.cli.synth import synth_dataset
+    from vdiag.cli.viz import viz
 
     for command in (pretrain, probe, evaluate, viz, report_command, synth_dataset, doctor, demo):
         cli.add_command(command)

@@ -39,7 +39,9 @@ Examples:
 )
 @click.option("--method", type=click.Choice(METHOD_NAMES), help="The objective (required unless --resume or --config names it).")
 @click.option("--backbone", type=click.Choice(BACKBONE_NAMES), help="Backbone [preset: tiny for cpu, slow_r50 for paper].")
-@click.option("--data", "data_path", type=click.Path(), help="Dataset folder or CSV [default: the synthetic dataset, generated on first use].")
+@click.option(
+    "--data", "data_path", type=click.Path(), help="Dataset folder or CSV [default: the synthetic dataset, generated on first use]."
+)
 @click.option("--format", "data_format", type=click.Choice(FORMATS), help="Dataset layout [auto].")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs [preset]; with --resume, may be raised to train longer.")
 @click.option("--batch-size", type=click.IntRange(1), help="Videos per step over all processes [preset].")
@@ -47,9 +49,13 @@ Examples:
 @click.option("--target", help="supervised only: 'label' or a synthetic factor (bg_color, fg_shape, …) [label].")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Start the backbone from a local checkpoint (any common layout).")
 @click.option("--keep-temporal", is_flag=True, default=None, help="Remove temporal strides: one feature per input frame.")
-@click.option("--preset", type=click.Choice(["cpu", "paper"]), help="Hyper-parameters: cpu (small, fast) or paper (as the papers state) [cpu].")
+@click.option(
+    "--preset", type=click.Choice(["cpu", "paper"]), help="Hyper-parameters: cpu (small, fast) or paper (as the papers state) [cpu]."
+)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML settings (e.g. a saved config.yaml).")
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override any setting, e.g. --set train.lr=0.05 (repeatable).")
+@click.option(
+    "--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override any setting, e.g. --set train.lr=0.05 (repeatable)."
+)
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder [runs/<method>-<backbone>].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--stop-after", type=click.IntRange(1), help="Stop after this many epochs now (checkpoint saved); resume later.")
@@ -57,7 +63,28 @@ Examples:
 @click.option("--max-failures", type=click.FloatRange(0, 1), help="Share of unreadable videos tolerated before stopping [0.05].")
 @json_option
 @click.pass_obj
-def pretrain(settings, method, backbone, data_path, data_format, epochs, batch_size, positives, target, weights, keep_temporal, preset, config_file, assignments, out, resume, stop_after, workers, max_failures, as_json):
+def pretrain(
+    settings,
+    method,
+    backbone,
+    data_path,
+    data_format,
+    epochs,
+    batch_size,
+    positives,
+    target,
+    weights,
+    keep_temporal,
+    preset,
+    config_file,
+    assignments,
+    out,
+    resume,
+    stop_after,
+    workers,
+    max_failures,
+    as_json,
+):
     """Pretrain a video model with a self-supervised (or supervised) objective.
 
     Writes to the run folder: config.yaml (the resolved settings), metrics.jsonl (one line per
@@ -71,11 +98,19 @@ def pretrain(settings, method, backbone, data_path, data_format, epochs, batch_s
     if resume:
         if not out:
             raise VdiagError("--resume needs --out, the run folder to continue (e.g. runs/simclr-tiny)")
-        fixed = {"backbone": backbone, "data": data_path, "positives": positives, "preset": preset, "config": config_file, "set": assignments, "weights": weights}
+        fixed = {
+            "backbone": backbone,
+            "data": data_path,
+            "positives": positives,
+            "preset": preset,
+            "config": config_file,
+            "set": assignments,
+            "weights": weights,
+        }
         given = [f"--{k}" for k, v in fixed.items() if v]
         if given:
             raise VdiagError(f"{', '.join(given)} cannot change when resuming; only --epochs can (start a new run for other settings)")
-        from vdiag.train.checkpoint import load_checkpoint
+        from vdiag.checkpoint import load_checkpoint
 
         config = load_checkpoint(Path(out) / "last.pt")["config"]
         if epochs:

@@ -19,7 +19,9 @@ def _card(result):
 Examples:
   vdiag report runs/simclr-tiny/final.pt runs/dclr-tiny/final.pt --out reports/simclr-vs-dclr
   vdiag report runs/simclr-tiny/final.pt --clips 2          # quicker: 2 clips per video
-""" + COMMON_EPILOG + " With several checkpoints, the data is the first one's unless --data is given.",
+"""
+    + COMMON_EPILOG
+    + " With several checkpoints, the data is the first one's unless --data is given.",
 )
 @diagnostic_options(data_format_flag="--format", many=True)
 @run_diagnostic("report", many=True, table=_card)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 import click
 from rich.table import Table
@@ -36,7 +37,11 @@ Examples:
   vdiag synth-dataset --correlation 1.0 --label-factor bg_color
   vdiag synth-dataset --shapes circle,square,star --trajectories linear,rotation,orbit,bounce""",
 )
-@click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: ~/.cache/vdiag/datasets/synth-default, or synth-<hash> for other parameters].")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Output folder [default: ~/.cache/vdiag/datasets/synth-default, or synth-<hash> for other parameters].",
+)
 @click.option("--seed", type=int, default=None, help="Generator seed [default: the global --seed].")
 @click.option("--num-train", type=click.IntRange(0), default=1000, show_default=True)
 @click.option("--num-val", type=click.IntRange(0), default=500, show_default=True)
@@ -44,8 +49,20 @@ Examples:
 @click.option("--size", type=int, default=64, show_default=True, help="Frame side in pixels (even, ≥ 32).")
 @click.option("--frames", type=int, default=16, show_default=True, help="Frames per video.")
 @click.option("--fps", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--correlation", type=float, default=0.8, show_default=True, help="In train, P(dynamic factor copies its static partner); 0 = independent.")
-@click.option("--label-factor", type=click.Choice(list(FACTOR_KINDS)), default="fg_trajectory", show_default=True, help="Which factor is the action label.")
+@click.option(
+    "--correlation",
+    type=float,
+    default=0.8,
+    show_default=True,
+    help="In train, P(dynamic factor copies its static partner); 0 = independent.",
+)
+@click.option(
+    "--label-factor",
+    type=click.Choice(list(FACTOR_KINDS)),
+    default="fg_trajectory",
+    show_default=True,
+    help="Which factor is the action label.",
+)
 @click.option("--colors", help="Background colours [blue,green]; also red, yellow, purple, orange, cyan, gray.")
 @click.option("--shapes", help="Foreground shapes [pentagon,circle]; also square, triangle, star, hexagon.")
 @click.option("--brightness", help="Background brightness changes [brightening,darkening]; also steady.")
@@ -56,7 +73,28 @@ Examples:
 @click.option("--overwrite", is_flag=True, help="Replace a dataset with other parameters at --out.")
 @json_option
 @click.pass_obj
-def synth_dataset(settings, out, seed, num_train, num_val, num_test, size, frames, fps, correlation, label_factor, colors, shapes, brightness, trajectories, pairing, preview, workers, overwrite, as_json):
+def synth_dataset(
+    settings,
+    out,
+    seed,
+    num_train,
+    num_val,
+    num_test,
+    size,
+    frames,
+    fps,
+    correlation,
+    label_factor,
+    colors,
+    shapes,
+    brightness,
+    trajectories,
+    pairing,
+    preview,
+    workers,
+    overwrite,
+    as_json,
+):
     """Generate the synthetic static/dynamic dataset (BOD-VCL Fig. 5) with known factors.
 
     Four factors per video: background colour and foreground shape (static), background
@@ -66,15 +104,27 @@ def synth_dataset(settings, out, seed, num_train, num_val, num_test, size, frame
     manifest.json. The same options and seed give identical labels and frames.
     """
     config = SynthConfig(
-        size=size, frames=frames, fps=fps, num_train=num_train, num_val=num_val, num_test=num_test,
-        seed=settings.seed if seed is None else seed, correlation=correlation, label_factor=label_factor,
+        size=size,
+        frames=frames,
+        fps=fps,
+        num_train=num_train,
+        num_val=num_val,
+        num_test=num_test,
+        seed=settings.seed if seed is None else seed,
+        correlation=correlation,
+        label_factor=label_factor,
     )
     for name, value in (("bg_color", colors), ("fg_shape", shapes), ("bg_brightness", brightness), ("fg_trajectory", trajectories)):
         if value is not None:
             setattr(config, name, comma_list(value))
     if pairing is not None:
         config.pairing = _pairing(pairing)
-    summary = generate_dataset(config, out, workers=workers, overwrite=overwrite, preview=preview)
+    summary = generate_dataset(config, out, workers=workers, overwrite=overwrite)
+    if preview:
+        from vdiag.viz.synth_preview import plot_factor_grid  # matplotlib only when asked
+
+        grid = Path(summary["out"]) / "preview.png"
+        summary["preview"] = str(grid if grid.exists() else plot_factor_grid(config, grid))
     result = _result(config, summary)
     table = Table(title=f"synthetic dataset at {summary['out']}", title_justify="left")
     table.add_column("split")
@@ -84,9 +134,15 @@ def synth_dataset(settings, out, seed, num_train, num_val, num_test, size, frame
         table.add_column(f"{dynamic} ~ {static}\nagreement / Cramér's V", justify="right")
     for split, count in summary.get("counts", {}).items():
         stats = summary.get("correlation", {}).get(split, {})
-        cells = [f"{stats.get(f'{d}~{s}:agreement', float('nan')):.3f} / {stats.get(f'{d}~{s}:cramers_v', float('nan')):.3f}" for d, s in pairs]
+        cells = [
+            f"{stats.get(f'{d}~{s}:agreement', float('nan')):.3f} / {stats.get(f'{d}~{s}:cramers_v', float('nan')):.3f}" for d, s in pairs
+        ]
         table.add_row(split, str(count), *cells)
-    verb = "reused the existing dataset (same parameters) at" if summary["reused"] else f"wrote {sum(summary.get('counts', {}).values())} videos in {summary.get('seconds', 0):.1f} s to"
+    verb = (
+        "reused the existing dataset (same parameters) at"
+        if summary["reused"]
+        else f"wrote {sum(summary.get('counts', {}).values())} videos in {summary.get('seconds', 0):.1f} s to"
+    )
     footer = [f"{verb} {summary['out']}", f"labels: {summary['out']}/labels.csv   manifest: {summary['out']}/manifest.json"]
     if summary.get("preview"):
         footer.append(f"preview: {summary['preview']}")

@@ -27,11 +27,19 @@ Examples:
   vdiag viz eig runs/simclr-tiny/final.pt --colour-by label --clips 2
   vdiag viz eig runs/simclr-tiny/final.pt --estimator shared --format pdf
   vdiag viz eig r3d18.pth --backbone r3d_18 --data data/ucf101 --layer layer3
-""" + COMMON_EPILOG + " The backbone runs with its temporal strides removed (weights unchanged), so every frame has a feature.",
+"""
+    + COMMON_EPILOG
+    + " The backbone runs with its temporal strides removed (weights unchanged), so every frame has a feature.",
 )
 @diagnostic_options(data_format_flag="--data-format")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True, help="Which videos.")
-@click.option("--estimator", type=click.Choice(["clip", "shared"]), default="clip", show_default=True, help="Exact DMD per clip, or one ridge operator for all clips.")
+@click.option(
+    "--estimator",
+    type=click.Choice(["clip", "shared"]),
+    default="clip",
+    show_default=True,
+    help="Exact DMD per clip, or one ridge operator for all clips.",
+)
 @click.option("--colour-by", help="Colour the points by 'label' or a synthetic factor (per-clip estimator, scatter view).")
 @click.option("--format", "figure_format", type=click.Choice(FIGURE_FORMATS), default="png", show_default=True, help="Figure file format.")
 @click.option("--xi", type=float, default=0.9, show_default=True, help="BOLD-DI static rule: |λ| ≥ ξ (seed 000 Table 11).")
@@ -56,13 +64,17 @@ Examples:
   vdiag viz tsne runs/simclr-tiny/final.pt runs/vididi-simclr-tiny/final.pt   # side by side
   vdiag viz tsne runs/simclr-tiny/final.pt --target bg_color --top-k 2
   vdiag viz tsne final.pt --data data/ucf101 --top-k 10 --format pdf
-""" + COMMON_EPILOG + " With several checkpoints, the data is the first one's unless --data is given.",
+"""
+    + COMMON_EPILOG
+    + " With several checkpoints, the data is the first one's unless --data is given.",
 )
 @diagnostic_options(data_format_flag="--data-format", many=True)
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True, help="Which videos.")
 @click.option("--target", default="label", show_default=True, help="Colour by the dataset label or a synthetic factor.")
 @click.option("--top-k", type=click.IntRange(2), default=5, show_default=True, help="Show the k best-retrieved classes (ViDiDi Fig. 4: 5).")
-@click.option("--perplexity", type=click.FloatRange(1), default=30.0, show_default=True, help="t-SNE perplexity (capped below the number of videos).")
+@click.option(
+    "--perplexity", type=click.FloatRange(1), default=30.0, show_default=True, help="t-SNE perplexity (capped below the number of videos)."
+)
 @click.option("--format", "figure_format", type=click.Choice(FIGURE_FORMATS), default="png", show_default=True, help="Figure file format.")
 @run_diagnostic("tsne", many=True)
 def tsne_command(extractors, data, out, device, split, target, top_k, perplexity, figure_format):
@@ -82,7 +94,8 @@ def tsne_command(extractors, data, out, device, split, target, top_k, perplexity
 Examples:
   vdiag viz activation runs/dclr-tiny/final.pt ~/.cache/vdiag/datasets/synth-default/videos/test/test_00000.mp4
   vdiag viz activation r3d18.pth clip.mp4 --backbone r3d_18 --frames 16 --size 112 --start 40
-""" + COMMON_EPILOG,
+"""
+    + COMMON_EPILOG,
 )
 @diagnostic_options(data_format_flag="--data-format")
 @click.argument("video", type=click.Path(dir_okay=False))
@@ -108,14 +121,22 @@ Examples:
   vdiag viz saliency runs/supervised-tiny/final.pt ~/.cache/vdiag/datasets/synth-default/videos/test/test_00003.mp4
   vdiag viz saliency runs/simclr-tiny/final.pt clip.mp4 --start 16     # target: similarity to another view
   vdiag viz saliency r3d18.pth clip.mp4 --backbone r3d_18 --frames 16 --size 112
-""" + COMMON_EPILOG,
+"""
+    + COMMON_EPILOG,
 )
 @diagnostic_options(data_format_flag="--data-format")
 @click.argument("video", type=click.Path(dir_okay=False))
 @click.option("--start", type=click.IntRange(0), help="First frame of the clip [the middle clip].")
 @click.option("--class-index", type=click.IntRange(0), help="Classifier checkpoints: explain this class [the predicted one].")
 @click.option("--frames-shown", type=click.IntRange(1, 16), default=4, show_default=True, help="Columns of the figure.")
-@click.option("--format", "figure_format", type=click.Choice(FIGURE_FORMATS), default="png", show_default=True, help="Figure file format (the animation is a GIF).")
+@click.option(
+    "--format",
+    "figure_format",
+    type=click.Choice(FIGURE_FORMATS),
+    default="png",
+    show_default=True,
+    help="Figure file format (the animation is a GIF).",
+)
 @run_diagnostic("saliency", needs_data=False)
 def saliency_command(extractor, data, out, device, video, start, class_index, frames_shown, figure_format):
     """Saliency tubes with captum: gradient, integrated gradients, per-frame Grad-CAM (ViDiDi Fig. 5).
@@ -127,7 +148,9 @@ def saliency_command(extractor, data, out, device, video, start, class_index, fr
     from vdiag.viz.saliency import viz_saliency
 
     model = extractor.model
-    return viz_saliency(model, video, out, extractor.sampling, extractor.decoder, start, class_index, frames_shown, figure_format, extractor.seed)
+    return viz_saliency(
+        model, video, out, extractor.sampling, extractor.decoder, start, class_index, frames_shown, figure_format, extractor.seed
+    )
 
 
 @viz.command(
@@ -137,14 +160,26 @@ Examples:
   vdiag viz modes runs/bodvcl-simclr-tiny/final.pt                          # amplitudes over time
   vdiag viz modes runs/bodvcl-simclr-tiny/final.pt ~/.cache/vdiag/datasets/synth-default/videos/test/test_00003.mp4
   vdiag viz modes runs/simclr-tiny/final.pt --modes 6 --clips 2 --format pdf
-""" + COMMON_EPILOG + " The backbone runs with its temporal strides removed (weights unchanged), so every frame has a feature.",
+"""
+    + COMMON_EPILOG
+    + " The backbone runs with its temporal strides removed (weights unchanged), so every frame has a feature.",
 )
 @diagnostic_options(data_format_flag="--data-format")
 @click.argument("video", required=False, type=click.Path(dir_okay=False))
-@click.option("--modes", type=click.IntRange(1, 6), default=4, show_default=True, help="How many modes: the one nearest λ = 1, then the strongest.")
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True, help="Clips the operator is fitted on.")
+@click.option(
+    "--modes", type=click.IntRange(1, 6), default=4, show_default=True, help="How many modes: the one nearest λ = 1, then the strongest."
+)
+@click.option(
+    "--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True, help="Clips the operator is fitted on."
+)
 @click.option("--start", type=click.IntRange(0), help="With VIDEO: first frame of its clip [the middle clip].")
-@click.option("--ridge", type=click.FloatRange(0), default=1e-3, show_default=True, help="Ridge of the shared operator, relative to the mean feature energy (shrinks |λ| slightly).")
+@click.option(
+    "--ridge",
+    type=click.FloatRange(0),
+    default=1e-3,
+    show_default=True,
+    help="Ridge of the shared operator, relative to the mean feature energy (shrinks |λ| slightly).",
+)
 @click.option("--format", "figure_format", type=click.Choice(FIGURE_FORMATS), default="png", show_default=True, help="Figure file format.")
 @run_diagnostic("modes", keep_temporal=True)
 def modes_command(extractor, data, out, device, video, modes, split, start, ridge, figure_format):
@@ -164,11 +199,18 @@ def modes_command(extractor, data, out, device, video, modes, split, start, ridg
 Examples:
   vdiag viz concepts runs/concepts-tiny/final.pt ~/.cache/vdiag/datasets/synth-default/videos/test/test_00003.mp4
   vdiag viz concepts runs/concepts-tiny/final.pt clip.mp4 --target bg_color --clips 2
-""" + COMMON_EPILOG,
+"""
+    + COMMON_EPILOG,
 )
 @diagnostic_options(data_format_flag="--data-format")
 @click.argument("video", type=click.Path(dir_okay=False))
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True, help="Videos for the class similarity matrices.")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "val", "test"]),
+    default="test",
+    show_default=True,
+    help="Videos for the class similarity matrices.",
+)
 @click.option("--target", default="label", show_default=True, help="Classes: the dataset label or a synthetic factor.")
 @click.option("--start", type=click.IntRange(0), help="First frame of the video's clip [the middle clip].")
 @click.option("--frames-shown", type=click.IntRange(1, 16), default=4, show_default=True, help="Columns of the attention rows.")
@@ -186,6 +228,6 @@ def concepts_command(extractor, data, out, device, video, split, target, start, 
 
 
 def _require_concepts(extractor) -> None:
-    from vdiag.viz.concepts import require_concepts
+    from vdiag.diagnostics.features import require_concepts
 
     require_concepts(extractor)

@@ -15,7 +15,7 @@ when more than a set share of the videos has failed.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

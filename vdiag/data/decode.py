@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Sequence, Union
 
 import numpy as np
 
@@ -23,7 +23,7 @@ DECODERS = ("auto", "decord", "pyav")
 
 # Frame indices, or a function from the video's frame count to frame indices (lets the caller pick
 # clip positions without opening the file twice).
-FrameSelection = Union[Sequence[int], Callable[[int], Sequence[int]]]
+FrameSelection = Sequence[int] | Callable[[int], Sequence[int]]
 
 
 @dataclass(frozen=True)

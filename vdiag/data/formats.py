@@ -148,9 +148,7 @@ def load_synthetic(root: Path, split: str) -> DatasetIndex:
             if split != "all" and row["split"] != split:
                 continue
             factors = {name: factor_values[name].index(row[name]) for name in factor_values}
-            records.append(
-                VideoRecord(root / row["path"], factors[label_factor], row["id"], row["split"], factors)
-            )
+            records.append(VideoRecord(root / row["path"], factors[label_factor], row["id"], row["split"], factors))
         except (KeyError, ValueError) as err:
             raise VdiagError(f"{labels_path}:{line}: malformed row ({err}); regenerate with `vdiag synth-dataset`") from err
     return DatasetIndex("synthetic", root, split, records, list(factor_values[label_factor]), factor_values)
@@ -173,10 +171,7 @@ def load_folder(root: Path, split: str) -> DatasetIndex:
         pairs = [(None, d) for d in _subdirs(root)]
     lookup = {name: i for i, name in enumerate(classes)}
     records = [
-        VideoRecord(video, lookup[d.name], _video_id(root, video), s)
-        for s, d in pairs
-        if d.name in lookup
-        for video in _videos_in(d)
+        VideoRecord(video, lookup[d.name], _video_id(root, video), s) for s, d in pairs if d.name in lookup for video in _videos_in(d)
     ]
     return DatasetIndex("folder", root, split, records, classes)
 

@@ -44,9 +44,7 @@ class ClipSpec:
         if self.extra_frames < 0:
             raise VdiagError(f"extra_frames must be >= 0, got {self.extra_frames}")
         if self.short_video not in SHORT_VIDEO_POLICIES:
-            raise VdiagError(
-                f"unknown short-video policy {self.short_video!r}; choose one of: {', '.join(SHORT_VIDEO_POLICIES)}"
-            )
+            raise VdiagError(f"unknown short-video policy {self.short_video!r}; choose one of: {', '.join(SHORT_VIDEO_POLICIES)}")
 
     @property
     def total_frames(self) -> int:

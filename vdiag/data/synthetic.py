@@ -142,7 +142,7 @@ def default_dataset_dir(config: SynthConfig | None = None) -> Path:
 
 def default_synthetic_dataset() -> Path:
     """The default dataset's folder, generated on first use (rank 0 only under torchrun, and said so)."""
-    from vdiag.train import distributed as dist
+    from vdiag import distributed as dist
 
     root = default_dataset_dir()
     if dist.is_main():
@@ -347,11 +347,16 @@ def manifest_for(config: SynthConfig) -> dict:
         "factor_kinds": FACTOR_KINDS,
         "label_factor": config.label_factor,
         "class_names": factors[config.label_factor],
-        "files": {"labels": "labels.csv", "params": "params.jsonl", "videos": "videos/<split>/<id>.mp4", "masks": "masks/<split>/<id>.npz (key 'mask': bool T×H×W)"},
+        "files": {
+            "labels": "labels.csv",
+            "params": "params.jsonl",
+            "videos": "videos/<split>/<id>.mp4",
+            "masks": "masks/<split>/<id>.npz (key 'mask': bool T×H×W)",
+        },
     }
 
 
-def generate_dataset(config: SynthConfig, out: str | Path | None = None, workers: int | None = None, overwrite: bool = False, preview: bool = False) -> dict:
+def generate_dataset(config: SynthConfig, out: str | Path | None = None, workers: int | None = None, overwrite: bool = False) -> dict:
     """Write the dataset to `out` (default: the cache folder) and return a summary.
 
     If `out` already holds a dataset with the same parameters, nothing is regenerated. The folder is
@@ -364,12 +369,7 @@ def generate_dataset(config: SynthConfig, out: str | Path | None = None, workers
     existing = _read_manifest(out)
     if existing is not None and not overwrite:
         if existing.get("parameters") == manifest["parameters"] and existing.get("generator_version") == GENERATOR_VERSION:
-            summary = {"out": str(out), "reused": True, **existing.get("summary", {})}
-            if preview and not (out / "preview.png").exists():
-                summary["preview"] = str(write_preview(config, out / "preview.png"))
-            elif preview:
-                summary["preview"] = str(out / "preview.png")
-            return summary
+            return {"out": str(out), "reused": True, **existing.get("summary", {})}
         raise VdiagError(f"{out} already holds a synthetic dataset with other parameters; pass --overwrite or choose another --out")
     if existing is None and out.exists() and any(out.iterdir()):
         raise VdiagError(f"{out} exists and is not a vdiag synthetic dataset; choose an empty or new --out")
@@ -406,12 +406,7 @@ def generate_dataset(config: SynthConfig, out: str | Path | None = None, workers
         }
         manifest["summary"] = summary
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if preview:
-            write_preview(config, tmp / "preview.png")
-    result = {"out": str(out), "reused": False, **summary}
-    if preview:
-        result["preview"] = str(out / "preview.png")
-    return result
+    return {"out": str(out), "reused": False, **summary}
 
 
 def _read_manifest(out: Path) -> dict | None:
@@ -428,7 +423,15 @@ def _write_tables(out: Path, config: SynthConfig, rows: list[dict]) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["id", "path", "split", "label", *names])
     for row in rows:
-        writer.writerow([row["id"], f"videos/{row['split']}/{row['id']}.mp4", row["split"], row["factors"][config.label_factor], *(row["factors"][n] for n in names)])
+        writer.writerow(
+            [
+                row["id"],
+                f"videos/{row['split']}/{row['id']}.mp4",
+                row["split"],
+                row["factors"][config.label_factor],
+                *(row["factors"][n] for n in names),
+            ]
+        )
     (out / "labels.csv").write_text(buffer.getvalue())
     with open(out / "params.jsonl", "w") as handle:
         for row in rows:
@@ -467,12 +470,6 @@ def cramers_v(a: np.ndarray, b: np.ndarray) -> float:
     return math.sqrt(chi2 / (n * (min(table.shape) - 1)))
 
 
-def write_preview(config: SynthConfig, path: str | Path) -> Path:
-    from vdiag.viz.synth_preview import plot_factor_grid
-
-    return plot_factor_grid(config, path)
-
-
 def load_mask(dataset_root: str | Path, video_id: str) -> np.ndarray:
     """The foreground masks bool `(T, H, W)` of one video of a synthetic dataset."""
     split = video_id.split("_")[0]
@@ -481,4 +478,3 @@ def load_mask(dataset_root: str | Path, video_id: str) -> np.ndarray:
         raise VdiagError(f"no foreground mask at {path}; is {dataset_root} a vdiag synthetic dataset?")
     with np.load(path) as data:
         return data["mask"]
-

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import silhouette_score
 
+from vdiag import distributed as dist
 from vdiag.diagnostics.data import DataRef
 from vdiag.diagnostics.features import Extractor, check_target, targets
 from vdiag.diagnostics.retrieval import normalise
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
 from vdiag.results import Result
-from vdiag.train import distributed as dist
 
 TOP_K = (3, 5, 10, 15, 20, 50)  # ViDiDi Table 7: 3, 5, 10, 15, 20 and all
 
@@ -53,14 +53,19 @@ def cluster(extractor: Extractor, data: DataRef, out: Path, split: str = "test",
     labels, class_names = targets(features, target)
     present = np.unique(labels)
     if len(present) < 2 or len(labels) <= len(present):
-        raise VdiagError(f"the silhouette needs at least two classes and more videos than classes; {split} has {len(labels)} videos in {len(present)} classes")
+        raise VdiagError(
+            "the silhouette needs at least two classes and more videos than classes; "
+            f"{split} has {len(labels)} videos in {len(present)} classes"
+        )
     embeddings = normalise(features.videos, features.videos.mean(axis=0))
     metrics = silhouettes(embeddings, labels, top_k)
     saved = Path(out) / "embeddings.npz"
     if dist.is_main():
         with atomic_path(saved) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, embeddings=embeddings, labels=labels, class_names=np.asarray(class_names), video_ids=np.asarray(features.video_ids))
+                np.savez(
+                    f, embeddings=embeddings, labels=labels, class_names=np.asarray(class_names), video_ids=np.asarray(features.video_ids)
+                )
     return Result(
         command="eval cluster",
         metrics=metrics,

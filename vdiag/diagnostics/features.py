@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from vdiag import distributed as dist
 from vdiag.catalog import CONCEPT_FEATURES
 from vdiag.console import note, progress_bar, warn
 from vdiag.data.datasets import FailureTracker, VideoClipDataset, collate_clips
@@ -43,7 +44,6 @@ from vdiag.data.views import eval_view, frame_difference, normalize, random_perm
 from vdiag.diagnostics.model import DiagnosticModel
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path, cache_dir
-from vdiag.train import distributed as dist
 
 VIEWS = ("real", "static", "shuffled", "reversed", "difference")
 OUTPUTS = ("pooled", "temporal", *(f"concepts.{name}" for name in CONCEPT_FEATURES))
@@ -60,7 +60,9 @@ class Sampling:
     clips: int = 10
 
 
-def default_sampling(model: DiagnosticModel, clips: int = 10, frames: int | None = None, stride: int | None = None, size: int | None = None) -> Sampling:
+def default_sampling(
+    model: DiagnosticModel, clips: int = 10, frames: int | None = None, stride: int | None = None, size: int | None = None
+) -> Sampling:
     """The checkpoint's training sampling (frames, stride, crop size); 16×2 at 112 px for other weights."""
     recorded = (model.config or {}).get("data", {})
     base = (recorded.get("frames", 8), recorded.get("stride", 2), recorded.get("size", 64)) if model.config else (16, 2, 112)
@@ -253,7 +255,13 @@ def _extract(model, index, views, sampling, batch_size, workers, decoder, seed, 
     factors = {name: np.asarray([r.factors[name] for r in records], dtype=np.int64) for name in index.factor_values}
     return {
         view: Features(
-            view, arrays[view][sort].astype(np.float32), labels, [r.video_id for r in records], list(index.class_names), factors, dict(index.factor_values)
+            view,
+            arrays[view][sort].astype(np.float32),
+            labels,
+            [r.video_id for r in records],
+            list(index.class_names),
+            factors,
+            dict(index.factor_values),
         )
         for view in views
     }
@@ -376,3 +384,20 @@ def train_test(extractor: Extractor, data, target: str = "label", test_views=("r
     train_labels, class_names = targets(train, target)
     labels, _ = targets(test[test_views[0]], target)
     return TrainTest(train, test, train_labels, labels, class_names)
+
+
+def require_concepts(extractor: Extractor) -> None:
+    """Refuse, in one line, a model without concept outputs (a `concepts.<name>` output needs one).
+
+    Raises:
+        VdiagError: the checkpoint was not trained with `--method concepts`, or `--layer` is set.
+    """
+    model = extractor.model
+    if not hasattr(model.method, "concept_outputs"):
+        trained = f"trained with {model.method_name}" if model.method_name else "not a vdiag checkpoint"
+        raise VdiagError(
+            f"{model.path} is {trained}: concept maps and features need a checkpoint of "
+            "`vdiag pretrain --method concepts` (static and dynamic concepts)"
+        )
+    if model.layer is not None:
+        raise VdiagError("concepts are defined on the last stage; drop --layer")

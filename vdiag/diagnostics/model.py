@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vdiag.checkpoint import read_state_file
 from vdiag.errors import VdiagError
 from vdiag.models.backbones import BACKBONES, VideoBackbone, build_backbone
-from vdiag.models.weights import read_state_file
 
 
 class _StopForward(Exception):
@@ -129,14 +129,16 @@ def load_model(
 
 
 def _from_vdiag(path: Path, state: dict, backbone: str | None, keep_temporal: bool | None) -> DiagnosticModel:
-    from vdiag.train.checkpoint import check_checkpoint
-    from vdiag.train.trainer import build_model
+    from vdiag.checkpoint import check_checkpoint
+    from vdiag.methods import build_model
 
     state = check_checkpoint(state, path)
     config = copy.deepcopy(state["config"])
     recorded = config["backbone"]["name"]
     if backbone and backbone != recorded:
-        raise VdiagError(f"{path} is a vdiag checkpoint of backbone {recorded!r}; drop --backbone {backbone} (it is for other tools' weights)")
+        raise VdiagError(
+            f"{path} is a vdiag checkpoint of backbone {recorded!r}; drop --backbone {backbone} (it is for other tools' weights)"
+        )
     config["backbone"]["weights"] = None  # the checkpoint holds the weights; the original file may be gone
     if keep_temporal is not None:
         config["backbone"]["keep_temporal"] = keep_temporal

@@ -14,7 +14,7 @@ on static clips of the same videos, their ratio) are resampled together.
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vdiag import distributed as dist
 from vdiag.diagnostics.data import DataRef
 from vdiag.diagnostics.features import Extractor, check_target, targets, train_test
 from vdiag.diagnostics.model import load_model
 from vdiag.diagnostics.probe import bootstrap, fit_probe, majority_share, predict_proba, topk_correct, with_intervals
 from vdiag.errors import VdiagError
 from vdiag.results import Result
-from vdiag.train import distributed as dist
 
 
 def accuracy_metrics(probs: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, float]:
@@ -92,13 +92,27 @@ def finetune(
     options = {
         "backbone": {"name": model.name, "keep_temporal": model.backbone.keep_temporal, "weights": str(model.path)},
         "data": {
-            "path": data.path, "format": data.format, "split": "train", "split_id": data.split_id,
-            "frames": sampling.frames, "stride": sampling.stride, "size": sampling.size, "positives": 1, "workers": extractor.workers,
+            "path": data.path,
+            "format": data.format,
+            "split": "train",
+            "split_id": data.split_id,
+            "frames": sampling.frames,
+            "stride": sampling.stride,
+            "size": sampling.size,
+            "positives": 1,
+            "workers": extractor.workers,
         },
         "train": {
-            "epochs": settings.epochs, "batch_size": settings.batch_size, "optimizer": "sgd", "lr": settings.lr,
-            "momentum": settings.momentum, "weight_decay": settings.weight_decay, "warmup_epochs": 0,
-            "schedule": "step", "milestones": list(settings.milestones), "gamma": 0.1,
+            "epochs": settings.epochs,
+            "batch_size": settings.batch_size,
+            "optimizer": "sgd",
+            "lr": settings.lr,
+            "momentum": settings.momentum,
+            "weight_decay": settings.weight_decay,
+            "warmup_epochs": 0,
+            "schedule": "step",
+            "milestones": list(settings.milestones),
+            "gamma": 0.1,
         },
         "method_args": {"target": target, "dropout": settings.dropout},
     }
@@ -108,7 +122,9 @@ def finetune(
         raise VdiagError(f"fine-tuning stopped before the end; continue with the same command and --resume (run folder {out})")
     dist.barrier()  # rank 0 wrote final.pt
     tuned = load_model(run.checkpoint, device=model.device)
-    tuned_extractor = Extractor(tuned, sampling, extractor.batch_size, extractor.workers, extractor.decoder, extractor.seed, extractor.cache)
+    tuned_extractor = Extractor(
+        tuned, sampling, extractor.batch_size, extractor.workers, extractor.decoder, extractor.seed, extractor.cache
+    )
     test = tuned_extractor(data.split("test"), ["real"])["real"]
     labels, _ = targets(test, target)
     classifier = tuned.method.classifier
@@ -120,6 +136,11 @@ def finetune(
         metrics=accuracy_metrics(probs, labels, extractor.seed),
         data=data.path,
         files=[str(run.checkpoint)],
-        config={**extractor.describe(), "target": target, **{k: v for k, v in settings.__dict__.items()}, "milestones": list(settings.milestones)},
+        config={
+            **extractor.describe(),
+            "target": target,
+            **settings.__dict__,
+            "milestones": list(settings.milestones),
+        },
         details={"finetuned_checkpoint": str(run.checkpoint), "train_history": run.details.get("history", [])},
     )

@@ -26,7 +26,9 @@ def normalise(features: np.ndarray, centre: np.ndarray) -> np.ndarray:
     return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
 
 
-def retrieval_hits(queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray, ranks=RANKS) -> dict[int, np.ndarray]:
+def retrieval_hits(
+    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray, ranks=RANKS
+) -> dict[int, np.ndarray]:
     """k → (queries,) bool: a same-class gallery item is among the k most similar (cosine; inputs normalised)."""
     similarity = queries @ gallery.T
     order = np.argsort(-similarity, axis=1, kind="stable")

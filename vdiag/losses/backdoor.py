@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vdiag.distributed import gather_with_grad
 from vdiag.losses.infonce import _multi_positive_nll, batch_masks
-from vdiag.train.distributed import gather_with_grad
 
 # |x| is replaced by sqrt(|x|² + δ²) − δ: equal to within δ, and with curvature bounded by 1/δ instead
 # of a kink at 0, where positives converge; the finite-difference hypergradient needs that.

@@ -18,11 +18,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vdiag.distributed import all_reduce_sum, gather_with_grad, rank, world_size
 from vdiag.losses.swav import sinkhorn
-from vdiag.train.distributed import all_reduce_sum, gather_with_grad, rank, world_size
 
 
-def concept_alignment(codes_a: torch.Tensor, codes_b: torch.Tensor, temperature: float = 0.1, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+def concept_alignment(
+    codes_a: torch.Tensor, codes_b: torch.Tensor, temperature: float = 0.1, epsilon: float = 0.05, iterations: int = 3
+) -> torch.Tensor:
     """Eq. 4 for one pair of code sets, averaged over the batch.
 
     Args:
@@ -42,6 +44,7 @@ def concept_alignment(codes_a: torch.Tensor, codes_b: torch.Tensor, temperature:
 
 def valid_concepts(codes_a: torch.Tensor, codes_b: torch.Tensor, top_k: int) -> torch.Tensor:
     """Eq. 8: concepts among the top-K of both codes, as a mask `(B, K_concepts)`."""
+
     def top(codes):
         mask = torch.zeros_like(codes, dtype=torch.bool)
         return mask.scatter_(1, codes.topk(min(top_k, codes.shape[1]), dim=1).indices, True)

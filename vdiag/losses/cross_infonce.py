@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vdiag.train.distributed import gather_with_grad, rank
+from vdiag.distributed import gather_with_grad, rank
 
 
 def pair_info_nce(

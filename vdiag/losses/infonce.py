@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vdiag.train.distributed import gather_with_grad, rank
+from vdiag.distributed import gather_with_grad, rank
 
 
 def _multi_positive_nll(logits: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

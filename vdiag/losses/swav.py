@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vdiag.train.distributed import all_reduce_sum
+from vdiag.distributed import all_reduce_sum
 
 
 @torch.no_grad()

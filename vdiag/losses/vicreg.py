@@ -17,7 +17,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from vdiag.train.distributed import gather_with_grad
+from vdiag.distributed import gather_with_grad
 
 
 def variance_term(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> torch.Tensor:

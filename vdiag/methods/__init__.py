@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 
+from vdiag.data.formats import DatasetIndex
 from vdiag.errors import VdiagError
 from vdiag.methods.base import Method
 from vdiag.methods.bodvcl import BODVCLBYOL, BODVCLMoCo, BODVCLSimCLR
@@ -21,7 +22,7 @@ from vdiag.methods.supervised import Supervised
 from vdiag.methods.swav import SwAV
 from vdiag.methods.vicreg import VICReg
 from vdiag.methods.vididi import ViDiDiBYOL, ViDiDiSimCLR, ViDiDiVICReg
-from vdiag.models.backbones import VideoBackbone
+from vdiag.models.backbones import VideoBackbone, build_backbone
 
 METHODS: dict[str, type[Method]] = {
     "simclr": SimCLR,
@@ -71,3 +72,41 @@ def build_method(name: str, backbone: VideoBackbone, **arguments) -> Method:
     if unknown:
         raise VdiagError(f"method {name!r} has no option {unknown[0]!r}; its options are {', '.join(known)}")
     return METHODS[name](backbone, **arguments)
+
+
+def build_model(config: dict, index: DatasetIndex | None = None) -> Method:
+    """Backbone + method from a resolved config: what training and every diagnostic build.
+
+    Args:
+        config: a resolved training config (`vdiag.train.config.resolve_config`, or the `config`
+            stored in a checkpoint): `method`, `method_args`, `backbone.{name,keep_temporal,weights}`.
+        index: the training data; sizes the supervised head from its classes or factor values.
+            Without it the number of classes recorded in `method_args.num_classes` is used.
+
+    Returns:
+        The method module (untrained unless `backbone.weights` names a file), on the CPU.
+
+    Raises:
+        VdiagError: unknown method, backbone or option; a supervised config without its number of
+            classes; a `--target` that is not a factor of the data.
+    """
+    backbone_cfg = config["backbone"]
+    backbone = build_backbone(backbone_cfg["name"], backbone_cfg.get("keep_temporal", False), backbone_cfg.get("weights"))
+    arguments = dict(config["method_args"])
+    if config["method"] == "supervised":
+        arguments["num_classes"] = _num_classes(arguments.get("target", "label"), index, arguments.get("num_classes"))
+        config["method_args"]["num_classes"] = arguments["num_classes"]
+    return build_method(config["method"], backbone, **arguments)
+
+
+def _num_classes(target: str, index: DatasetIndex | None, recorded: int | None) -> int:
+    if index is None:
+        if recorded is None:
+            raise VdiagError("a supervised model needs its number of classes; it is missing from the config")
+        return recorded
+    if target == "label":
+        return index.num_classes
+    if target not in index.factor_values:
+        known = ", ".join(index.factor_values) or "none (not a synthetic dataset)"
+        raise VdiagError(f"--target {target!r} is not a factor of this dataset; use 'label' or one of: {known}")
+    return len(index.factor_values[target])

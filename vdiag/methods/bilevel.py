@@ -44,10 +44,10 @@ from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from vdiag import koopman
+from vdiag.distributed import average_across_ranks
 from vdiag.errors import VdiagError
 from vdiag.methods.base import Method
 from vdiag.models.backbones import VideoBackbone
-from vdiag.train.distributed import average_across_ranks
 
 HYPERGRADIENTS = ("fd", "itd", "first-order")
 
@@ -117,7 +117,7 @@ class KoopmanBilevel(Method):
 
     def base_forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """The base objective's own forward (SimCLR, MoCo, …), skipping the bi-level wrapper."""
-        return super(KoopmanBilevel, self).forward(batch)
+        return super().forward(batch)
 
     # ---- the two levels (subclasses) ----------------------------------------------------------
     def inner_loss(self, batch: dict, constants: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
@@ -188,7 +188,9 @@ class KoopmanBilevel(Method):
         gradient = torch.autograd.grad(loss, theta, create_graph=create_graph, allow_unused=True, materialize_grads=True)
         return average_across_ranks(list(gradient), differentiable=create_graph)
 
-    def _hessian_vector(self, names: list[str], theta: list[torch.Tensor], constants: dict, v: list[torch.Tensor], batch: dict) -> list[torch.Tensor]:
+    def _hessian_vector(
+        self, names: list[str], theta: list[torch.Tensor], constants: dict, v: list[torch.Tensor], batch: dict
+    ) -> list[torch.Tensor]:
         """H(θ) v ≈ (∇L_inner(θ + εv) − ∇L_inner(θ − εv)) / 2ε with ε = fd_epsilon / ‖v‖ (DARTS Eq. 8)."""
         norm = torch.sqrt(sum(vi.pow(2).sum() for vi in v)).clamp_min(1e-12)
         epsilon = self.fd_epsilon / norm

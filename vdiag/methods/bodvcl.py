@@ -39,11 +39,11 @@ from vdiag.models.backbones import VideoBackbone
 
 class BODVCL(KoopmanBilevel):
     """Args:
-        radius: a mode is time-invariant when |λ − 1| ≤ radius (0.1).
-        static_temperature, dynamic_temperature: τ_A and τ_M (None: the base temperature).
-        ridge: relative ridge of the shared Koopman estimator.
-        **arguments: `KoopmanBilevel`'s (inner_steps, inner_lr, hypergradient, …) and the base
-            objective's options.
+    radius: a mode is time-invariant when |λ − 1| ≤ radius (0.1).
+    static_temperature, dynamic_temperature: τ_A and τ_M (None: the base temperature).
+    ridge: relative ridge of the shared Koopman estimator.
+    **arguments: `KoopmanBilevel`'s (inner_steps, inner_lr, hypergradient, …) and the base
+        objective's options.
     """
 
     def __init__(

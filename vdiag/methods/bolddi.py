@@ -38,12 +38,12 @@ from vdiag.models.backbones import VideoBackbone
 
 class BOLDDI(KoopmanBilevel):
     """Args:
-        dynamic_weight: ν, weight of L_dynamic in the outer loss (0.1, Table 10).
-        xi, omega: the stratify thresholds ξ and ω (0.9, 0.1).
-        backdoor_temperature: α of Eq. 11 (0.1, as the base methods' α).
-        ridge: relative ridge of the shared Koopman estimator.
-        **arguments: `KoopmanBilevel`'s (inner_steps, inner_lr, hypergradient, …) and the base
-            objective's options.
+    dynamic_weight: ν, weight of L_dynamic in the outer loss (0.1, Table 10).
+    xi, omega: the stratify thresholds ξ and ω (0.9, 0.1).
+    backdoor_temperature: α of Eq. 11 (0.1, as the base methods' α).
+    ridge: relative ridge of the shared Koopman estimator.
+    **arguments: `KoopmanBilevel`'s (inner_steps, inner_lr, hypergradient, …) and the base
+        objective's options.
     """
 
     def __init__(

@@ -33,12 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from vdiag.data.views import decoupled_views
+from vdiag.distributed import rank, world_size
 from vdiag.errors import VdiagError
 from vdiag.losses.concepts import concept_alignment, local_concept_contrast, valid_concepts
 from vdiag.methods.base import Method, StepSeed, loss_terms
 from vdiag.models.backbones import VideoBackbone
 from vdiag.models.heads import mlp
-from vdiag.train.distributed import rank, world_size
 
 LOSS_TERMS = ("aln", "loc", "fid", "div")
 
@@ -138,9 +138,15 @@ class Concepts(Method):
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         clips = batch["clips"]  # (n, 2, C, T + 1, H, W)
         n = clips.shape[0]
-        video, static, difference = decoupled_views(clips.flatten(0, 1), self.random.generator(), rank() * 2 * n, world_size() * 2 * n)  # Eq. 3–4
+        video, static, difference = decoupled_views(
+            clips.flatten(0, 1), self.random.generator(), rank() * 2 * n, world_size() * 2 * n
+        )  # Eq. 3–4
         map_v, map_s, map_d = self.backbone.feature_map(torch.cat([video, static, difference])).split(2 * n)
-        v, s, d = self._branch(map_v, self.video_prototypes), self._branch(map_s, self.static_prototypes), self._branch(map_d, self.dynamic_prototypes)
+        v, s, d = (
+            self._branch(map_v, self.video_prototypes),
+            self._branch(map_s, self.static_prototypes),
+            self._branch(map_d, self.dynamic_prototypes),
+        )
         ks = self.static_concepts
         # pair view a's video with view b's static / difference inputs, b = the other clip by default
         partner = torch.arange(2 * n, device=clips.device).view(n, 2)

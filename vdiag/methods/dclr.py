@@ -37,12 +37,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from vdiag.data.views import decoupled_views, frame_difference, static_clip
+from vdiag.distributed import gather_no_grad, rank, world_size
 from vdiag.errors import VdiagError
 from vdiag.losses.cross_infonce import pair_info_nce
 from vdiag.methods.base import Method, StepSeed, loss_terms, momentum_copy
 from vdiag.models.backbones import VideoBackbone
 from vdiag.models.heads import mlp
-from vdiag.train.distributed import gather_no_grad, rank, world_size
 
 LOSS_TERMS = ("vv", "vs", "vd", "sd")
 SEARCH_MODES = ("none", "dynamic", "static", "both")
@@ -67,7 +67,9 @@ def weighted_pool(feature_map: torch.Tensor, weights: torch.Tensor) -> torch.Ten
 
 
 @torch.no_grad()
-def decoupled_activation_maps(backbone: nn.Module, clips: torch.Tensor, static_frame: str = "middle", generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def decoupled_activation_maps(
+    backbone: nn.Module, clips: torch.Tensor, static_frame: str = "middle", generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
     """Min-max normalised A_v, A_s, A_d (DCLR Fig. 3) of any backbone with a `feature_map`.
 
     Args:
@@ -227,7 +229,9 @@ class DCLR(Method):
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         clips = batch["clips"]  # (n, 2, C, T + 1, H, W)
         n = clips.shape[0]
-        video, static, difference = decoupled_views(clips.flatten(0, 1), self.random.generator(), rank() * 2 * n, world_size() * 2 * n)  # Eq. 3–4
+        video, static, difference = decoupled_views(
+            clips.flatten(0, 1), self.random.generator(), rank() * 2 * n, world_size() * 2 * n
+        )  # Eq. 3–4
         maps = self.backbone.feature_map(torch.cat([video, static, difference]))  # one pass: shared BN statistics
         map_v, map_s, map_d = maps.split(2 * n)
         act_v, act_s, act_d = activation_map(map_v), activation_map(map_s).detach(), activation_map(map_d).detach()
@@ -249,9 +253,13 @@ class DCLR(Method):
         searching = self.search != "none" and refine and self.training
         keys = self._slow_keys(static, difference, n) if searching else {}
         if "vs" in self.terms:
-            parts["vs"] = self._searched(z_vs, z_s, keys.get("static"), self.static_queue) if "static" in keys else dual(z_vs, z_s, paired)  # Eq. 6
+            parts["vs"] = (
+                self._searched(z_vs, z_s, keys.get("static"), self.static_queue) if "static" in keys else dual(z_vs, z_s, paired)
+            )  # Eq. 6
         if "vd" in self.terms:
-            parts["vd"] = self._searched(z_vd, z_d, keys.get("dynamic"), self.dynamic_queue) if "dynamic" in keys else dual(z_vd, z_d, paired)  # Eq. 7 / 10
+            parts["vd"] = (
+                self._searched(z_vd, z_d, keys.get("dynamic"), self.dynamic_queue) if "dynamic" in keys else dual(z_vd, z_d, paired)
+            )  # Eq. 7 / 10
         if "sd" in self.terms:  # Eq. 8: same view, maximised
             parts["sd"] = dual(z_s, z_d, ((0, 0), (1, 1)))
         loss = sum(value for name, value in parts.items() if name != "sd") - self.sd_weight * parts.get("sd", 0.0)

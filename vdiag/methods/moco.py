@@ -14,11 +14,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vdiag.distributed import gather_no_grad
 from vdiag.losses.infonce import moco_info_nce
 from vdiag.methods.base import Method, apply_transform, ema_update, momentum_copy
 from vdiag.models.backbones import VideoBackbone
 from vdiag.models.heads import mlp
-from vdiag.train.distributed import gather_no_grad
 
 
 class MoCo(Method):
@@ -69,7 +69,10 @@ class MoCo(Method):
         if transform is not None:
             queue = F.normalize(apply_transform(queue, transform), dim=-1)
         return moco_info_nce(
-            apply_transform(representations["queries"], transform), apply_transform(representations["keys"], transform), queue, temperature or self.temperature
+            apply_transform(representations["queries"], transform),
+            apply_transform(representations["keys"], transform),
+            queue,
+            temperature or self.temperature,
         )
 
     @torch.no_grad()

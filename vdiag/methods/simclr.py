@@ -20,7 +20,14 @@ class SimCLR(Method):
 
     name = "simclr"
 
-    def __init__(self, backbone: VideoBackbone, temperature: float = 0.1, projector_hidden: int = 2048, projector_dim: int = 128, projector_layers: int = 3):
+    def __init__(
+        self,
+        backbone: VideoBackbone,
+        temperature: float = 0.1,
+        projector_hidden: int = 2048,
+        projector_dim: int = 128,
+        projector_layers: int = 3,
+    ):
         super().__init__(backbone)
         self.temperature = temperature
         self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, projector_layers)

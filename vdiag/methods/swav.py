@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vdiag.distributed import gather_no_grad
 from vdiag.losses.swav import sinkhorn, swav_loss
 from vdiag.methods.base import Method
 from vdiag.models.backbones import VideoBackbone
 from vdiag.models.heads import mlp
-from vdiag.train.distributed import gather_no_grad
 
 
 class SwAV(Method):

@@ -81,7 +81,14 @@ class ViDiDi(Method):
     extra_frames = 2
     max_positives = 2
 
-    def __init__(self, backbone: VideoBackbone, schedule: str = "balanced", second_order_prob: float = 0.5, random_max_order: int = 1, **base_arguments):
+    def __init__(
+        self,
+        backbone: VideoBackbone,
+        schedule: str = "balanced",
+        second_order_prob: float = 0.5,
+        random_max_order: int = 1,
+        **base_arguments,
+    ):
         super().__init__(backbone, **base_arguments)
         if schedule not in SCHEDULES:
             raise VdiagError(f"unknown ViDiDi schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
@@ -90,7 +97,9 @@ class ViDiDi(Method):
         if random_max_order not in (1, 2):
             raise VdiagError(f"method_args.random_max_order must be 1 or 2, got {random_max_order}")
         if schedule == "random" and random_max_order == 2 and second_order_prob > 0:
-            raise VdiagError("random_max_order 2 with second_order_prob > 0 would need 3rd derivatives; set method_args.second_order_prob=0")
+            raise VdiagError(
+                "random_max_order 2 with second_order_prob > 0 would need 3rd derivatives; set method_args.second_order_prob=0"
+            )
         self.schedule = schedule
         self.second_order_prob = second_order_prob
         self.random_max_order = random_max_order
@@ -104,9 +113,7 @@ class ViDiDi(Method):
         clips = batch["clips"]  # (n, 2, C, T + 2, H, W)
         length = clips.shape[3] - self.extra_frames
         first, second = self.orders()
-        views = torch.stack(
-            [temporal_derivative(clips[:, 0], first, length), temporal_derivative(clips[:, 1], second, length)], dim=1
-        )
+        views = torch.stack([temporal_derivative(clips[:, 0], first, length), temporal_derivative(clips[:, 1], second, length)], dim=1)
         outputs = super().forward({**batch, "clips": views})
         order = torch.tensor([first, second], dtype=torch.float32, device=clips.device)
         return {**outputs, "order_x": order[0], "order_x_prime": order[1]}

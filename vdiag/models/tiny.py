@@ -35,9 +35,7 @@ class TinyBlock(nn.Module):
         self.bn1 = nn.BatchNorm3d(out_channels)
         self.conv2 = nn.Conv3d(out_channels, out_channels, kernel, padding=padding, bias=False)
         self.bn2 = nn.BatchNorm3d(out_channels)
-        self.shortcut = nn.Sequential(
-            nn.Conv3d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm3d(out_channels)
-        )
+        self.shortcut = nn.Sequential(nn.Conv3d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm3d(out_channels))
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,7 +47,9 @@ class TinyBlock(nn.Module):
 class TinyVideoNet(nn.Module):
     """(B, 3, T, H, W) → feature map (B, widths[-1], T/4, H/16, W/16)."""
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128), temporal_strides: tuple[int, ...] = (1, 1, 2, 2), frame_wise: bool = False):
+    def __init__(
+        self, widths: tuple[int, ...] = (16, 32, 64, 128), temporal_strides: tuple[int, ...] = (1, 1, 2, 2), frame_wise: bool = False
+    ):
         super().__init__()
         temporal_kernel = 1 if frame_wise else 3
         if frame_wise:

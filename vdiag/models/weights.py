@@ -21,34 +21,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vdiag.checkpoint import read_state_file
 from vdiag.errors import VdiagError
 
 NESTED_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "net", "network", "backbone")
 SECONDARY_COPIES = ("encoder_k", "target", "momentum", "teacher", "ema", "key_encoder")
-
-
-def read_state_file(path: str | Path, what: str = "weights file") -> dict:
-    """`torch.load(weights_only=True)` with one-line errors for missing or foreign files."""
-    path = Path(path)
-    if not path.is_file():
-        raise VdiagError(f"{what} {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle of arbitrary objects, truncated file, not a torch file
-        raise VdiagError(load_failure_message(path, err)) from None
-    if not isinstance(obj, dict):
-        raise VdiagError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    return obj
-
-
-def load_failure_message(path: Path, err: Exception) -> str:
-    """One line for a failed `torch.load(weights_only=True)`: what the file is and what to do."""
-    if "Weights only load failed" in str(err):
-        return (
-            f"{path} holds pickled Python objects besides tensors, which vdiag never unpickles; "
-            "save the weights alone with torch.save(model.state_dict(), path)"
-        )
-    return f"{path} is not a complete PyTorch file (truncated, or another format); copy or save it again"
 
 
 def tensor_state(obj: dict) -> dict[str, torch.Tensor]:
@@ -108,9 +85,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict:
             f"{path} does not match backbone {name!r}: {len(missing)} of its parameters are missing "
             f"(e.g. {', '.join(missing[:3])}); check --backbone"
         )
-    wrong = [
-        f"{k} {tuple(mapped[k].shape)} vs {tuple(v.shape)}" for k, v in target.items() if k in mapped and mapped[k].shape != v.shape
-    ]
+    wrong = [f"{k} {tuple(mapped[k].shape)} vs {tuple(v.shape)}" for k, v in target.items() if k in mapped and mapped[k].shape != v.shape]
     if wrong:
         raise VdiagError(
             f"{path} does not match backbone {name!r}: {len(wrong)} shape mismatches "

@@ -30,16 +30,76 @@ from vdiag.results import Result
 # metric → (diagnostic, label, reading from its docs page, docs page)
 CARD = [
     ("static-bias", "acc_real", "accuracy, real clips", "the ordinary linear-probe accuracy", "diagnostics/static-bias.md"),
-    ("static-bias", "static_ratio", "static ratio", "acc_static / acc_real; near 1 = decides from appearance, lower = needs motion", "diagnostics/static-bias.md"),
-    ("static-bias", "contrasted_acc", "contrasted accuracy", "right on real and wrong on static: higher = correct because of motion", "diagnostics/static-bias.md"),
-    ("static-bias", "sim_shuffled", "similarity to shuffled", "embedding of a clip vs its shuffled version; 1 = blind to frame order", "diagnostics/static-bias.md"),
-    ("shuffle", "acc", "shuffle probe accuracy", "ordered vs shuffled, chance 0.5; compare with the untrained architecture", "diagnostics/shuffle.md"),
-    ("factors", "static_score", "static factors", "chance-normalised accuracy on colour and shape; 1 = perfect, 0 = chance", "diagnostics/factors.md"),
-    ("factors", "dynamic_score", "dynamic factors", "the same for brightness change and trajectory; the decoupling methods aim to raise it", "diagnostics/factors.md"),
-    ("retrieval", "R@1", "retrieval R@1", "a same-class training video is the nearest neighbour; higher is better", "diagnostics/retrieval.md"),
-    ("retrieval", "R@5", "retrieval R@5", "among the 5 nearest (close to 1 for any model when classes are few)", "diagnostics/retrieval.md"),
-    ("cluster", "silhouette@all", "silhouette (all classes)", "in [−1, 1]: near 1 tight separate classes, near 0 overlapping", "diagnostics/cluster.md"),
-    ("eig", "static_fraction_bolddi", "Koopman static fraction (BOLD-DI)", "share of eigenvalues with |λ| ≥ 0.9 and |Arg λ| ≤ 0.1", "viz/eig.md"),
+    (
+        "static-bias",
+        "static_ratio",
+        "static ratio",
+        "acc_static / acc_real; near 1 = decides from appearance, lower = needs motion",
+        "diagnostics/static-bias.md",
+    ),
+    (
+        "static-bias",
+        "contrasted_acc",
+        "contrasted accuracy",
+        "right on real and wrong on static: higher = correct because of motion",
+        "diagnostics/static-bias.md",
+    ),
+    (
+        "static-bias",
+        "sim_shuffled",
+        "similarity to shuffled",
+        "embedding of a clip vs its shuffled version; 1 = blind to frame order",
+        "diagnostics/static-bias.md",
+    ),
+    (
+        "shuffle",
+        "acc",
+        "shuffle probe accuracy",
+        "ordered vs shuffled, chance 0.5; compare with the untrained architecture",
+        "diagnostics/shuffle.md",
+    ),
+    (
+        "factors",
+        "static_score",
+        "static factors",
+        "chance-normalised accuracy on colour and shape; 1 = perfect, 0 = chance",
+        "diagnostics/factors.md",
+    ),
+    (
+        "factors",
+        "dynamic_score",
+        "dynamic factors",
+        "the same for brightness change and trajectory; the decoupling methods aim to raise it",
+        "diagnostics/factors.md",
+    ),
+    (
+        "retrieval",
+        "R@1",
+        "retrieval R@1",
+        "a same-class training video is the nearest neighbour; higher is better",
+        "diagnostics/retrieval.md",
+    ),
+    (
+        "retrieval",
+        "R@5",
+        "retrieval R@5",
+        "among the 5 nearest (close to 1 for any model when classes are few)",
+        "diagnostics/retrieval.md",
+    ),
+    (
+        "cluster",
+        "silhouette@all",
+        "silhouette (all classes)",
+        "in [−1, 1]: near 1 tight separate classes, near 0 overlapping",
+        "diagnostics/cluster.md",
+    ),
+    (
+        "eig",
+        "static_fraction_bolddi",
+        "Koopman static fraction (BOLD-DI)",
+        "share of eigenvalues with |λ| ≥ 0.9 and |Arg λ| ≤ 0.1",
+        "viz/eig.md",
+    ),
     ("eig", "static_fraction_bodvcl", "Koopman static fraction (BOD-VCL)", "share of eigenvalues with |λ − 1| ≤ 0.1", "viz/eig.md"),
 ]
 
@@ -62,7 +122,12 @@ def run_diagnostics(extractor: Extractor, data: DataRef, folder: Path, has_facto
     model = extractor.model
     temporal = Extractor(
         load_model(model.path, None if model.config else model.name, model.layer, True, model.device),
-        extractor.sampling, extractor.batch_size, extractor.workers, extractor.decoder, extractor.seed, extractor.cache,
+        extractor.sampling,
+        extractor.batch_size,
+        extractor.workers,
+        extractor.decoder,
+        extractor.seed,
+        extractor.cache,
     )
     results = {
         "static-bias": static_bias(extractor, data),
@@ -93,7 +158,12 @@ def build_report(extractors: list[Extractor], data: DataRef, out: Path) -> Resul
     tsne = viz_tsne(extractors, data, out)
     figures = [("t-SNE of the video embeddings, best-retrieved classes, one panel per checkpoint", Path(tsne.figures[0]))]
     figures += [(f"Koopman eigenvalues — {entry.label}", Path(entry.results["eig"].figures[0])) for entry in entries]
-    metrics = {f"{number}.{name}": value for number, entry in enumerate(entries) for result in entry.results.values() for name, value in result.metrics.items()}
+    metrics = {
+        f"{number}.{name}": value
+        for number, entry in enumerate(entries)
+        for result in entry.results.values()
+        for name, value in result.metrics.items()
+    }
     html_path, markdown_path = out / "report.html", out / "report.md"
     title = f"vdiag report — {len(entries)} checkpoint{'s' if len(entries) > 1 else ''} on {data.path}"
     with atomic_path(html_path) as tmp:
@@ -164,7 +234,8 @@ def render_html(title: str, entries: list[Entry], figures: list[tuple[str, Path]
         about = f'<div class="reading">{escape(reading)} <span class="page">(docs/{escape(page)})</span></div>'
         body_rows.append(f"<tr><td><b>{escape(label)}</b>{about}</td>{values}</tr>")
     figure_html = "".join(
-        f'<figure><img alt="{escape(caption)}" src="{_data_uri(path)}"><figcaption>{escape(caption)}</figcaption></figure>' for caption, path in figures
+        f'<figure><img alt="{escape(caption)}" src="{_data_uri(path)}"><figcaption>{escape(caption)}</figcaption></figure>'
+        for caption, path in figures
     )
     return f"""<!DOCTYPE html>
 <html lang="en">

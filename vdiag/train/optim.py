@@ -30,7 +30,9 @@ class LARS(torch.optim.Optimizer):
         >>> optimizer = LARS(model.parameters(), lr=1.2, weight_decay=1e-6)
     """
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 0.001, eps: float = 1e-8):
+    def __init__(
+        self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 0.001, eps: float = 1e-8
+    ):
         if lr <= 0:
             raise ValueError(f"learning rate must be positive, got {lr}")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient, eps=eps)

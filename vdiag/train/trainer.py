@@ -19,15 +19,17 @@ import json
 import math
 import signal
 import time
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from vdiag import distributed as dist
+from vdiag.checkpoint import load_checkpoint, save_checkpoint
 from vdiag.console import console, note, progress_bar, warn
 from vdiag.data.datasets import FailureTracker, VideoClipDataset, collate_clips
 from vdiag.data.formats import DatasetIndex, load_index
@@ -36,12 +38,9 @@ from vdiag.data.synthetic import default_synthetic_dataset
 from vdiag.data.views import SpatialAugment, normalize
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
-from vdiag.methods import METHODS, build_method
+from vdiag.methods import METHODS, build_model
 from vdiag.methods.base import Method
-from vdiag.models.backbones import build_backbone
 from vdiag.results import Result
-from vdiag.train import distributed as dist
-from vdiag.train.checkpoint import load_checkpoint, save_checkpoint
 from vdiag.train.config import dump_config
 from vdiag.train.optim import build_optimizer, learning_rate, set_learning_rate
 
@@ -94,30 +93,6 @@ def build_training_dataset(config: dict, index: DatasetIndex, decoder: str) -> V
     )
     clip = ClipSpec(num_frames=data["frames"], stride=data["stride"], extra_frames=METHODS[config["method"]].extra_frames)
     return VideoClipDataset(index, clip, "train", data["positives"], view, decoder, seed=config["seed"])
-
-
-def build_model(config: dict, index: DatasetIndex | None = None) -> Method:
-    """Backbone + method from a config (the supervised head is sized from the data's classes)."""
-    backbone_cfg = config["backbone"]
-    backbone = build_backbone(backbone_cfg["name"], backbone_cfg.get("keep_temporal", False), backbone_cfg.get("weights"))
-    arguments = dict(config["method_args"])
-    if config["method"] == "supervised":
-        arguments["num_classes"] = _num_classes(arguments.get("target", "label"), index, arguments.get("num_classes"))
-        config["method_args"]["num_classes"] = arguments["num_classes"]
-    return build_method(config["method"], backbone, **arguments)
-
-
-def _num_classes(target: str, index: DatasetIndex | None, recorded: int | None) -> int:
-    if index is None:
-        if recorded is None:
-            raise VdiagError("a supervised model needs its number of classes; it is missing from the config")
-        return recorded
-    if target == "label":
-        return index.num_classes
-    if target not in index.factor_values:
-        known = ", ".join(index.factor_values) or "none (not a synthetic dataset)"
-        raise VdiagError(f"--target {target!r} is not a factor of this dataset; use 'label' or one of: {known}")
-    return len(index.factor_values[target])
 
 
 class _StopFlag:
@@ -219,7 +194,9 @@ def _pretrain(config, out: Path, device, decoder, resume, stop_after_epochs, on_
             method = model
         elif method.sync_batchnorm and dist.is_main():
             note("SyncBatchNorm needs GPUs; on CPU each process normalises over its own batch")
-        model = torch.nn.parallel.DistributedDataParallel(method, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
+        model = torch.nn.parallel.DistributedDataParallel(
+            method, device_ids=[torch.device(device).index] if device.startswith("cuda") else None
+        )
     optimizer = build_optimizer(method, train["optimizer"], train["lr"], train["weight_decay"], train.get("momentum", 0.9))
     autocast, scaler = _mixed_precision(device, train.get("amp", True))
 
@@ -266,7 +243,8 @@ def _pretrain(config, out: Path, device, decoder, resume, stop_after_epochs, on_
     if main:
         note(
             f"training {config['method']} on {config['backbone']['name']} ({device}{f', {world} processes' if world > 1 else ''}): "
-            f"{index.describe()}; {train['epochs']} epochs × {steps_per_epoch} steps of {train['batch_size']} videos × ρ = {config['data']['positives']}"
+            f"{index.describe()}; {train['epochs']} epochs × {steps_per_epoch} steps of {train['batch_size']} videos "
+            f"× ρ = {config['data']['positives']}"
         )
     stop = _StopFlag()
     started, clips_done, skipped = time.perf_counter(), 0, 0
@@ -288,7 +266,12 @@ def _pretrain(config, out: Path, device, decoder, resume, stop_after_epochs, on_
                 pin_memory=device.startswith("cuda"),
             )
             clips_per_step = train["batch_size"] * config["data"]["positives"]
-            progress.reset(task, total=steps_per_epoch * clips_per_step, completed=step_in_epoch * clips_per_step, description=f"epoch {epoch + 1}/{train['epochs']}")
+            progress.reset(
+                task,
+                total=steps_per_epoch * clips_per_step,
+                completed=step_in_epoch * clips_per_step,
+                description=f"epoch {epoch + 1}/{train['epochs']}",
+            )
             epoch_losses: dict[str, float] = {}
             epoch_steps = 0
             for batch in loader:
@@ -298,8 +281,14 @@ def _pretrain(config, out: Path, device, decoder, resume, stop_after_epochs, on_
                     losses = None
                 else:
                     lr = learning_rate(
-                        global_step, total_steps, train["lr"], warmup_steps, train.get("min_lr_ratio", 0.0),
-                        train.get("schedule", "cosine"), train.get("milestones", ()), train.get("gamma", 0.1),
+                        global_step,
+                        total_steps,
+                        train["lr"],
+                        warmup_steps,
+                        train.get("min_lr_ratio", 0.0),
+                        train.get("schedule", "cosine"),
+                        train.get("milestones", ()),
+                        train.get("gamma", 0.1),
                     )
                     set_learning_rate(optimizer, lr)
                     losses = _train_step(model, method, optimizer, scaler, autocast, batch, device, train.get("clip_grad"))
@@ -362,7 +351,13 @@ def _pretrain(config, out: Path, device, decoder, resume, stop_after_epochs, on_
         metrics=metrics,
         config=config,
         files=[str(final_path), str(out / "config.yaml"), str(out / "metrics.jsonl")],
-        details={"finished": not interrupted, "run_dir": str(out), "config_file": str(out / "config.yaml"), "metrics_log": str(out / "metrics.jsonl"), "history": history},
+        details={
+            "finished": not interrupted,
+            "run_dir": str(out),
+            "config_file": str(out / "config.yaml"),
+            "metrics_log": str(out / "metrics.jsonl"),
+            "history": history,
+        },
     )
     if main:
         result.write(out / "pretrain.json")

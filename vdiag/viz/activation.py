@@ -62,7 +62,9 @@ def synthetic_mask(video: Path, indices: np.ndarray, size: int) -> np.ndarray | 
         masks = load_mask(root, video.stem)[indices]  # (T, H, W) bool
     except VdiagError:
         return None
-    resized = F.interpolate(torch.from_numpy(masks).float()[None], scale_factor=None, size=_short_side(masks.shape[1:], size), mode="nearest")[0]
+    resized = F.interpolate(
+        torch.from_numpy(masks).float()[None], scale_factor=None, size=_short_side(masks.shape[1:], size), mode="nearest"
+    )[0]
     return center_crop(resized, size).numpy() > 0.5
 
 
@@ -111,17 +113,40 @@ def viz_activation(
         metrics["fg_area"] = float(mask.mean())
     figure = Path(out) / f"activation-{video.stem}.{figure_format}"
     saved = Path(out) / f"activation-{video.stem}.npz"
-    save_figure(_plot(shown, upsampled, indices, frames_shown, f"Activation maps (DCLR Eq. 11) — {'/'.join(Path(str(model.path)).parts[-2:])} ({model.name}), {video.name}, frames {indices[0]}–{indices[-1]}"), figure)
+    save_figure(
+        _plot(
+            shown,
+            upsampled,
+            indices,
+            frames_shown,
+            f"Activation maps (DCLR Eq. 11) — {'/'.join(Path(str(model.path)).parts[-2:])} ({model.name}), "
+            f"{video.name}, frames {indices[0]}–{indices[-1]}",
+        ),
+        figure,
+    )
     with atomic_path(saved) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, frames=shown.permute(1, 2, 3, 0).numpy(), frame_indices=indices, **{f"map_{k}": v for k, v in upsampled.items()}, **({"mask": mask} if mask is not None else {}))
+            np.savez(
+                f,
+                frames=shown.permute(1, 2, 3, 0).numpy(),
+                frame_indices=indices,
+                **{f"map_{k}": v for k, v in upsampled.items()},
+                **({"mask": mask} if mask is not None else {}),
+            )
     return Result(
         command="viz activation",
         metrics=metrics,
         data=str(video),
         figures=[str(figure)],
         files=[str(saved)],
-        config={"backbone": model.name, "layer": model.layer, "frames": sampling.frames, "stride": sampling.stride, "size": size, "start": int(indices[0])},
+        config={
+            "backbone": model.name,
+            "layer": model.layer,
+            "frames": sampling.frames,
+            "stride": sampling.stride,
+            "size": size,
+            "start": int(indices[0]),
+        },
     )
 
 

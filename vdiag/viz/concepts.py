@@ -20,24 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vdiag import distributed as dist
 from vdiag.data.views import eval_view, normalize
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor, check_target, targets
-from vdiag.errors import VdiagError
+from vdiag.diagnostics.features import Extractor, check_target, require_concepts, targets
 from vdiag.io import atomic_path
 from vdiag.results import Result
-from vdiag.train import distributed as dist
 from vdiag.viz.activation import read_clip, upsample
 from vdiag.viz.style import plt, save_figure, style
-
-
-def require_concepts(extractor: Extractor) -> None:
-    model = extractor.model
-    if not hasattr(model.method, "concept_outputs"):
-        trained = f"trained with {model.method_name}" if model.method_name else "not a vdiag checkpoint"
-        raise VdiagError(f"{model.path} is {trained}: concept maps and features need a checkpoint of `vdiag pretrain --method concepts` (static and dynamic concepts)")
-    if model.layer is not None:
-        raise VdiagError("concepts are defined on the last stage; drop --layer")
 
 
 def class_similarity(codes: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
@@ -82,7 +72,9 @@ def viz_concepts(
     static_index = int(codes[:static_count].argmax())
     dynamic_index = static_count + int(codes[static_count:].argmax())
     attention = outputs["attention"][0].float().cpu()  # (K, T', H', W')
-    maps = {name: upsample(attention[k], shown.shape[1], sampling.size) for name, k in (("static", static_index), ("dynamic", dynamic_index))}
+    maps = {
+        name: upsample(attention[k], shown.shape[1], sampling.size) for name, k in (("static", static_index), ("dynamic", dynamic_index))
+    }
 
     features = extractor(index, ["real"], output="concepts.q_v")["real"]
     labels, class_names = targets(features, target)
@@ -103,10 +95,34 @@ def viz_concepts(
     figure, saved = Path(out) / f"concepts-{video.stem}.{figure_format}", Path(out) / f"concepts-{video.stem}.npz"
     if dist.is_main():
         title = f"Static and dynamic concepts — {name}; {video.name} and the {split} split by {target}"
-        save_figure(_plot(shown, indices, maps, (static_index, dynamic_index - static_count), codes, static_count, similarity, class_names, frames_shown, title), figure)
+        save_figure(
+            _plot(
+                shown,
+                indices,
+                maps,
+                (static_index, dynamic_index - static_count),
+                codes,
+                static_count,
+                similarity,
+                class_names,
+                frames_shown,
+                title,
+            ),
+            figure,
+        )
         with atomic_path(saved) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, codes=codes.numpy(), attention_static=maps["static"], attention_dynamic=maps["dynamic"], similarity_static=similarity["static"], similarity_dynamic=similarity["dynamic"], class_names=np.asarray(class_names), video_codes=video_codes, labels=labels)
+                np.savez(
+                    f,
+                    codes=codes.numpy(),
+                    attention_static=maps["static"],
+                    attention_dynamic=maps["dynamic"],
+                    similarity_static=similarity["static"],
+                    similarity_dynamic=similarity["dynamic"],
+                    class_names=np.asarray(class_names),
+                    video_codes=video_codes,
+                    labels=labels,
+                )
     return Result(
         command="viz concepts",
         metrics=metrics,
@@ -123,8 +139,11 @@ def _plot(frames, indices, maps, chosen, codes, static_count, similarity, class_
     with style():
         fig = plt.figure(figsize=(1.7 * len(times) + 4.4, 5.6))
         grid = fig.add_gridspec(3, len(times) + 2, width_ratios=[1] * len(times) + [0.25, 2.2], hspace=0.35, wspace=0.08)
-        rows = (("frames", None), (f"static concept {chosen[0]}\n(code {float(codes[chosen[0]]):.2f})", "static"),
-                (f"dynamic concept {chosen[1]}\n(code {float(codes[static_count + chosen[1]]):.2f})", "dynamic"))
+        rows = (
+            ("frames", None),
+            (f"static concept {chosen[0]}\n(code {float(codes[chosen[0]]):.2f})", "static"),
+            (f"dynamic concept {chosen[1]}\n(code {float(codes[static_count + chosen[1]]):.2f})", "dynamic"),
+        )
         for row, (label, key) in enumerate(rows):
             for column, t in enumerate(times):
                 ax = fig.add_subplot(grid[row, column])
@@ -155,7 +174,9 @@ def _plot(frames, indices, maps, chosen, codes, static_count, similarity, class_
                 for i in ticks:
                     for j in ticks:
                         value = similarity[key][i, j]
-                        ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=6, color="white" if value < (low + 1) / 2 else "black")
+                        ax.text(
+                            j, i, f"{value:.3f}", ha="center", va="center", fontsize=6, color="white" if value < (low + 1) / 2 else "black"
+                        )
             heatmaps.append(ax)
         fig.colorbar(image, ax=heatmaps, fraction=0.05, pad=0.02, label="cosine similarity")
         fig.suptitle(title, fontsize=8)

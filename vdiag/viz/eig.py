@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from matplotlib.patches import Circle, Wedge
 
+from vdiag import distributed as dist
 from vdiag import koopman
 from vdiag.diagnostics.data import DataRef
 from vdiag.diagnostics.features import Extractor, check_target, targets
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
 from vdiag.results import Result
-from vdiag.train import distributed as dist
 from vdiag.viz.style import plt, save_figure, style
 
 DENSITY_ABOVE = 3000  # points; beyond this a scatter hides its own density
@@ -77,8 +77,24 @@ def plot_eigenvalues(
         fig = plt.figure(figsize=(7.2, 4.4))
         grid = fig.add_gridspec(2, 2, width_ratios=(1.45, 1), hspace=0.45, wspace=0.55 if density else 0.25)
         plane = fig.add_subplot(grid[:, 0])
-        plane.add_patch(Wedge((0, 0), extent, -np.degrees(omega), np.degrees(omega), width=extent - xi, color=STATIC_COLOURS["bolddi"], alpha=0.18, lw=0, label=f"static, BOLD-DI (|λ| ≥ {xi:g}, |Arg λ| ≤ {omega:g})"))
-        plane.add_patch(Circle((1, 0), radius, fill=False, ec=STATIC_COLOURS["bodvcl"], lw=1.2, label=f"static, BOD-VCL (|λ − 1| ≤ {radius:g})", zorder=3))
+        plane.add_patch(
+            Wedge(
+                (0, 0),
+                extent,
+                -np.degrees(omega),
+                np.degrees(omega),
+                width=extent - xi,
+                color=STATIC_COLOURS["bolddi"],
+                alpha=0.18,
+                lw=0,
+                label=f"static, BOLD-DI (|λ| ≥ {xi:g}, |Arg λ| ≤ {omega:g})",
+            )
+        )
+        plane.add_patch(
+            Circle(
+                (1, 0), radius, fill=False, ec=STATIC_COLOURS["bodvcl"], lw=1.2, label=f"static, BOD-VCL (|λ − 1| ≤ {radius:g})", zorder=3
+            )
+        )
         plane.add_patch(Circle((0, 0), 1, fill=False, ls="--", ec="0.35", lw=0.8, label="unit circle", zorder=3))
         if density:
             shown = plane.hexbin(real, imag, gridsize=60, extent=(-extent, extent, -extent, extent), bins="log", mincnt=1, cmap="viridis")
@@ -153,19 +169,37 @@ def viz_eig(
     model = extractor.model
     layer = f", layer {model.layer}" if model.layer else ""
     name = "/".join(Path(str(model.path)).parts[-2:])
-    title = f"Koopman eigenvalues of per-frame features — {name} ({model.name}{layer}); {split}, {videos} videos × {clips} clips, {estimator} estimator"
+    title = (
+        f"Koopman eigenvalues of per-frame features — {name} ({model.name}{layer}); "
+        f"{split}, {videos} videos × {clips} clips, {estimator} estimator"
+    )
     figure = Path(out) / f"eig.{figure_format}"
     saved = Path(out) / "eig.npz"
     if dist.is_main():
         save_figure(plot_eigenvalues(eigenvalues, groups, names, xi, omega, radius, title), figure)
         with atomic_path(saved) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, eigenvalues=eigenvalues, clip=clip, video=np.where(clip >= 0, clip // clips, -1), labels=features.labels, class_names=np.asarray(features.class_names))
+                np.savez(
+                    f,
+                    eigenvalues=eigenvalues,
+                    clip=clip,
+                    video=np.where(clip >= 0, clip // clips, -1),
+                    labels=features.labels,
+                    class_names=np.asarray(features.class_names),
+                )
     return Result(
         command="viz eig",
         metrics={**summary, "eigenvalues": len(eigenvalues)},
         data=data.path,
         figures=[str(figure)],
         files=[str(saved)],
-        config={**extractor.describe(), "split": split, "estimator": estimator, "xi": xi, "omega": omega, "radius": radius, "colour_by": colour_by},
+        config={
+            **extractor.describe(),
+            "split": split,
+            "estimator": estimator,
+            "xi": xi,
+            "omega": omega,
+            "radius": radius,
+            "colour_by": colour_by,
+        },
     )

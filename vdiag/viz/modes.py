@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vdiag import distributed as dist
 from vdiag import koopman
 from vdiag.data.views import eval_view, normalize
 from vdiag.diagnostics.data import DataRef
@@ -33,7 +34,6 @@ from vdiag.diagnostics.features import Extractor
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
 from vdiag.results import Result
-from vdiag.train import distributed as dist
 from vdiag.viz.activation import read_clip, upsample
 from vdiag.viz.style import plt, save_figure, style
 
@@ -97,14 +97,19 @@ def viz_modes(
         raw, indices = read_clip(Path(video), extractor.sampling, extractor.decoder, start)
         shown = eval_view(raw, extractor.sampling.size)
         with torch.inference_mode():
-            feature_map = extractor.model.feature_map(normalize(shown)[None].to(extractor.model.device))[0].double().cpu()  # (C, T', H', W')
+            feature_map = (
+                extractor.model.feature_map(normalize(shown)[None].to(extractor.model.device))[0].double().cpu()
+            )  # (C, T', H', W')
         positions = feature_map.permute(1, 2, 3, 0)  # (T', H', W', C)
         projected = koopman.mode_amplitudes(positions.reshape(1, -1, channels), eigenvectors)[0].reshape(*positions.shape[:3], channels)
         spatial = {j: upsample(projected[..., j].abs().float(), shown.shape[1], extractor.sampling.size) for j in chosen}
 
     model = extractor.model
     name = "/".join(Path(str(model.path)).parts[-2:])
-    title = f"Koopman modes — {name} ({model.name}); {split}, {videos} videos × {clips} clips; one-step linear fit R² = {metrics['linear_fit_r2']:.2f}"
+    title = (
+        f"Koopman modes — {name} ({model.name}); {split}, {videos} videos × {clips} clips; "
+        f"one-step linear fit R² = {metrics['linear_fit_r2']:.2f}"
+    )
     figure, saved = Path(out) / f"modes.{figure_format}", Path(out) / "modes.npz"
     if dist.is_main():
         save_figure(_plot(eigenvalues, chosen, curves, steps, spatial, shown, indices, title), figure)

@@ -128,7 +128,10 @@ def viz_saliency(
     figure, animation, saved = Path(out) / f"{stem}.{figure_format}", Path(out) / f"{stem}.gif", Path(out) / f"{stem}.npz"
     pictures = shown.permute(1, 2, 3, 0).numpy()
     name = "/".join(Path(str(model.path)).parts[-2:])
-    save_figure(_grid(pictures, tubes, indices, frames_shown, f"Saliency tubes — {name} ({model.name}), {video.name}; target: {description}"), figure)
+    save_figure(
+        _grid(pictures, tubes, indices, frames_shown, f"Saliency tubes — {name} ({model.name}), {video.name}; target: {description}"),
+        figure,
+    )
     _animate(pictures, tubes, animation)
     with atomic_path(saved) as tmp:
         with open(tmp, "wb") as f:
@@ -139,7 +142,15 @@ def viz_saliency(
         data=str(video),
         figures=[str(figure), str(animation)],
         files=[str(saved)],
-        config={"backbone": model.name, "layer": model.layer, "target": description, "frames": sampling.frames, "stride": sampling.stride, "size": sampling.size, "start": int(indices[0])},
+        config={
+            "backbone": model.name,
+            "layer": model.layer,
+            "target": description,
+            "frames": sampling.frames,
+            "stride": sampling.stride,
+            "size": sampling.size,
+            "start": int(indices[0]),
+        },
     )
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # figures are files: never open a window, work without a display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from vdiag.io import atomic_path  # noqa: E402
+from vdiag.io import atomic_path
 
 STYLE = Path(__file__).resolve().parent.parent / "assets" / "vdiag.mplstyle"
 FIGURE_FORMATS = ("png", "pdf", "svg")

@@ -29,7 +29,9 @@ def plot_factor_grid(config: SynthConfig, path: str | Path, frames_shown: int = 
     columns = max(len(v) for v in factors.values())
     times = np.linspace(0, config.frames - 1, frames_shown).round().astype(int)
     with style():
-        fig, axes = plt.subplots(len(factors), columns, figsize=(2.1 * columns * frames_shown / 3, 1.05 * len(factors) + 0.4), squeeze=False)
+        fig, axes = plt.subplots(
+            len(factors), columns, figsize=(2.1 * columns * frames_shown / 3, 1.05 * len(factors) + 0.4), squeeze=False
+        )
         for row, (factor, values) in enumerate(factors.items()):
             for col in range(columns):
                 ax = axes[row, col]
@@ -46,7 +48,9 @@ def plot_factor_grid(config: SynthConfig, path: str | Path, frames_shown: int = 
                 if factor == "fg_trajectory":
                     for k, t in enumerate(times):
                         offset = k * (config.size + 2)
-                        ax.plot(np.array(params["x"][: t + 1]) - 0.5 + offset, np.array(params["y"][: t + 1]) - 0.5, color="#E69F00", lw=0.8)
+                        ax.plot(
+                            np.array(params["x"][: t + 1]) - 0.5 + offset, np.array(params["y"][: t + 1]) - 0.5, color="#E69F00", lw=0.8
+                        )
                 ax.set_title(values[col], fontsize=8)
                 for spine in ax.spines.values():
                     spine.set_visible(False)

@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.manifold import TSNE
 from sklearn.metrics import silhouette_score
 
+from vdiag import distributed as dist
 from vdiag.diagnostics.cluster import best_retrieved_classes
 from vdiag.diagnostics.data import DataRef
 from vdiag.diagnostics.features import Extractor, check_target, targets
@@ -23,7 +24,6 @@ from vdiag.diagnostics.retrieval import normalise
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
 from vdiag.results import Result
-from vdiag.train import distributed as dist
 from vdiag.viz.style import plt, save_figure, style
 
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000", "#999999", "#882255"]
@@ -66,18 +66,39 @@ def viz_tsne(
         if len(chosen) < 2 or keep.sum() <= len(chosen):
             raise VdiagError(f"t-SNE by class needs two classes or more with several videos each; {split} has too few")
         score = float(silhouette_score(embeddings[keep], labels[keep]))
-        panels.append({"label": checkpoint_label(extractor), "points": embed_2d(embeddings[keep], extractor.seed, perplexity), "labels": labels[keep], "classes": chosen, "silhouette": score})
+        panels.append(
+            {
+                "label": checkpoint_label(extractor),
+                "points": embed_2d(embeddings[keep], extractor.seed, perplexity),
+                "labels": labels[keep],
+                "classes": chosen,
+                "silhouette": score,
+            }
+        )
 
     figure = Path(out) / f"tsne.{figure_format}"
     saved = Path(out) / "tsne.npz"
     if dist.is_main():
-        save_figure(_plot(panels, class_names, f"t-SNE of video embeddings, top {len(panels[0]['classes'])} best-retrieved classes ({target}), {split} split"), figure)
+        save_figure(
+            _plot(
+                panels,
+                class_names,
+                f"t-SNE of video embeddings, top {len(panels[0]['classes'])} best-retrieved classes ({target}), {split} split",
+            ),
+            figure,
+        )
         arrays = {}
         for number, panel in enumerate(panels):
             arrays[f"points_{number}"], arrays[f"labels_{number}"] = panel["points"], panel["labels"]
         with atomic_path(saved) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, checkpoints=np.asarray([p["label"] for p in panels]), class_names=np.asarray(class_names), silhouettes=np.asarray([p["silhouette"] for p in panels]), **arrays)
+                np.savez(
+                    f,
+                    checkpoints=np.asarray([p["label"] for p in panels]),
+                    class_names=np.asarray(class_names),
+                    silhouettes=np.asarray([p["silhouette"] for p in panels]),
+                    **arrays,
+                )
     metrics = {"silhouette" if len(panels) == 1 else f"silhouette_{number}": panel["silhouette"] for number, panel in enumerate(panels)}
     return Result(
         command="viz tsne",

@@ -24,10 +24,33 @@ import torch
 from vdiag import __version__
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
-from vdiag.models.weights import read_state_file
 
 CHECKPOINT_FORMAT = "vdiag"
 CHECKPOINT_VERSION = 1
+
+
+def read_state_file(path: str | Path, what: str = "weights file") -> dict:
+    """`torch.load(weights_only=True)` with one-line errors for missing or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise VdiagError(f"{what} {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle of arbitrary objects, truncated file, not a torch file
+        raise VdiagError(load_failure_message(path, err)) from None
+    if not isinstance(obj, dict):
+        raise VdiagError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def load_failure_message(path: Path, err: Exception) -> str:
+    """One line for a failed `torch.load(weights_only=True)`: what the file is and what to do."""
+    if "Weights only load failed" in str(err):
+        return (
+            f"{path} holds pickled Python objects besides tensors, which vdiag never unpickles; "
+            "save the weights alone with torch.save(model.state_dict(), path)"
+        )
+    return f"{path} is not a complete PyTorch file (truncated, or another format); copy or save it again"
 
 
 def save_checkpoint(path: str | Path, **content) -> Path:
