@@ -31,7 +31,7 @@ class LARS(torch.optim.Optimizer):
     """
 
     def __init__(
-        self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 0.001, eps: float = 1e-8
+        self, params, lr: float, *, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 0.001, eps: float = 1e-8
     ):
         if lr <= 0:
             raise ValueError(f"learning rate must be positive, got {lr}")
@@ -80,7 +80,22 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, name: str, lr: float, *, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+    """The optimiser of `train.optimizer` over `parameter_groups(model, weight_decay)`.
+
+    Args:
+        model: the module whose parameters train.
+        name: 'sgd' (with momentum), 'lars' (SGD + LARS, seed 000 §5.1, ViDiDi B.3) or 'adamw'.
+        lr: the base learning rate (the trainer sets each step's value with `set_learning_rate`).
+        weight_decay: L2 weight decay of the weights (not of biases and norm layers).
+        momentum: SGD / LARS momentum (unused by AdamW).
+
+    Returns:
+        The optimiser.
+
+    Raises:
+        VdiagError: an unknown optimiser name.
+    """
     groups = parameter_groups(model, weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
@@ -95,6 +110,7 @@ def learning_rate(
     step: int,
     total_steps: int,
     base_lr: float,
+    *,
     warmup_steps: int = 0,
     min_lr_ratio: float = 0.0,
     schedule: str = "cosine",
@@ -118,5 +134,6 @@ def learning_rate(
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set `lr` on every parameter group (the schedule's value for the coming step)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
