@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from vdiag.losses.vicreg import vicreg_loss
-from vdiag.methods.base import Method
+from vdiag.methods.base import Method, apply_transform
 from vdiag.models.backbones import VideoBackbone
 from vdiag.models.heads import mlp
 
@@ -35,6 +35,13 @@ class VICReg(Method):
         self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, projector_layers)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        z = self.encode(batch["clips"], self.projector)
-        parts = vicreg_loss(z, **self.weights)  # Eq. 11
+        parts = vicreg_loss(self.representations(batch)["z"], **self.weights)  # Eq. 11
         return {"loss": parts["loss"], **{k: v.detach() for k, v in parts.items() if k != "loss"}}
+
+    def representations(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The expander outputs z, (n, ρ, D)."""
+        return {"z": self.encode(batch["clips"], self.projector)}
+
+    def objective(self, representations: dict, transform: torch.Tensor | None = None, temperature: float | None = None) -> torch.Tensor:
+        """Eq. 11 on z, or on z Pᵀ for a (D, D) `transform` P (VICReg has no temperature: ignored)."""
+        return vicreg_loss(apply_transform(representations["z"], transform), **self.weights)["loss"]
