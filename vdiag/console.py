@@ -75,7 +75,7 @@ def progress_bar(unit: str = "it", fields: tuple[str, ...] = ()) -> Progress:
     )
 
 
-def track(items: Iterable[T], total: int | None = None, description: str = "working", unit: str = "it") -> Iterator[T]:
+def track(items: Iterable[T], total: int | None = None, *, description: str = "working", unit: str = "it") -> Iterator[T]:
     """Iterate with a progress bar (rate and ETA)."""
     if total is None:
         try:

@@ -32,6 +32,7 @@ class SwAV(Method):
     def __init__(
         self,
         backbone: VideoBackbone,
+        *,
         prototypes: int = 1000,
         temperature: float = 0.1,
         epsilon: float = 0.05,
@@ -47,7 +48,7 @@ class SwAV(Method):
         self.epsilon = epsilon
         self.sinkhorn_iterations = sinkhorn_iterations
         self.freeze_prototypes_steps = freeze_prototypes_steps
-        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, projector_layers)
+        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, num_layers=projector_layers)
         self.prototypes = nn.Linear(projector_dim, prototypes, bias=False)
         self.register_buffer("queue", torch.zeros(queue_size, projector_dim))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))

@@ -23,6 +23,7 @@ class VICReg(Method):
     def __init__(
         self,
         backbone: VideoBackbone,
+        *,
         invariance_weight: float = 1.0,
         variance_weight: float = 1.0,
         covariance_weight: float = 0.05,
@@ -32,7 +33,7 @@ class VICReg(Method):
     ):
         super().__init__(backbone)
         self.weights = dict(invariance_weight=invariance_weight, variance_weight=variance_weight, covariance_weight=covariance_weight)
-        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, projector_layers)
+        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, num_layers=projector_layers)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         parts = vicreg_loss(self.representations(batch)["z"], **self.weights)  # Eq. 11

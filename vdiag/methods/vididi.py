@@ -49,7 +49,7 @@ SCHEDULES: dict[str, tuple[tuple[int, int], ...] | None] = {
 
 
 def derivative_orders(
-    schedule: str, epoch: int, generator: torch.Generator, second_order_prob: float = 0.5, random_max_order: int = 1
+    schedule: str, epoch: int, generator: torch.Generator, *, second_order_prob: float = 0.5, random_max_order: int = 1
 ) -> tuple[int, int]:
     """The derivative orders (X, X') of one batch (Algorithm 1).
 
@@ -84,6 +84,7 @@ class ViDiDi(Method):
     def __init__(
         self,
         backbone: VideoBackbone,
+        *,
         schedule: str = "balanced",
         second_order_prob: float = 0.5,
         random_max_order: int = 1,
@@ -107,7 +108,13 @@ class ViDiDi(Method):
 
     def orders(self) -> tuple[int, int]:
         """The derivative orders of the next batch."""
-        return derivative_orders(self.schedule, self.epoch, self.schedule_random.generator(), self.second_order_prob, self.random_max_order)
+        return derivative_orders(
+            self.schedule,
+            self.epoch,
+            self.schedule_random.generator(),
+            second_order_prob=self.second_order_prob,
+            random_max_order=self.random_max_order,
+        )
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         clips = batch["clips"]  # (n, 2, C, T + 2, H, W)

@@ -43,7 +43,7 @@ class VideoBackbone(nn.Module):
         keep_temporal: whether temporal strides were removed.
     """
 
-    def __init__(self, name: str, body: nn.Module, embed_dim: int, keep_temporal: bool = False):
+    def __init__(self, name: str, body: nn.Module, embed_dim: int, *, keep_temporal: bool = False):
         super().__init__()
         self.name = name
         self.body = body
@@ -159,7 +159,7 @@ def build_backbone(name: str = "tiny", keep_temporal: bool = False, weights: str
     body, embed_dim = builder()
     if keep_temporal:
         remove_temporal_strides(body)
-    backbone = VideoBackbone(name, body, embed_dim, keep_temporal)
+    backbone = VideoBackbone(name, body, embed_dim, keep_temporal=keep_temporal)
     if weights:
         from vdiag.models.weights import load_backbone_weights
 

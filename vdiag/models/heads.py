@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 
-def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 3) -> nn.Sequential:
+def mlp(in_dim: int, hidden_dim: int, out_dim: int, *, num_layers: int = 3) -> nn.Sequential:
     """Linear → (BN → ReLU → Linear) × (num_layers − 1): the SimCLR / BYOL / VICReg heads.
 
     Batch norm and ReLU on every hidden layer, none on the output (ViDiDi App. B.2; BOLD-DI §5.1:

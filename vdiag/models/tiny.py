@@ -28,7 +28,7 @@ from torch import nn
 class TinyBlock(nn.Module):
     """conv-BN-ReLU-conv-BN plus a (strided 1×1×1) shortcut, then ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: tuple[int, int, int], temporal_kernel: int = 3):
+    def __init__(self, in_channels: int, out_channels: int, stride: tuple[int, int, int], *, temporal_kernel: int = 3):
         super().__init__()
         kernel, padding = (temporal_kernel, 3, 3), (temporal_kernel // 2, 1, 1)
         self.conv1 = nn.Conv3d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=False)
@@ -63,7 +63,7 @@ class TinyVideoNet(nn.Module):
         in_channels = widths[0]
         for index, (width, t_stride) in enumerate(zip(widths, temporal_strides)):
             spatial = 1 if index == 0 else 2
-            stages.append(TinyBlock(in_channels, width, (t_stride, spatial, spatial), temporal_kernel))
+            stages.append(TinyBlock(in_channels, width, (t_stride, spatial, spatial), temporal_kernel=temporal_kernel))
             in_channels = width
         self.stages = nn.Sequential(*stages)
         self.out_channels = in_channels
