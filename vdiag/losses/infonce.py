@@ -29,7 +29,17 @@ def _multi_positive_nll(logits: torch.Tensor, positive: torch.Tensor, valid: tor
 
 def batch_masks(n: int, positives: int, candidates: int, *, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Masks (nρ, Nρ) for this rank's anchors against the gathered batch: positives are the anchor's
-    video's other clips, valid candidates every clip but the anchor itself."""
+    video's other clips, valid candidates every clip but the anchor itself.
+
+    Args:
+        n: videos on this rank.
+        positives: ρ, clips per video.
+        candidates: Nρ, clips in the batch gathered over all ranks (rank-major order).
+        device: where the masks live.
+
+    Returns:
+        (positive, valid): boolean masks of shape (nρ, Nρ).
+    """
     offset = rank() * n
     anchor_video = torch.arange(n, device=device).repeat_interleave(positives) + offset
     candidate_video = torch.arange(candidates // positives, device=device).repeat_interleave(positives)

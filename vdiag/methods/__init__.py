@@ -64,7 +64,19 @@ def method_arguments(name: str) -> dict[str, object]:
 
 
 def build_method(name: str, backbone: VideoBackbone, **arguments) -> Method:
-    """`build_method('simclr', backbone, temperature=0.2)`; unknown names and arguments are user errors."""
+    """`build_method('simclr', backbone, temperature=0.2)`; unknown names and arguments are user errors.
+
+    Args:
+        name: a key of `METHODS`.
+        backbone: the video backbone the method trains.
+        **arguments: the method's options (`method_arguments(name)` lists them with defaults).
+
+    Returns:
+        The method module, on the CPU.
+
+    Raises:
+        VdiagError: an unknown method or option, or an option value the method refuses.
+    """
     if name not in METHODS:
         raise VdiagError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
     known = method_arguments(name)

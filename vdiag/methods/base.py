@@ -133,6 +133,11 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     """θ_m ← γ θ_m + (1 − γ) θ (seed 000 §3.1; ViDiDi A.3 writes ξ ← τξ + (1 − τ)θ).
 
     Parameters are averaged; buffers (BN running statistics) are copied from the online network.
+
+    Args:
+        target: the momentum network θ_m, updated in place.
+        online: the online network θ (same architecture).
+        momentum: γ in [0, 1] (1 keeps the target as it is).
     """
     online_params = [p.detach() for p in online.parameters()]
     target_params = list(target.parameters())

@@ -91,7 +91,13 @@ def decoupled_activation_maps(
 class SearchQueue(nn.Module):
     """The memory of the cross-video search (Eq. 9–10): a FIFO of search keys f̃(·) (L2-normalised)
     with, for each entry, the current encoder's projected anchor and positive embeddings at the time
-    it was queued (detached, as MoCo keys are), which serve as ṽ and d̃ (or s̃)."""
+    it was queued (detached, as MoCo keys are), which serve as ṽ and d̃ (or s̃).
+
+    Args:
+        size: entries kept.
+        key_dim: width of the search keys f̃(·).
+        embed_dim: width of the projected embeddings.
+    """
 
     def __init__(self, size: int, key_dim: int, embed_dim: int):
         super().__init__()

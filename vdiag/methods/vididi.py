@@ -56,6 +56,16 @@ def derivative_orders(
     The scheduled pair depends on the epoch only; the random parts (the coin of lines 5–6, and
     both orders under the random schedule, uniform over 0..random_max_order per stream) come
     from `generator`, so a batch's orders are a function of (epoch, generator state).
+
+    Args:
+        schedule: a key of `SCHEDULES` ('balanced' is Algorithm 1).
+        epoch: the 0-based epoch (the scheduled pair cycles with it, lines 1–4).
+        generator: the step's random source (`StepSeed.generator()`).
+        second_order_prob: probability of differentiating both once more (lines 5–6).
+        random_max_order: the highest order the 'random' schedule draws.
+
+    Returns:
+        (order of X, order of X'), each in 0..2.
     """
     cycle = SCHEDULES[schedule]
     if cycle is None:

@@ -152,6 +152,13 @@ def build_backbone(name: str = "tiny", keep_temporal: bool = False, weights: str
             `x3d_s`, `r2plus1d_r50`).
         keep_temporal: remove temporal strides so every input frame keeps its own feature.
         weights: a local checkpoint to load into the backbone (see `load_backbone_weights`).
+
+    Returns:
+        The backbone, on the CPU: clips (N, C, T, H, W) → embeddings (N, embed_dim).
+
+    Raises:
+        VdiagError: an unknown backbone name; a weights file that is missing, unreadable or does
+            not fit the architecture.
     """
     if name not in BACKBONES:
         raise VdiagError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")

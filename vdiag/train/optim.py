@@ -26,6 +26,14 @@ class LARS(torch.optim.Optimizer):
 
     Groups with λ = 0 take a plain momentum-SGD step (no adaptation).
 
+    Args:
+        params: parameters or parameter groups (`parameter_groups`).
+        lr: the learning rate.
+        momentum: μ.
+        weight_decay: λ of groups that do not set their own.
+        trust_coefficient: η of the trust ratio (0.001, You et al.).
+        eps: added to ‖u‖ against division by zero.
+
     Example:
         >>> optimizer = LARS(model.parameters(), lr=1.2, weight_decay=1e-6)
     """
@@ -66,7 +74,15 @@ class LARS(torch.optim.Optimizer):
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: weights with decay; biases and normalisation parameters without (and, for
-    LARS, without adaptation). Frozen parameters (momentum encoders) are left out."""
+    LARS, without adaptation). Frozen parameters (momentum encoders) are left out.
+
+    Args:
+        model: the module to optimise.
+        weight_decay: λ of the first group.
+
+    Returns:
+        [{'params': weights, 'weight_decay': λ}, {'params': biases and norms, 'weight_decay': 0}].
+    """
     decay, no_decay = [], []
     norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
     for module in model.modules():
@@ -121,7 +137,21 @@ def learning_rate(
     - "cosine": η · 0.5 [cos(πk/K) + 1] down to `min_lr_ratio · base_lr` (ViDiDi B.3; k counts
       steps after warm-up, K the steps after warm-up);
     - "step": η · γ^m, m the number of `milestones` (fractions of the run) passed (ViDiDi B.5's
-      fine-tuning: ×0.1 at epochs 60 and 80 of 100 = milestones [0.6, 0.8])."""
+      fine-tuning: ×0.1 at epochs 60 and 80 of 100 = milestones [0.6, 0.8]).
+
+    Args:
+        step: the global step k about to be taken (0-based).
+        total_steps: K, the run's steps (epochs × steps per epoch).
+        base_lr: η, the peak learning rate.
+        warmup_steps: steps of linear warm-up from η / warmup_steps to η.
+        min_lr_ratio: the cosine schedule's floor as a fraction of η.
+        schedule: 'cosine' or 'step'.
+        milestones: for 'step', fractions of the run in (0, 1) where the rate is multiplied by γ.
+        gamma: γ, the 'step' schedule's factor.
+
+    Returns:
+        The learning rate for this step.
+    """
     if warmup_steps > 0 and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     if schedule == "step":
