@@ -3,6 +3,18 @@
     config → data (index, ρ-clip dataset, distributed sampler) → backbone + method → optimiser
     → epochs of steps → last.pt every epoch, final.pt at the end → Result
 
+Read top-down, `pretrain` is the whole run in six calls:
+
+    _resume_point   the resume rules: fresh folder, or last.pt's config (migrated) and position
+    _setup          data, model (DDP under torchrun), sampler, optimiser: the `_Run` every step shares
+    _restore        model / optimiser / scaler / RNG state of the resumed checkpoint
+    _open_outputs   config.yaml, metrics.jsonl cut back to the resumed step, failure tracker
+    _train          epochs → `_train_epoch` (as DINO's `train_one_epoch`) → `_step` per batch
+    _finish         the last checkpoints and the Result
+
+Settings are read from the config by index: `resolve_config` fills every default once from the
+presets, and a stored config goes through `migrate_config` on resume.
+
 Exactness: clip sampling and augmentation are functions of (seed, epoch, video index), the sampler
 order is a function of (seed, epoch), the schedules are functions of the global step, and the
 checkpoint carries the method's whole state (momentum encoders, queues), the optimiser, the scaler
@@ -290,7 +302,20 @@ def _setup(config: dict, out: Path, device: str, decoder: str, on_step: StepCall
     optimizer = build_optimizer(method, train["optimizer"], train["lr"], weight_decay=train["weight_decay"], momentum=train["momentum"])
     autocast, scaler = _mixed_precision(device, train["amp"])
     return _Run(
-        config, out, device, index, dataset, method, model, sampler, optimizer, autocast, scaler, per_rank, steps_per_epoch, on_step
+        config=config,
+        out=out,
+        device=device,
+        index=index,
+        dataset=dataset,
+        method=method,
+        model=model,
+        sampler=sampler,
+        optimizer=optimizer,
+        autocast=autocast,
+        scaler=scaler,
+        per_rank=per_rank,
+        steps_per_epoch=steps_per_epoch,
+        on_step=on_step,
     )
 
 
