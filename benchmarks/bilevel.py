@@ -67,7 +67,7 @@ def measure(name: str, options: dict) -> dict:
     method = build_model(config)
     method.start_epoch(0)
     batch = {"clips": torch.randn(8, 2, 3, 8, 64, 64)}
-    optimizer = build_optimizer(method, "adamw", 1e-4, 1e-6)
+    optimizer = build_optimizer(method, "adamw", 1e-4, weight_decay=1e-6)
     before = _resident_kib()
 
     step = method_step(method, optimizer, batch)

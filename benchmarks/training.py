@@ -83,8 +83,8 @@ def measure_methods(backbone_name: str, methods: list[str]) -> list[dict]:
         method.start_epoch(0)
         clips = torch.randn(VIDEOS[backbone_name], 2 if name != "supervised" else 1, 3, 8 + method.extra_frames, 64, 64)
         batch = {"clips": clips, "label": torch.zeros(len(clips), dtype=torch.long)}
-        optimizer = build_optimizer(method, "adamw", 1e-4, 1e-6)
-        bare_optimizer = build_optimizer(method.backbone, "adamw", 1e-4, 1e-6)
+        optimizer = build_optimizer(method, "adamw", 1e-4, weight_decay=1e-6)
+        bare_optimizer = build_optimizer(method.backbone, "adamw", 1e-4, weight_decay=1e-6)
         steps = {
             "method": method_step(method, optimizer, batch),
             "bare": bare_step(method.backbone, bare_optimizer, clips, FORWARDS.get(name, (1, 0))),

@@ -31,22 +31,22 @@ def clips(n=4, frames=5, side=32, seed=1):
 
 def test_balanced_schedule_is_algorithm_1():
     never, always = torch.Generator(), torch.Generator()
-    assert [derivative_orders("balanced", e, never, 0.0) for e in range(8)] == [(1, 1), (1, 0), (0, 1), (0, 0)] * 2
-    assert [derivative_orders("balanced", e, always, 1.0) for e in range(4)] == [(2, 2), (2, 1), (1, 2), (1, 1)]
+    assert [derivative_orders("balanced", e, never, second_order_prob=0.0) for e in range(8)] == [(1, 1), (1, 0), (0, 1), (0, 0)] * 2
+    assert [derivative_orders("balanced", e, always, second_order_prob=1.0) for e in range(4)] == [(2, 2), (2, 1), (1, 2), (1, 1)]
 
 
 def test_table_6_schedules():
     g = torch.Generator()
-    assert [derivative_orders("reverse", e, g, 0.0) for e in range(4)] == [(0, 0), (0, 1), (1, 0), (1, 1)]
-    assert [derivative_orders("alternate", e, g, 0.0) for e in range(4)] == [(1, 1), (0, 0)] * 2
-    assert [derivative_orders("alternate-mix", e, g, 0.0) for e in range(6)] == [(1, 1), (1, 0), (0, 0)] * 2
-    drawn = {derivative_orders("random", 0, g, 0.0, random_max_order=2) for _ in range(200)}
+    assert [derivative_orders("reverse", e, g, second_order_prob=0.0) for e in range(4)] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert [derivative_orders("alternate", e, g, second_order_prob=0.0) for e in range(4)] == [(1, 1), (0, 0)] * 2
+    assert [derivative_orders("alternate-mix", e, g, second_order_prob=0.0) for e in range(6)] == [(1, 1), (1, 0), (0, 0)] * 2
+    drawn = {derivative_orders("random", 0, g, second_order_prob=0.0, random_max_order=2) for _ in range(200)}
     assert drawn == {(a, b) for a in range(3) for b in range(3)}  # every pair, epoch-independent
 
 
 def test_second_order_coin_is_fair_and_lifts_both_streams():
     g = torch.Generator().manual_seed(0)
-    pairs = [derivative_orders("balanced", 1, g, 0.5) for _ in range(2000)]
+    pairs = [derivative_orders("balanced", 1, g, second_order_prob=0.5) for _ in range(2000)]
     assert set(pairs) == {(1, 0), (2, 1)}
     assert abs(pairs.count((2, 1)) / len(pairs) - 0.5) < 0.05
 
@@ -113,7 +113,7 @@ def reference_eq2(a, b, tau):
 def test_pair_info_nce_is_eq_2():
     torch.manual_seed(0)
     a, b = torch.randn(6, 16), torch.randn(6, 16)
-    assert torch.allclose(pair_info_nce(a, b, a, b, 0.1), reference_eq2(a, b, 0.1), atol=1e-5)
+    assert torch.allclose(pair_info_nce(a, b, a, b, temperature=0.1), reference_eq2(a, b, 0.1), atol=1e-5)
 
 
 def test_l_vd_is_lower_when_video_and_difference_features_agree():
@@ -129,10 +129,14 @@ def test_retrieved_positives_weighted_by_their_prior():
     a, b = torch.randn(5, 8), torch.randn(5, 8)
     retrieved = torch.randn(5, 3, 8)
     one_hot = torch.tensor([[0.0, 1.0, 0.0]]).expand(5, 3)
-    assert torch.allclose(pair_info_nce(a, retrieved, a, b, 0.1, one_hot), pair_info_nce(a, retrieved[:, 1], a, b, 0.1), atol=1e-6)
+    assert torch.allclose(
+        pair_info_nce(a, retrieved, a, b, temperature=0.1, weights=one_hot),
+        pair_info_nce(a, retrieved[:, 1], a, b, temperature=0.1),
+        atol=1e-6,
+    )
     weights = torch.softmax(torch.randn(5, 3), 1)
     expected = sum((weights[:, k] * _rowwise(a, retrieved[:, k], a, b)).mean() for k in range(3))
-    assert torch.allclose(pair_info_nce(a, retrieved, a, b, 0.1, weights), expected, atol=1e-5)
+    assert torch.allclose(pair_info_nce(a, retrieved, a, b, temperature=0.1, weights=weights), expected, atol=1e-5)
 
 
 def _rowwise(anchors, positives, pool_a, pool_b, tau=0.1):

@@ -55,7 +55,7 @@ def validity(tmp_path_factory):
             "train": {"epochs": 8, "batch_size": 16, "warmup_epochs": 0},
             "method_args": {"target": target},
         }
-        models[name] = pretrain(resolve_config("supervised", "cpu", options=options), base / name, "cpu").checkpoint
+        models[name] = pretrain(resolve_config("supervised", "cpu", options=options), base / name, device="cpu").checkpoint
     for backbone in ("tiny", "tiny2d"):
         torch.manual_seed(0)
         path = base / f"random-{backbone}.pt"

@@ -74,7 +74,7 @@ def test_moco_with_two_positives_is_symmetrised_moco_v2():
     torch.manual_seed(2)
     q, k = torch.randn(4, 2, 8), torch.randn(4, 2, 8)
     queue = F.normalize(torch.randn(10, 8), dim=1)
-    ours = moco_info_nce(q, k, queue, 0.1)
+    ours = moco_info_nce(q, k, queue, temperature=0.1)
 
     def one_direction(query, key):  # MoCo's logits: [q·k+, q·queue] / α, label 0
         query, key = F.normalize(query, dim=1), F.normalize(key, dim=1)

@@ -163,3 +163,51 @@ def test_lars_step_by_hand():
     trust = 0.01 * 5 / update.norm()
     assert torch.allclose(w.detach(), torch.tensor([3.0, 4.0]) - trust * update, atol=1e-6)
     assert torch.allclose(b.detach(), torch.tensor([-1.0]))  # no decay group: plain SGD step
+
+
+def _wrapped_bases() -> list[type]:
+    """The base objectives some wrapper (ViDiDi, BOLD-DI, BOD-VCL) in METHODS composes with."""
+    from vdiag.methods.bilevel import KoopmanBilevel
+    from vdiag.methods.vididi import ViDiDi
+
+    wrappers = (ViDiDi, KoopmanBilevel)
+    bases = {
+        base
+        for cls in METHODS.values()
+        if issubclass(cls, wrappers)
+        for base in cls.__mro__[1:]
+        if base in METHODS.values() and not issubclass(base, wrappers)
+    }
+    return sorted(bases, key=lambda cls: cls.name)
+
+
+def test_the_wrappers_compose_with_five_base_objectives():
+    assert [cls.name for cls in _wrapped_bases()] == ["byol", "moco", "simclr", "swav", "vicreg"]
+
+
+@pytest.mark.parametrize("name", [cls.name for cls in _wrapped_bases()])
+def test_wrapped_base_objectives_implement_the_method_contract(name):
+    """forward == objective(representations(batch)); an identity transform changes nothing; a projector."""
+    import copy
+
+    from vdiag.methods.base import Method
+
+    cls = METHODS[name]
+    assert all(getattr(cls, hook) is not getattr(Method, hook) for hook in ("forward", "representations", "objective"))
+    method = small_method(name)
+    twins = [copy.deepcopy(method) for _ in range(2)]
+    clips = batch()
+    loss = method(clips)["loss"]
+    assert isinstance(method.projector, torch.nn.Module)
+    assert torch.equal(twins[0].objective(twins[0].representations(clips)), loss)
+    dim = twins[1].representations(clips)
+    width = next(v for v in dim.values() if v is not None).shape[-1]
+    assert torch.allclose(twins[1].objective(dim, torch.eye(width), None), loss, atol=1e-5)
+
+
+def test_a_method_without_the_hooks_says_which_one_is_missing():
+    method = small_method("supervised")
+    with pytest.raises(NotImplementedError, match="Supervised does not expose representations"):
+        method.representations(batch())
+    with pytest.raises(NotImplementedError, match="Supervised does not define objective"):
+        method.objective({})

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -254,6 +255,77 @@ def test_saved_config_reproduces_the_run(tiny_synth, tmp_path):
     run_cli("pretrain", "--method", "byol", "--data", str(root), "--epochs", "1", "--out", str(tmp_path / "a"), *cli_sets())
     run_cli("pretrain", "--config", str(tmp_path / "a" / "config.yaml"), "--out", str(tmp_path / "b"))
     assert step_losses(tmp_path / "a") == step_losses(tmp_path / "b")
+
+
+def _settings_read(path) -> set[tuple[str, str]]:
+    """(section, key) of every `…["section"]["key"]`, `train["key"]`, `run.train["key"]` in a module."""
+    import ast
+
+    from vdiag.train.config import SECTIONS
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)):
+            continue
+        inner = node.value
+        section = getattr(inner, "id", None) or getattr(inner, "attr", None)
+        if isinstance(inner, ast.Subscript) and isinstance(inner.slice, ast.Constant):
+            section = inner.slice.value
+        if section in SECTIONS:
+            found.add((section, node.slice.value))
+    return found
+
+
+def test_every_setting_the_trainer_reads_is_in_the_resolved_config():
+    """Defaults are filled once (resolve_config, from the presets); the trainer indexes them directly."""
+    import vdiag.methods
+    import vdiag.train.trainer
+
+    read = _settings_read(Path(vdiag.train.trainer.__file__)) | _settings_read(Path(vdiag.methods.__file__))
+    assert {("train", "amp"), ("train", "schedule"), ("data", "workers"), ("backbone", "weights")} <= read  # the scan sees them
+    for preset in ("cpu", "paper"):
+        for method in METHODS:
+            config = resolve_config(method, preset)
+            assert [f"{s}.{k}" for s, k in sorted(read) if k not in config[s]] == [], (preset, method)
+    trainer_source = Path(vdiag.train.trainer.__file__).read_text()
+    assert 'train.get("' not in trainer_source and 'data"].get(' not in trainer_source  # no second default
+
+
+def test_migrate_config_fills_an_older_config_from_its_preset():
+    from vdiag.train.config import migrate_config
+
+    new = resolve_config("byol", "paper")
+    assert migrate_config(new) == new  # a complete config comes back as it is
+    old = json.loads(json.dumps(new))
+    for section, key in [("train", "schedule"), ("train", "milestones"), ("train", "gamma"), ("data", "workers"), ("backbone", "weights")]:
+        del old[section][key]
+    old["train"]["warmup_epochs"] = 3  # stored values win over the preset's
+    migrated = migrate_config(old)
+    assert "schedule" not in old["train"]  # the input is not modified
+    assert migrated["train"]["schedule"] == "cosine" and migrated["train"]["milestones"] == [0.6, 0.8] and migrated["train"]["gamma"] == 0.1
+    assert migrated["data"]["workers"] == 8 and migrated["backbone"]["weights"] is None  # the paper preset's, not a trainer fallback
+    assert migrated["train"]["warmup_epochs"] == 3
+    assert migrate_config({**old, "preset": "cpu"})["data"]["workers"] == 2
+    with pytest.raises(VdiagError, match="lacks .*train.schedule.*preset 'mine'"):
+        migrate_config({**old, "preset": "mine"})
+
+
+def test_resume_from_a_checkpoint_written_before_settings_existed(tiny_synth, tmp_path):
+    """A last.pt whose stored config lacks settings added since (schedule, workers, …) resumes with the preset's values."""
+    from vdiag.checkpoint import save_checkpoint
+
+    root, _ = tiny_synth
+    config = _config(root, "simclr", 2)
+    pretrain(config, tmp_path, stop_after_epochs=1)
+    state = load_checkpoint(tmp_path / "last.pt")
+    for key in ("schedule", "milestones", "gamma", "amp", "clip_grad"):
+        del state["config"]["train"][key]
+    del state["config"]["data"]["max_failures"], state["config"]["backbone"]["weights"]
+    save_checkpoint(tmp_path / "last.pt", **{k: v for k, v in state.items() if k not in ("format", "version", "vdiag_version")})
+    result = pretrain(config, tmp_path, resume=True)
+    assert result.details["finished"] and result.metrics["steps_done"] == 6
+    saved = load_checkpoint(tmp_path / "final.pt")["config"]
+    assert saved["train"]["schedule"] == "cosine" and saved["data"]["max_failures"] == 0.05 and saved["data"]["workers"] == 0
 
 
 @pytest.mark.skipif(os.cpu_count() is None, reason="needs a CPU count")

@@ -255,7 +255,7 @@ def test_concepts_figure_and_refusal(tiny_synth, tmp_path):
         "data": {"path": str(root), "frames": 4, "stride": 2, "size": 32, "workers": 0},
         "train": {"epochs": 1, "batch_size": 8, "warmup_epochs": 0},
     }
-    checkpoint = pretrain(resolve_config("concepts", "cpu", options=options), tmp_path / "run", "cpu").checkpoint
+    checkpoint = pretrain(resolve_config("concepts", "cpu", options=options), tmp_path / "run", device="cpu").checkpoint
     video = root / "videos" / "test" / "test_00001.mp4"
     result = json.loads(
         run_cli(
@@ -272,6 +272,6 @@ def test_concepts_figure_and_refusal(tiny_synth, tmp_path):
     expected = class_similarity(saved["video_codes"][:, static_count:], saved["labels"], len(saved["class_names"]))
     np.testing.assert_allclose(saved["similarity_dynamic"], expected)
     np.testing.assert_allclose(np.diag(saved["similarity_static"]), 1.0, atol=1e-6)
-    other = pretrain(resolve_config("simclr", "cpu", options=options), tmp_path / "simclr", "cpu").checkpoint
+    other = pretrain(resolve_config("simclr", "cpu", options=options), tmp_path / "simclr", device="cpu").checkpoint
     refused = run_cli("viz", "concepts", other, str(video), "--out", str(tmp_path / "no"), check=False)
     assert refused.returncode == 2 and "trained with simclr" in refused.stderr and "--method concepts" in refused.stderr

@@ -30,7 +30,19 @@ CHECKPOINT_VERSION = 1
 
 
 def read_state_file(path: str | Path, what: str = "weights file") -> dict:
-    """`torch.load(weights_only=True)` with one-line errors for missing or foreign files."""
+    """`torch.load(weights_only=True)` with one-line errors for missing or foreign files.
+
+    Args:
+        path: the file.
+        what: how the error messages name it ('weights file', 'checkpoint').
+
+    Returns:
+        The loaded dict, tensors on the CPU.
+
+    Raises:
+        VdiagError: the file is missing, holds pickled objects besides tensors, is truncated or
+            not a PyTorch file, or holds something other than a dict.
+    """
     path = Path(path)
     if not path.is_file():
         raise VdiagError(f"{what} {path} does not exist")
@@ -57,6 +69,12 @@ def save_checkpoint(path: str | Path, **content) -> Path:
     """Write a checkpoint atomically; `content` supplies config, model, position, ….
 
     Tensors are moved to the CPU so that the file loads on any machine.
+
+    Returns:
+        `path`, as a Path.
+
+    Raises:
+        VdiagError: the folder cannot be created or written to.
     """
     state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "vdiag_version": __version__}
     state.update({key: _to_cpu(value) for key, value in content.items()})
@@ -67,12 +85,25 @@ def save_checkpoint(path: str | Path, **content) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Read a vdiag checkpoint safely; anything else is a one-line error saying what it is."""
+    """Read a vdiag checkpoint safely; anything else is a one-line error saying what it is.
+
+    Returns:
+        The checkpoint dict (see the module docstring). Its `config` may predate settings added
+        since: pass it through `vdiag.train.config.migrate_config` before building from it.
+
+    Raises:
+        VdiagError: see `read_state_file` and `check_checkpoint`.
+    """
     return check_checkpoint(read_state_file(Path(path), what="checkpoint"), Path(path))
 
 
 def check_checkpoint(state: dict, path: Path) -> dict:
-    """`state` (already read with weights_only=True) if it is a usable vdiag checkpoint, else a one-line error."""
+    """`state` (already read with weights_only=True) if it is a usable vdiag checkpoint, else a one-line error.
+
+    Raises:
+        VdiagError: not a vdiag checkpoint (another tool's weights), written by a newer vdiag, or
+            missing its config, model or position.
+    """
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise VdiagError(
             f"{path} is not a vdiag checkpoint (no format: 'vdiag'); to diagnose another tool's weights "

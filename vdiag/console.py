@@ -28,10 +28,12 @@ T = TypeVar("T")
 
 
 def set_quiet(quiet: bool) -> None:
+    """Hide (True) or show progress bars and notes for the rest of the process (`--quiet`); warnings stay."""
     _state["quiet"] = quiet
 
 
 def is_quiet() -> bool:
+    """Whether `set_quiet(True)` is in force."""
     return _state["quiet"]
 
 
@@ -58,7 +60,15 @@ class _Rate(TextColumn):
 
 def progress_bar(unit: str = "it", fields: tuple[str, ...] = ()) -> Progress:
     """A rich progress bar with count, rate and ETA, on stderr; `fields` are extra task fields
-    shown after the ETA (e.g. the current losses)."""
+    shown after the ETA (e.g. the current losses).
+
+    Args:
+        unit: the unit of the rate column.
+        fields: names of task fields (`progress.add_task(..., losses="")`) shown after the ETA.
+
+    Returns:
+        A `rich.progress.Progress` to use as a context manager; disabled under `set_quiet(True)`.
+    """
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -75,8 +85,18 @@ def progress_bar(unit: str = "it", fields: tuple[str, ...] = ()) -> Progress:
     )
 
 
-def track(items: Iterable[T], total: int | None = None, description: str = "working", unit: str = "it") -> Iterator[T]:
-    """Iterate with a progress bar (rate and ETA)."""
+def track(items: Iterable[T], total: int | None = None, *, description: str = "working", unit: str = "it") -> Iterator[T]:
+    """Iterate with a progress bar (rate and ETA) on stderr, hidden under `set_quiet(True)`.
+
+    Args:
+        items: what to iterate.
+        total: the number of items (default `len(items)` where it has one; else no ETA).
+        description: the bar's label.
+        unit: the unit of the rate ('videos' → 'videos/s').
+
+    Returns:
+        An iterator over `items`, advancing the bar after each.
+    """
     if total is None:
         try:
             total = len(items)  # type: ignore[arg-type]

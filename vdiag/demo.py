@@ -145,8 +145,8 @@ def _pretrain(run: DemoRun, data: str, folder: Path, settings: DemoSettings, see
         "method_args": dict(run.method_args),
         "backbone": {"name": run.backbone} if run.backbone else {},
     }
-    config = resolve_config(run.method, "cpu", None, options, seed=seed)
-    pretrain(config, folder, device, decoder, resume=(folder / "last.pt").is_file())
+    config = resolve_config(run.method, "cpu", options=options, seed=seed)
+    pretrain(config, folder, device=device, decoder=decoder, resume=(folder / "last.pt").is_file())
     if not final.is_file():  # stopped early (Ctrl-C): last.pt is saved
         raise VdiagError(f"the demo stopped while pretraining {run.name}; run `vdiag demo` again to continue from {folder / 'last.pt'}")
     return final

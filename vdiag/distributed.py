@@ -15,6 +15,7 @@ import torch.distributed as dist
 
 
 def launched_by_torchrun() -> bool:
+    """Whether torchrun started this process as one of several (RANK and WORLD_SIZE > 1 set)."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
 
 
@@ -32,23 +33,28 @@ def setup(device: str) -> str:
 
 
 def teardown() -> None:
+    """Leave the process group, if this process joined one."""
     if is_initialized():
         dist.destroy_process_group()
 
 
 def is_initialized() -> bool:
+    """Whether a torch.distributed process group is up."""
     return dist.is_available() and dist.is_initialized()
 
 
 def rank() -> int:
+    """This process's rank, 0 without a process group."""
     return dist.get_rank() if is_initialized() else 0
 
 
 def world_size() -> int:
+    """The number of processes, 1 without a process group."""
     return dist.get_world_size() if is_initialized() else 1
 
 
 def is_main() -> bool:
+    """Whether this is rank 0, the process that logs and writes files."""
     return rank() == 0
 
 
@@ -102,6 +108,7 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def barrier() -> None:
+    """Wait until every rank gets here; nothing in one process."""
     if is_initialized():
         dist.barrier()
 
@@ -118,7 +125,15 @@ def all_reduce_sum_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 
 def average_across_ranks(tensors: list[torch.Tensor], differentiable: bool = False) -> list[torch.Tensor]:
     """Mean over ranks of each tensor (e.g. gradients from `torch.autograd.grad`, which DDP does not
-    average). `differentiable=True` keeps the graph (for unrolled second-order differentiation)."""
+    average). `differentiable=True` keeps the graph (for unrolled second-order differentiation).
+
+    Args:
+        tensors: this rank's tensors (same shapes on every rank).
+        differentiable: all-reduce with gradient instead of one flat in-place all-reduce.
+
+    Returns:
+        The per-rank means, in the order and shapes given; the inputs themselves in one process.
+    """
     world = world_size()
     if world == 1:
         return tensors

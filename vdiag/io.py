@@ -21,6 +21,11 @@ from vdiag.errors import VdiagError
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success rename it onto `target`.
 
+    On an exception inside the block the temporary file is removed and `target` is left as it was.
+
+    Raises:
+        VdiagError: the folder cannot be created or written to.
+
     Example:
         >>> with atomic_path("out/result.json") as tmp:
         ...     tmp.write_text("{}")
@@ -49,9 +54,40 @@ def _umask() -> int:
 
 
 def write_json(path: str | os.PathLike, obj) -> Path:
-    """Write `obj` as indented JSON, atomically."""
+    """Write `obj` as indented JSON, atomically (numpy values, paths and sets through `to_jsonable`).
+
+    Raises:
+        VdiagError: the folder cannot be created or written to.
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=to_jsonable) + "\n")
+    return Path(path)
+
+
+def save_npz(path: str | os.PathLike, **arrays) -> Path:
+    """Write `arrays` to an uncompressed `.npz` file at `path`, atomically (`atomic_path`).
+
+    The file is written through an open handle, so numpy keeps the name as given (it would append
+    `.npz` to a bare path); read it back with `np.load(path)`, which for string arrays needs no pickle.
+
+    Args:
+        path: the target file; its folder is created.
+        **arrays: name → array-like, stored under that name (as `np.savez` does).
+
+    Returns:
+        `path`, as a Path.
+
+    Raises:
+        VdiagError: the folder cannot be created or written to.
+
+    Example:
+        >>> save_npz("out/embeddings.npz", embeddings=x, labels=y)
+    """
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
     return Path(path)
 
 
@@ -75,6 +111,9 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside `target`; on success it replaces `target`.
 
     An existing `target` is removed only once the new one is complete.
+
+    Raises:
+        VdiagError: the parent folder cannot be created or written to.
     """
     target = Path(target)
     try:

@@ -17,6 +17,19 @@ from vdiag.io import write_json
 
 @dataclass
 class Result:
+    """What an analysis command returns: metrics, the files it wrote, and enough to repeat it.
+
+    Args:
+        command: the command's name ('pretrain', 'diagnose static-bias', …).
+        metrics: name → number (NaN / inf are written as null in JSON).
+        checkpoint: the checkpoint analysed or written.
+        data: the dataset root.
+        figures: figure files written.
+        config: the settings that produced it.
+        files: every file written (`write` adds its own).
+        details: anything else JSON-able (per-class tables, histories, …).
+    """
+
     command: str
     metrics: dict[str, float] = field(default_factory=dict)
     checkpoint: str | None = None
@@ -27,6 +40,7 @@ class Result:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON object of DESIGN.md's "Results": the fields above plus `vdiag_version`."""
         return {
             "command": self.command,
             "vdiag_version": __version__,

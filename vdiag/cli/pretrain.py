@@ -128,9 +128,11 @@ def pretrain(
             if (method or "") != "supervised":
                 raise VdiagError("--target applies to --method supervised only")
             options["method_args"]["target"] = target
-        config = resolve_config(method, preset, config_file, options, list(assignments), seed=settings.seed)
+        config = resolve_config(method, preset, config_file=config_file, options=options, assignments=list(assignments), seed=settings.seed)
         out = out or _default_out(config["method"], config["backbone"]["name"])
-    result = run_pretrain(config, out, resolve_device(settings.device), settings.decoder, resume, stop_after)
+    result = run_pretrain(
+        config, out, device=resolve_device(settings.device), decoder=settings.decoder, resume=resume, stop_after_epochs=stop_after
+    )
     footer = [
         f"checkpoint: {result.checkpoint}",
         f"resolved config: {result.details['config_file']}   step log: {result.details['metrics_log']}",

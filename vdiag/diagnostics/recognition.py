@@ -117,7 +117,7 @@ def finetune(
         "method_args": {"target": target, "dropout": settings.dropout},
     }
     config = resolve_config("supervised", "cpu", options=options, seed=extractor.seed)
-    run = pretrain(config, out, device, extractor.decoder, resume=resume)
+    run = pretrain(config, out, device=device, decoder=extractor.decoder, resume=resume)
     if not run.details.get("finished"):
         raise VdiagError(f"fine-tuning stopped before the end; continue with the same command and --resume (run folder {out})")
     dist.barrier()  # rank 0 wrote final.pt

@@ -55,6 +55,6 @@ def backdoor_info_nce(embeddings: torch.Tensor, directions: torch.Tensor, temper
     difference = projections[:, None] - candidates[None, :]  # (nρ, Nρ, J, 2)
     distance = (difference.pow(2).sum(-1) + SMOOTHING**2).sqrt() - SMOOTHING  # |Z_i·φ_j − Z_t·φ_j|, softened at 0
     logits = (-distance / temperature).permute(2, 0, 1)  # (J, nρ, Nρ)
-    positive, valid = batch_masks(n, positives, candidates.shape[0], anchors.device)
+    positive, valid = batch_masks(n, positives, candidates.shape[0], device=anchors.device)
     count = logits.shape[0]
     return _multi_positive_nll(logits.reshape(-1, logits.shape[-1]), positive.repeat(count, 1), valid.repeat(count, 1))

@@ -23,7 +23,7 @@ from vdiag.losses.swav import sinkhorn
 
 
 def concept_alignment(
-    codes_a: torch.Tensor, codes_b: torch.Tensor, temperature: float = 0.1, epsilon: float = 0.05, iterations: int = 3
+    codes_a: torch.Tensor, codes_b: torch.Tensor, *, temperature: float = 0.1, epsilon: float = 0.05, iterations: int = 3
 ) -> torch.Tensor:
     """Eq. 4 for one pair of code sets, averaged over the batch.
 
@@ -52,7 +52,7 @@ def valid_concepts(codes_a: torch.Tensor, codes_b: torch.Tensor, top_k: int) -> 
     return top(codes_a) & top(codes_b)
 
 
-def local_concept_contrast(local_a: torch.Tensor, local_b: torch.Tensor, valid: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+def local_concept_contrast(local_a: torch.Tensor, local_b: torch.Tensor, valid: torch.Tensor, *, margin: float = 1.0) -> torch.Tensor:
     """Eq. 9, l(F_a, F_b), on L2-normalised local features, averaged over valid (video, concept) pairs.
 
     Args:

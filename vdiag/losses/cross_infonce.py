@@ -27,6 +27,7 @@ def pair_info_nce(
     positives: torch.Tensor,
     anchor_pool: torch.Tensor,
     positive_pool: torch.Tensor,
+    *,
     temperature: float = 0.1,
     weights: torch.Tensor | None = None,
 ) -> torch.Tensor:

@@ -27,9 +27,19 @@ def _multi_positive_nll(logits: torch.Tensor, positive: torch.Tensor, valid: tor
     return (denominator - numerator).mean()
 
 
-def batch_masks(n: int, positives: int, candidates: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_masks(n: int, positives: int, candidates: int, *, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Masks (nρ, Nρ) for this rank's anchors against the gathered batch: positives are the anchor's
-    video's other clips, valid candidates every clip but the anchor itself."""
+    video's other clips, valid candidates every clip but the anchor itself.
+
+    Args:
+        n: videos on this rank.
+        positives: ρ, clips per video.
+        candidates: Nρ, clips in the batch gathered over all ranks (rank-major order).
+        device: where the masks live.
+
+    Returns:
+        (positive, valid): boolean masks of shape (nρ, Nρ).
+    """
     offset = rank() * n
     anchor_video = torch.arange(n, device=device).repeat_interleave(positives) + offset
     candidate_video = torch.arange(candidates // positives, device=device).repeat_interleave(positives)
@@ -61,11 +71,11 @@ def info_nce(embeddings: torch.Tensor, temperature: float = 0.1) -> torch.Tensor
     candidates = gather_with_grad(anchors)  # (Nρ, D), all ranks
     logits = anchors @ candidates.T / temperature  # (nρ, Nρ)
 
-    positive, valid = batch_masks(n, positives, candidates.shape[0], anchors.device)
+    positive, valid = batch_masks(n, positives, candidates.shape[0], device=anchors.device)
     return _multi_positive_nll(logits, positive, valid)
 
 
-def moco_info_nce(queries: torch.Tensor, keys: torch.Tensor, queue: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+def moco_info_nce(queries: torch.Tensor, keys: torch.Tensor, queue: torch.Tensor, *, temperature: float = 0.1) -> torch.Tensor:
     """v-MoCo: queries from the online network, positives the momentum keys of the same video's
     other clips, negatives the queue of earlier keys (Eq. 1 with Z₋ = queue).
 

@@ -64,7 +64,19 @@ def method_arguments(name: str) -> dict[str, object]:
 
 
 def build_method(name: str, backbone: VideoBackbone, **arguments) -> Method:
-    """`build_method('simclr', backbone, temperature=0.2)`; unknown names and arguments are user errors."""
+    """`build_method('simclr', backbone, temperature=0.2)`; unknown names and arguments are user errors.
+
+    Args:
+        name: a key of `METHODS`.
+        backbone: the video backbone the method trains.
+        **arguments: the method's options (`method_arguments(name)` lists them with defaults).
+
+    Returns:
+        The method module, on the CPU.
+
+    Raises:
+        VdiagError: an unknown method or option, or an option value the method refuses.
+    """
     if name not in METHODS:
         raise VdiagError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
     known = method_arguments(name)
@@ -78,8 +90,9 @@ def build_model(config: dict, index: DatasetIndex | None = None) -> Method:
     """Backbone + method from a resolved config: what training and every diagnostic build.
 
     Args:
-        config: a resolved training config (`vdiag.train.config.resolve_config`, or the `config`
-            stored in a checkpoint): `method`, `method_args`, `backbone.{name,keep_temporal,weights}`.
+        config: a complete training config (`vdiag.train.config.resolve_config`, or the `config`
+            stored in a checkpoint after `vdiag.train.config.migrate_config`): `method`,
+            `method_args`, `backbone.{name,keep_temporal,weights}`.
         index: the training data; sizes the supervised head from its classes or factor values.
             Without it the number of classes recorded in `method_args.num_classes` is used.
 
@@ -91,7 +104,7 @@ def build_model(config: dict, index: DatasetIndex | None = None) -> Method:
             classes; a `--target` that is not a factor of the data.
     """
     backbone_cfg = config["backbone"]
-    backbone = build_backbone(backbone_cfg["name"], backbone_cfg.get("keep_temporal", False), backbone_cfg.get("weights"))
+    backbone = build_backbone(backbone_cfg["name"], backbone_cfg["keep_temporal"], backbone_cfg["weights"])
     arguments = dict(config["method_args"])
     if config["method"] == "supervised":
         arguments["num_classes"] = _num_classes(arguments.get("target", "label"), index, arguments.get("num_classes"))

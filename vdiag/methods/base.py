@@ -12,6 +12,23 @@ state a checkpoint needs. The trainer calls, per step:
 `batch['clips']` is `(n, ρ, C, T + extra_frames, H, W)`: n videos, ρ augmented clips each
 (seed 000 §3.1). A method that takes temporal derivatives or frame differences sets `extra_frames`
 so that the data layer samples that many frames after each clip instead of wrapping around.
+
+The wrappers compose with a base objective by inheritance (`class ViDiDiSimCLR(ViDiDi, SimCLR)`,
+`class BODVCLMoCo(BODVCL, MoCo)`) and call these hooks of the base, all declared on `Method`:
+
+    forward(batch)                 the base loss (ViDiDi on derivative views; `KoopmanBilevel.base_forward`)
+    encode(clips, head, backbone)  one backbone pass + head, (n, ρ, D) (BOLD-DI / BOD-VCL override it to
+                                   keep the per-frame features)
+    projector                      the head from backbone features to the loss's space (the Koopman
+                                   features u_t of BOLD-DI / BOD-VCL are its per-frame outputs)
+    representations(batch)         the tensors the loss compares, with side effects done (queues fed)
+    objective(representations, transform=None, temperature=None)
+                                   the loss on those tensors, or on their parts v Pᵀ for a (D, D)
+                                   projector P, with another temperature (BOD-VCL's L_A and L_M)
+
+so that `forward(batch) == objective(representations(batch))` for a base objective. SimCLR, MoCo,
+BYOL, SwAV and VICReg (every base a wrapper composes with) implement all of them; the hooks of
+`Method` itself raise NotImplementedError naming the method and the missing hook.
 """
 
 from __future__ import annotations
@@ -26,6 +43,16 @@ from vdiag.models.backbones import VideoBackbone
 
 
 class Method(nn.Module):
+    """A training objective: an `nn.Module` holding the backbone and everything it trains or keeps.
+
+    Subclasses set the class attributes below, define `forward`, and (base objectives that wrappers
+    compose with) `representations`, `objective` and a `projector`; see the module docstring for
+    the contract and when each hook is called.
+
+    Args:
+        backbone: the video backbone (`vdiag.models.build_backbone`); its output is (N, embed_dim).
+    """
+
     name = "method"
     min_positives = 2  # clips per video the objective needs
     max_positives: int | None = None  # two-view objectives (ViDiDi, DCLR, concepts) set 2
@@ -49,7 +76,24 @@ class Method(nn.Module):
         return head(features).view(n, positives, -1)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The step's losses, {'loss': total, plus named parts}, all scalars; `batch['clips']` is (n, ρ, C, T, H, W)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no forward(batch); every method must")
+
+    def representations(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The tensors the loss compares (e.g. {'z': (n, ρ, D)}), with the step's side effects done
+        (a queue fed with this batch's keys); `objective` turns them into the loss."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not expose representations(batch); a wrapper that splits the loss "
+            "(BOD-VCL) needs a base objective that does (see vdiag.methods.base)"
+        )
+
+    def objective(self, representations: dict, transform: torch.Tensor | None = None, temperature: float | None = None) -> torch.Tensor:
+        """The scalar loss on `representations`; with a (D, D) `transform` P, on the parts v Pᵀ (BOD-VCL's
+        static / dynamic parts), and with `temperature` instead of the method's own where it has one."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not define objective(representations, transform, temperature); a wrapper "
+            "that splits the loss (BOD-VCL) needs a base objective that does (see vdiag.methods.base)"
+        )
 
     def before_optimizer_step(self) -> None:
         """Called between backward and the optimiser step (e.g. to hold some parameters still)."""
@@ -65,7 +109,11 @@ def apply_transform(vectors: torch.Tensor, transform: torch.Tensor | None) -> to
 
 
 def loss_terms(spec: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-    """'vs,vd,sd' → ('vs', 'vd', 'sd'): the terms an ablation option selects, checked against `allowed`."""
+    """'vs,vd,sd' → ('vs', 'vd', 'sd'): the terms an ablation option selects, checked against `allowed`.
+
+    Raises:
+        VdiagError: an empty list or a term outside `allowed`.
+    """
     terms = tuple(t.strip() for t in str(spec).split(",") if t.strip())
     if not terms or any(t not in allowed for t in terms):
         raise VdiagError(f"method_args.losses must be a comma-separated list of {', '.join(allowed)}; got {spec!r}")
@@ -85,6 +133,11 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     """θ_m ← γ θ_m + (1 − γ) θ (seed 000 §3.1; ViDiDi A.3 writes ξ ← τξ + (1 − τ)θ).
 
     Parameters are averaged; buffers (BN running statistics) are copied from the online network.
+
+    Args:
+        target: the momentum network θ_m, updated in place.
+        online: the online network θ (same architecture).
+        momentum: γ in [0, 1] (1 keeps the target as it is).
     """
     online_params = [p.detach() for p in online.parameters()]
     target_params = list(target.parameters())

@@ -67,6 +67,7 @@ class KoopmanBilevel(Method):
     def __init__(
         self,
         backbone: VideoBackbone,
+        *,
         inner_steps: int = 1,
         inner_lr: float = 0.05,
         hypergradient: str = "fd",

@@ -49,6 +49,7 @@ class BODVCL(KoopmanBilevel):
     def __init__(
         self,
         backbone: VideoBackbone,
+        *,
         radius: float = 0.1,
         static_temperature: float | None = None,
         dynamic_temperature: float | None = None,

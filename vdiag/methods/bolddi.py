@@ -49,6 +49,7 @@ class BOLDDI(KoopmanBilevel):
     def __init__(
         self,
         backbone: VideoBackbone,
+        *,
         dynamic_weight: float = 0.1,
         xi: float = 0.9,
         omega: float = 0.1,

@@ -31,6 +31,7 @@ class BYOL(Method):
     def __init__(
         self,
         backbone: VideoBackbone,
+        *,
         base_momentum: float = 0.99,
         projector_hidden: int = 4096,
         projector_dim: int = 256,
@@ -39,8 +40,8 @@ class BYOL(Method):
     ):
         super().__init__(backbone)
         self.base_momentum = base_momentum
-        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, projector_layers)
-        self.predictor = mlp(projector_dim, predictor_hidden, projector_dim, 2)
+        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, num_layers=projector_layers)
+        self.predictor = mlp(projector_dim, predictor_hidden, projector_dim, num_layers=2)
         self.momentum_backbone = momentum_copy(self.backbone)
         self.momentum_projector = momentum_copy(self.projector)
 

@@ -96,6 +96,7 @@ class Concepts(Method):
     def __init__(
         self,
         backbone: VideoBackbone,
+        *,
         static_concepts: int = 50,
         dynamic_concepts: int = 50,
         temperature: float = 0.1,
@@ -125,9 +126,9 @@ class Concepts(Method):
         self.video_prototypes = nn.Parameter(torch.randn(static_concepts + dynamic_concepts, dim))  # P_v
         self.attention = ConceptAttention(dim)
         # g_s, g_d, g_v: two-layer MLPs from codes back to features (Eq. 6; hidden width C, not stated)
-        self.reconstruct_static = mlp(static_concepts, dim, dim, 2)
-        self.reconstruct_dynamic = mlp(dynamic_concepts, dim, dim, 2)
-        self.reconstruct_video = mlp(static_concepts + dynamic_concepts, dim, dim, 2)
+        self.reconstruct_static = mlp(static_concepts, dim, dim, num_layers=2)
+        self.reconstruct_dynamic = mlp(dynamic_concepts, dim, dim, num_layers=2)
+        self.reconstruct_video = mlp(static_concepts + dynamic_concepts, dim, dim, num_layers=2)
         self.random = StepSeed()  # the static frame's index
 
     def _branch(self, feature_map: torch.Tensor, prototypes: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -157,9 +158,8 @@ class Concepts(Method):
         q_s, q_d = s["codes"][partner], d["codes"][partner]
         parts: dict[str, torch.Tensor] = {}
         if "aln" in self.terms:  # Eq. 4
-            parts["aln"] = concept_alignment(q_vs, q_s, self.temperature, self.epsilon, self.sinkhorn_iterations) + concept_alignment(
-                q_vd, q_d, self.temperature, self.epsilon, self.sinkhorn_iterations
-            )
+            sinkhorn = dict(temperature=self.temperature, epsilon=self.epsilon, iterations=self.sinkhorn_iterations)
+            parts["aln"] = concept_alignment(q_vs, q_s, **sinkhorn) + concept_alignment(q_vd, q_d, **sinkhorn)
         if "div" in self.terms:  # Eq. 5
             parts["div"] = sum(x["codes"].abs().sum(1).mean() for x in (s, d, v))
         if "fid" in self.terms:  # Eq. 6: stop-gradient on the reconstructed features; squared error per channel
@@ -177,8 +177,8 @@ class Concepts(Method):
             for view in (0, 1):  # one row per video, so the negatives are other videos only
                 rows = torch.arange(n, device=clips.device) * 2 + view
                 for local_x, local_v, valid in pairs:
-                    loss_local = loss_local + local_concept_contrast(local_x[rows], local_v[rows], valid[rows], self.margin)
-                    loss_local = loss_local + local_concept_contrast(local_v[rows], local_x[rows], valid[rows], self.margin)
+                    loss_local = loss_local + local_concept_contrast(local_x[rows], local_v[rows], valid[rows], margin=self.margin)
+                    loss_local = loss_local + local_concept_contrast(local_v[rows], local_x[rows], valid[rows], margin=self.margin)
             parts["loc"] = loss_local / 2  # Eq. 10, averaged over the two views
         weights = {"aln": 1.0, "loc": self.local_weight, "fid": self.fidelity_weight, "div": self.diversity_weight}
         loss = sum(weights[name] * value for name, value in parts.items())

@@ -68,7 +68,7 @@ def weighted_pool(feature_map: torch.Tensor, weights: torch.Tensor) -> torch.Ten
 
 @torch.no_grad()
 def decoupled_activation_maps(
-    backbone: nn.Module, clips: torch.Tensor, static_frame: str = "middle", generator: torch.Generator | None = None
+    backbone: nn.Module, clips: torch.Tensor, *, static_frame: str = "middle", generator: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
     """Min-max normalised A_v, A_s, A_d (DCLR Fig. 3) of any backbone with a `feature_map`.
 
@@ -91,7 +91,13 @@ def decoupled_activation_maps(
 class SearchQueue(nn.Module):
     """The memory of the cross-video search (Eq. 9–10): a FIFO of search keys f̃(·) (L2-normalised)
     with, for each entry, the current encoder's projected anchor and positive embeddings at the time
-    it was queued (detached, as MoCo keys are), which serve as ṽ and d̃ (or s̃)."""
+    it was queued (detached, as MoCo keys are), which serve as ṽ and d̃ (or s̃).
+
+    Args:
+        size: entries kept.
+        key_dim: width of the search keys f̃(·).
+        embed_dim: width of the projected embeddings.
+    """
 
     def __init__(self, size: int, key_dim: int, embed_dim: int):
         super().__init__()
@@ -161,6 +167,7 @@ class DCLR(Method):
     def __init__(
         self,
         backbone: VideoBackbone,
+        *,
         temperature: float = 0.1,
         projector_hidden: int = 2048,
         projector_dim: int = 128,
@@ -196,7 +203,7 @@ class DCLR(Method):
         self.refine_static, self.refine_dynamic = refine_static, refine_dynamic
         self.search, self.neighbours, self.prior = search, neighbours, neighbour_weights == "prior"
         self.refresh_every, self.warmup_epochs = refresh_every, warmup_epochs
-        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, projector_layers)
+        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, num_layers=projector_layers)
         self.random = StepSeed()  # the static frame's index
         self.dynamic_queue = SearchQueue(queue_size, backbone.embed_dim, projector_dim) if search in ("dynamic", "both") else None
         self.static_queue = SearchQueue(queue_size, backbone.embed_dim, projector_dim) if search in ("static", "both") else None
@@ -244,7 +251,9 @@ class DCLR(Method):
         other = (0, 1) if self.same_view else (1, 0)
 
         def dual(anchor, positive, pairs):  # Σ over (a, b) in pairs of I(anchor of view a; positive of view b)
-            return sum(pair_info_nce(anchor[:, a], positive[:, b], anchor[:, a], positive[:, b], self.temperature) for a, b in pairs)
+            return sum(
+                pair_info_nce(anchor[:, a], positive[:, b], anchor[:, a], positive[:, b], temperature=self.temperature) for a, b in pairs
+            )
 
         cross, paired = ((0, 1), (1, 0)), tuple(zip((0, 1), other))
         parts: dict[str, torch.Tensor] = {}
@@ -287,6 +296,10 @@ class DCLR(Method):
         queue.push(keys[:, 1], anchors[:, 1], positives[:, 1])
         index, weights = queue.search(keys[:, 0], self.neighbours, self.prior)
         retrieved_positive, retrieved_anchor = queue.positives[index], queue.anchors[index]  # (n, K, D)
-        forward = pair_info_nce(anchors[:, 0], retrieved_positive, anchors[:, 0], positives[:, 1], self.temperature, weights)  # I(v; d̃_k)
-        backward = pair_info_nce(retrieved_anchor, positives[:, 0], anchors[:, 1], positives[:, 0], self.temperature, weights)  # I(ṽ_k; d)
+        forward = pair_info_nce(
+            anchors[:, 0], retrieved_positive, anchors[:, 0], positives[:, 1], temperature=self.temperature, weights=weights
+        )  # I(v; d̃_k)
+        backward = pair_info_nce(
+            retrieved_anchor, positives[:, 0], anchors[:, 1], positives[:, 0], temperature=self.temperature, weights=weights
+        )  # I(ṽ_k; d)
         return forward + backward

@@ -30,6 +30,7 @@ class MoCo(Method):
     def __init__(
         self,
         backbone: VideoBackbone,
+        *,
         temperature: float = 0.1,
         momentum: float = 0.999,
         queue_size: int = 65536,
@@ -40,7 +41,7 @@ class MoCo(Method):
         super().__init__(backbone)
         self.temperature = temperature
         self.momentum = momentum
-        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, projector_layers)
+        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, num_layers=projector_layers)
         self.momentum_backbone = momentum_copy(self.backbone)
         self.momentum_projector = momentum_copy(self.projector)
         # random unit vectors until real keys arrive, as in MoCo's reference code
@@ -72,7 +73,7 @@ class MoCo(Method):
             apply_transform(representations["queries"], transform),
             apply_transform(representations["keys"], transform),
             queue,
-            temperature or self.temperature,
+            temperature=temperature or self.temperature,
         )
 
     @torch.no_grad()

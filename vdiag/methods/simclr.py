@@ -23,6 +23,7 @@ class SimCLR(Method):
     def __init__(
         self,
         backbone: VideoBackbone,
+        *,
         temperature: float = 0.1,
         projector_hidden: int = 2048,
         projector_dim: int = 128,
@@ -30,7 +31,7 @@ class SimCLR(Method):
     ):
         super().__init__(backbone)
         self.temperature = temperature
-        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, projector_layers)
+        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, num_layers=projector_layers)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         loss = self.objective(self.representations(batch))

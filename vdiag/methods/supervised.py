@@ -23,7 +23,7 @@ class Supervised(Method):
     name = "supervised"
     min_positives = 1
 
-    def __init__(self, backbone: VideoBackbone, num_classes: int, target: str = "label", dropout: float = 0.0):
+    def __init__(self, backbone: VideoBackbone, num_classes: int, *, target: str = "label", dropout: float = 0.0):
         super().__init__(backbone)
         self.target = target
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.embed_dim, num_classes))

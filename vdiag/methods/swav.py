@@ -18,7 +18,7 @@ from torch import nn
 
 from vdiag.distributed import gather_no_grad
 from vdiag.losses.swav import sinkhorn, swav_loss
-from vdiag.methods.base import Method
+from vdiag.methods.base import Method, apply_transform
 from vdiag.models.backbones import VideoBackbone
 from vdiag.models.heads import mlp
 
@@ -32,6 +32,7 @@ class SwAV(Method):
     def __init__(
         self,
         backbone: VideoBackbone,
+        *,
         prototypes: int = 1000,
         temperature: float = 0.1,
         epsilon: float = 0.05,
@@ -47,31 +48,45 @@ class SwAV(Method):
         self.epsilon = epsilon
         self.sinkhorn_iterations = sinkhorn_iterations
         self.freeze_prototypes_steps = freeze_prototypes_steps
-        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, projector_layers)
+        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, num_layers=projector_layers)
         self.prototypes = nn.Linear(projector_dim, prototypes, bias=False)
         self.register_buffer("queue", torch.zeros(queue_size, projector_dim))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        loss = self.objective(self.representations(batch))
+        return {"loss": loss, "swapped_prediction": loss.detach()}
+
+    def representations(self, batch: dict) -> dict[str, torch.Tensor | None]:
+        """L2-normalised projections z, (n, ρ, D), and the queue of earlier projections once it is full
+        (as it was before this batch joined it; None otherwise). Normalises the prototypes first."""
         with torch.no_grad():  # SwAV normalises the prototypes before every step
             self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
         z = F.normalize(self.encode(batch["clips"], self.projector), dim=-1)  # (n, ρ, D)
-        n, positives, dim = z.shape
-        scores = z @ self.prototypes.weight.T  # (n, ρ, K)
-        codes = self._codes(scores.detach().flatten(0, 1)).view_as(scores)
-        if self.training and self.queue.shape[0] > 0:
+        size = self.queue.shape[0]
+        queue = self.queue.clone() if size > 0 and int(self.queue_filled) >= size else None
+        if self.training and size > 0:
             self._enqueue(z.detach().flatten(0, 1))
-        loss = swav_loss(scores, codes, self.temperature)
-        return {"loss": loss, "swapped_prediction": loss.detach()}
+        return {"z": z, "queue": queue}
+
+    def objective(self, representations: dict, transform: torch.Tensor | None = None, temperature: float | None = None) -> torch.Tensor:
+        """Swapped prediction of Sinkhorn codes; with a (D, D) `transform` P, on the renormalised parts
+        z Pᵀ (and queue Pᵀ) against the same prototypes."""
+        z, queue = representations["z"], representations["queue"]
+        if transform is not None:
+            z = F.normalize(apply_transform(z, transform), dim=-1)
+            queue = None if queue is None else F.normalize(apply_transform(queue, transform), dim=-1)
+        scores = z @ self.prototypes.weight.T  # (n, ρ, K)
+        codes = self._codes(scores.detach().flatten(0, 1), queue).view_as(scores)
+        return swav_loss(scores, codes, temperature or self.temperature)
 
     @torch.no_grad()
-    def _codes(self, scores: torch.Tensor) -> torch.Tensor:
-        size = self.queue.shape[0]
-        if size == 0 or int(self.queue_filled) < size:
+    def _codes(self, scores: torch.Tensor, queue: torch.Tensor | None) -> torch.Tensor:
+        if queue is None:
             return sinkhorn(scores, self.epsilon, self.sinkhorn_iterations)
-        queued = self.queue @ self.prototypes.weight.T
-        return sinkhorn(torch.cat([queued, scores]), self.epsilon, self.sinkhorn_iterations)[size:]
+        queued = queue @ self.prototypes.weight.T
+        return sinkhorn(torch.cat([queued, scores]), self.epsilon, self.sinkhorn_iterations)[queue.shape[0] :]
 
     @torch.no_grad()
     def _enqueue(self, z: torch.Tensor) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from vdiag.losses.vicreg import vicreg_loss
-from vdiag.methods.base import Method
+from vdiag.methods.base import Method, apply_transform
 from vdiag.models.backbones import VideoBackbone
 from vdiag.models.heads import mlp
 
@@ -23,6 +23,7 @@ class VICReg(Method):
     def __init__(
         self,
         backbone: VideoBackbone,
+        *,
         invariance_weight: float = 1.0,
         variance_weight: float = 1.0,
         covariance_weight: float = 0.05,
@@ -32,9 +33,16 @@ class VICReg(Method):
     ):
         super().__init__(backbone)
         self.weights = dict(invariance_weight=invariance_weight, variance_weight=variance_weight, covariance_weight=covariance_weight)
-        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, projector_layers)
+        self.projector = mlp(backbone.embed_dim, projector_hidden, projector_dim, num_layers=projector_layers)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        z = self.encode(batch["clips"], self.projector)
-        parts = vicreg_loss(z, **self.weights)  # Eq. 11
+        parts = vicreg_loss(self.representations(batch)["z"], **self.weights)  # Eq. 11
         return {"loss": parts["loss"], **{k: v.detach() for k, v in parts.items() if k != "loss"}}
+
+    def representations(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The expander outputs z, (n, ρ, D)."""
+        return {"z": self.encode(batch["clips"], self.projector)}
+
+    def objective(self, representations: dict, transform: torch.Tensor | None = None, temperature: float | None = None) -> torch.Tensor:
+        """Eq. 11 on z, or on z Pᵀ for a (D, D) `transform` P (VICReg has no temperature: ignored)."""
+        return vicreg_loss(apply_transform(representations["z"], transform), **self.weights)["loss"]

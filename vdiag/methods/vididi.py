@@ -49,13 +49,23 @@ SCHEDULES: dict[str, tuple[tuple[int, int], ...] | None] = {
 
 
 def derivative_orders(
-    schedule: str, epoch: int, generator: torch.Generator, second_order_prob: float = 0.5, random_max_order: int = 1
+    schedule: str, epoch: int, generator: torch.Generator, *, second_order_prob: float = 0.5, random_max_order: int = 1
 ) -> tuple[int, int]:
     """The derivative orders (X, X') of one batch (Algorithm 1).
 
     The scheduled pair depends on the epoch only; the random parts (the coin of lines 5–6, and
     both orders under the random schedule, uniform over 0..random_max_order per stream) come
     from `generator`, so a batch's orders are a function of (epoch, generator state).
+
+    Args:
+        schedule: a key of `SCHEDULES` ('balanced' is Algorithm 1).
+        epoch: the 0-based epoch (the scheduled pair cycles with it, lines 1–4).
+        generator: the step's random source (`StepSeed.generator()`).
+        second_order_prob: probability of differentiating both once more (lines 5–6).
+        random_max_order: the highest order the 'random' schedule draws.
+
+    Returns:
+        (order of X, order of X'), each in 0..2.
     """
     cycle = SCHEDULES[schedule]
     if cycle is None:
@@ -84,6 +94,7 @@ class ViDiDi(Method):
     def __init__(
         self,
         backbone: VideoBackbone,
+        *,
         schedule: str = "balanced",
         second_order_prob: float = 0.5,
         random_max_order: int = 1,
@@ -107,7 +118,13 @@ class ViDiDi(Method):
 
     def orders(self) -> tuple[int, int]:
         """The derivative orders of the next batch."""
-        return derivative_orders(self.schedule, self.epoch, self.schedule_random.generator(), self.second_order_prob, self.random_max_order)
+        return derivative_orders(
+            self.schedule,
+            self.epoch,
+            self.schedule_random.generator(),
+            second_order_prob=self.second_order_prob,
+            random_max_order=self.random_max_order,
+        )
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         clips = batch["clips"]  # (n, 2, C, T + 2, H, W)

@@ -43,7 +43,7 @@ class VideoBackbone(nn.Module):
         keep_temporal: whether temporal strides were removed.
     """
 
-    def __init__(self, name: str, body: nn.Module, embed_dim: int, keep_temporal: bool = False):
+    def __init__(self, name: str, body: nn.Module, embed_dim: int, *, keep_temporal: bool = False):
         super().__init__()
         self.name = name
         self.body = body
@@ -152,6 +152,13 @@ def build_backbone(name: str = "tiny", keep_temporal: bool = False, weights: str
             `x3d_s`, `r2plus1d_r50`).
         keep_temporal: remove temporal strides so every input frame keeps its own feature.
         weights: a local checkpoint to load into the backbone (see `load_backbone_weights`).
+
+    Returns:
+        The backbone, on the CPU: clips (N, C, T, H, W) → embeddings (N, embed_dim).
+
+    Raises:
+        VdiagError: an unknown backbone name; a weights file that is missing, unreadable or does
+            not fit the architecture.
     """
     if name not in BACKBONES:
         raise VdiagError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
@@ -159,7 +166,7 @@ def build_backbone(name: str = "tiny", keep_temporal: bool = False, weights: str
     body, embed_dim = builder()
     if keep_temporal:
         remove_temporal_strides(body)
-    backbone = VideoBackbone(name, body, embed_dim, keep_temporal)
+    backbone = VideoBackbone(name, body, embed_dim, keep_temporal=keep_temporal)
     if weights:
         from vdiag.models.weights import load_backbone_weights
 

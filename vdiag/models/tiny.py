@@ -26,9 +26,15 @@ from torch import nn
 
 
 class TinyBlock(nn.Module):
-    """conv-BN-ReLU-conv-BN plus a (strided 1×1×1) shortcut, then ReLU."""
+    """conv-BN-ReLU-conv-BN plus a (strided 1×1×1) shortcut, then ReLU.
 
-    def __init__(self, in_channels: int, out_channels: int, stride: tuple[int, int, int], temporal_kernel: int = 3):
+    Args:
+        in_channels, out_channels: channels in and out.
+        stride: (t, h, w) stride of the first convolution and the shortcut.
+        temporal_kernel: temporal size of the 3D kernels (1: frame-wise).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: tuple[int, int, int], *, temporal_kernel: int = 3):
         super().__init__()
         kernel, padding = (temporal_kernel, 3, 3), (temporal_kernel // 2, 1, 1)
         self.conv1 = nn.Conv3d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=False)
@@ -45,7 +51,13 @@ class TinyBlock(nn.Module):
 
 
 class TinyVideoNet(nn.Module):
-    """(B, 3, T, H, W) → feature map (B, widths[-1], T/4, H/16, W/16)."""
+    """(B, 3, T, H, W) → feature map (B, widths[-1], T/4, H/16, W/16).
+
+    Args:
+        widths: channels of the four stages.
+        temporal_strides: each stage's temporal stride (T/4 overall by default).
+        frame_wise: temporal kernels of 1 and no temporal stride: every frame on its own (`tiny2d`).
+    """
 
     def __init__(
         self, widths: tuple[int, ...] = (16, 32, 64, 128), temporal_strides: tuple[int, ...] = (1, 1, 2, 2), frame_wise: bool = False
@@ -63,7 +75,7 @@ class TinyVideoNet(nn.Module):
         in_channels = widths[0]
         for index, (width, t_stride) in enumerate(zip(widths, temporal_strides)):
             spatial = 1 if index == 0 else 2
-            stages.append(TinyBlock(in_channels, width, (t_stride, spatial, spatial), temporal_kernel))
+            stages.append(TinyBlock(in_channels, width, (t_stride, spatial, spatial), temporal_kernel=temporal_kernel))
             in_channels = width
         self.stages = nn.Sequential(*stages)
         self.out_channels = in_channels

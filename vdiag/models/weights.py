@@ -65,7 +65,22 @@ def match_prefix(file_keys: list[str], model_keys: list[str]) -> tuple[str, int]
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict:
-    """Load a local checkpoint into `backbone.body`; returns {'prefix', 'loaded', 'ignored'}."""
+    """Load a local checkpoint into `backbone.body`; returns {'prefix', 'loaded', 'ignored'}.
+
+    The file may be a bare state dict, a torchvision / pytorchvideo checkpoint or a vdiag one (its
+    backbone sits under `backbone.body.`): the key prefix that matches the most parameters is used.
+
+    Args:
+        backbone: a `VideoBackbone` (or any module with a `.body`).
+        path: the local file, read with `torch.load(weights_only=True)`.
+
+    Returns:
+        {'prefix': the stripped key prefix, 'loaded': parameters loaded, 'ignored': other entries}.
+
+    Raises:
+        VdiagError: the file is missing or unreadable, has no weights for this backbone, lacks some
+            of its parameters, or has parameters of other shapes.
+    """
     state = tensor_state(read_state_file(path))
     body = backbone.body
     target = body.state_dict()

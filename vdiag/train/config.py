@@ -5,12 +5,16 @@ Order of precedence (later wins):
     arguments the preset does not name → `--config FILE.yaml` → command-line options → `--set`.
 
 The resolved config is plain JSON-able data saved next to the checkpoints (`config.yaml`) and
-inside them, so a run can be repeated or resumed from it alone.
+inside them, so a run can be repeated or resumed from it alone. It is complete: every key below is
+present, filled once here from the preset YAMLs (vdiag/assets/presets/), so that no reader
+re-defaults a setting. A config stored by an older vdiag goes through `migrate_config`, which fills
+the settings added since with the values of its preset.
 
-Keys (dotted for `--set`): `method`, `seed`, `backbone.{name,keep_temporal,weights}`,
+Keys (dotted for `--set`): `method`, `preset`, `seed`, `backbone.{name,keep_temporal,weights}`,
 `data.{path,format,split,split_id,frames,stride,positives,size,workers,max_failures}`,
 `augment.{crop_scale,flip_p,jitter_p,grayscale_p,blur_p}`, `train.{epochs,batch_size,optimizer,lr,
-weight_decay,momentum,warmup_epochs,min_lr_ratio,clip_grad,amp}`, `method_args.<name>`.
+weight_decay,momentum,warmup_epochs,min_lr_ratio,schedule,milestones,gamma,clip_grad,amp}`,
+`method_args.<name>`.
 """
 
 from __future__ import annotations
@@ -27,9 +31,21 @@ from vdiag.methods import METHODS, method_arguments
 
 PRESETS = ("cpu", "paper")
 SECTIONS = ("backbone", "data", "augment", "train")
+UNPRESET_DEFAULTS = {"backbone": {"weights": None}}  # settings no preset names; None: random initialisation
 
 
 def load_preset(name: str) -> dict:
+    """The preset `name` as stored in `vdiag/assets/presets/<name>.yaml`: the source of every default.
+
+    Args:
+        name: one of `PRESETS` ('cpu', 'paper').
+
+    Returns:
+        The preset's sections (`backbone`, `data`, `augment`, `train`) and its `methods` overrides.
+
+    Raises:
+        VdiagError: an unknown preset name.
+    """
     if name not in PRESETS:
         raise VdiagError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     text = resources.files("vdiag.assets").joinpath("presets").joinpath(f"{name}.yaml").read_text()
@@ -37,6 +53,11 @@ def load_preset(name: str) -> dict:
 
 
 def read_config_file(path: str | Path) -> dict:
+    """The settings of a `--config FILE.yaml` (e.g. a run's saved config.yaml); {} for an empty file.
+
+    Raises:
+        VdiagError: the file is missing, is not valid YAML (with its line), or is not a mapping.
+    """
     path = Path(path)
     if not path.is_file():
         raise VdiagError(f"config file {path} does not exist")
@@ -54,7 +75,11 @@ def read_config_file(path: str | Path) -> dict:
 
 
 def parse_set(assignments: list[str]) -> dict:
-    """['train.lr=0.1', 'data.size=112'] → nested dict; values parsed as YAML scalars/lists."""
+    """['train.lr=0.1', 'data.size=112'] → nested dict; values parsed as YAML scalars/lists.
+
+    Raises:
+        VdiagError: an assignment without `=`.
+    """
     out: dict = {}
     for assignment in assignments:
         if "=" not in assignment:
@@ -83,29 +108,70 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
+def preset_defaults(preset: str, method: str) -> dict:
+    """The sections a new run of `method` starts from: `preset`'s common sections, then its `methods.<method>` ones.
+
+    Settings that no preset names (`backbone.weights`: None, random initialisation) are added, so
+    the result holds every key of `SECTIONS` that the trainer and `build_model` read.
+
+    Args:
+        preset: one of `PRESETS`.
+        method: a method name (one without a preset entry gets the common sections alone).
+
+    Returns:
+        {section: {key: value}} for each of `SECTIONS`.
+
+    Raises:
+        VdiagError: an unknown preset name.
+    """
+    preset_data = load_preset(preset)
+    method_preset = preset_data.get("methods", {}).get(method, {})
+    return {
+        section: merge(merge(preset_data.get(section, {}), UNPRESET_DEFAULTS.get(section, {})), method_preset.get(section, {}))
+        for section in SECTIONS
+    }
+
+
 def resolve_config(
     method: str,
     preset: str | None = None,
+    *,
     config_file: str | Path | None = None,
     options: dict | None = None,
     assignments: list[str] | None = None,
     seed: int = 0,
 ) -> dict:
-    """The full training config for `method` (see the module docstring for precedence)."""
+    """The full training config for `method` (see the module docstring for precedence).
+
+    Every setting is present in the result (the preset YAMLs are the source of defaults), so the
+    trainer and the model builders index keys directly and never re-default them.
+
+    Args:
+        method: a name from `vdiag.methods.METHODS`; `options['method']` or the file's `method` win.
+        preset: 'cpu' (default) or 'paper'; the file's `preset` is used when None.
+        config_file: a YAML file of settings (e.g. a run's saved config.yaml).
+        options: settings from command-line options, as nested dicts ({'train': {'epochs': 3}}).
+        assignments: `--set key=value` strings, applied last.
+        seed: the run's seed.
+
+    Returns:
+        A plain JSON-able dict: `method`, `preset`, `seed`, `backbone`, `data`, `augment`, `train`,
+        `method_args`, `vdiag_version`.
+
+    Raises:
+        VdiagError: an unknown method, preset, section or setting; an impossible value (see `validate`);
+            a config file that is missing or not YAML; a `--set` without `=`.
+    """
     file_config = read_config_file(config_file) if config_file else {}
     method = (options or {}).get("method") or file_config.get("method") or method
     if method not in METHODS:
         raise VdiagError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     preset = preset or file_config.get("preset") or "cpu"
     preset_data = load_preset(preset)
-    config: dict = {"method": method, "preset": preset, "seed": seed}
-    for section in SECTIONS:
-        config[section] = copy.deepcopy(preset_data.get(section, {}))
+    config: dict = {"method": method, "preset": preset, "seed": seed, **preset_defaults(preset, method)}
     method_preset = preset_data.get("methods", {}).get(method, {})
     defaults = {k: v for k, v in method_arguments(method).items() if v is not None}
     config["method_args"] = merge(defaults, method_preset.get("args", {}))
-    for section in SECTIONS:
-        config[section] = merge(config[section], method_preset.get(section, {}))
     for layer in (file_config, options or {}, parse_set(assignments or [])):
         config = merge(config, layer)
     config["method"] = method
@@ -114,37 +180,58 @@ def resolve_config(
     return config
 
 
-def validate(config: dict) -> None:
-    """Unknown keys and impossible values become one-line errors naming the key."""
-    allowed = {"method", "preset", "seed", "vdiag_version", "method_args", *SECTIONS}
-    for key in config:
-        if key not in allowed:
-            raise VdiagError(f"unknown config section {key!r}; known: {', '.join(sorted(allowed))}")
-    reference = load_preset("cpu")
+def migrate_config(config: dict) -> dict:
+    """A config stored by an older vdiag (in a checkpoint or a config.yaml), completed with today's settings.
+
+    Settings added since the config was written (e.g. `train.schedule`, `train.milestones`,
+    `train.gamma`) get the value of the preset the config was resolved from (`config['preset']`,
+    with the method's overrides): what `resolve_config` gives a new run of that preset. Stored values
+    are kept, in their order, so a complete config comes back equal to the input. `method_args` are
+    left alone: a method's own signature defaults apply to options a stored config lacks.
+
+    Apply it wherever a stored config is read to build or continue something: the trainer does on
+    resume; diagnostics reading `checkpoint['config']` should too.
+
+    Args:
+        config: a stored config (not modified).
+
+    Returns:
+        A new config holding every key of `preset_defaults` (and `preset`, `method_args`).
+
+    Raises:
+        VdiagError: a setting is missing and the config names a preset this vdiag does not know.
+    """
+    migrated = copy.deepcopy(config)
+    migrated.setdefault("preset", "cpu")
+    migrated.setdefault("method_args", {})
+    reference = preset_defaults("cpu", migrated["method"])
+    missing = [f"{s}.{k}" for s in SECTIONS for k in reference[s] if k not in (migrated.get(s) or {})]
+    if not missing:
+        return migrated
+    if migrated["preset"] not in PRESETS:
+        raise VdiagError(
+            f"this config lacks {', '.join(missing)} and names preset {migrated['preset']!r}, which this vdiag does not know; "
+            f"add the settings to it or set preset to one of {', '.join(PRESETS)}"
+        )
+    defaults = preset_defaults(migrated["preset"], migrated["method"])
     for section in SECTIONS:
-        if not isinstance(config[section], dict):
-            raise VdiagError(f"config section {section!r} must be a mapping")
-        known = set(reference[section]) | ({"weights"} if section == "backbone" else set())
-        for key in config[section]:
-            if key not in known:
-                raise VdiagError(f"unknown setting {section}.{key}; known: {', '.join(sorted(known))}")
-    known_args = method_arguments(config["method"])
-    for key in config["method_args"]:
-        if key not in known_args:
-            raise VdiagError(f"method {config['method']!r} has no option method_args.{key}; its options are {', '.join(known_args)}")
-    train, data = config["train"], config["data"]
-    for key in ("epochs", "batch_size"):
-        if not isinstance(train[key], int) or train[key] < 1:
-            raise VdiagError(f"train.{key} must be a positive integer, got {train[key]!r}")
-    if not isinstance(train["lr"], (int, float)) or train["lr"] <= 0:
-        raise VdiagError(f"train.lr must be a positive number, got {train['lr']!r}")
-    if train.get("schedule", "cosine") not in ("cosine", "step"):
-        raise VdiagError(f"train.schedule must be cosine or step, got {train['schedule']!r}")
-    milestones = train.get("milestones", [])
-    if not isinstance(milestones, list) or not all(isinstance(m, (int, float)) and 0 < m < 1 for m in milestones):
-        raise VdiagError(f"train.milestones must be a list of fractions of the run in (0, 1), got {milestones!r}")
-    if train["optimizer"] not in ("sgd", "lars", "adamw"):
-        raise VdiagError(f"train.optimizer must be sgd, lars or adamw, got {train['optimizer']!r}")
+        values = migrated.setdefault(section, {})
+        for key, value in defaults[section].items():
+            values.setdefault(key, copy.deepcopy(value))
+    return migrated
+
+
+def validate(config: dict) -> None:
+    """Unknown keys and impossible values become one-line errors naming the key.
+
+    Raises:
+        VdiagError: an unknown section or setting, a method option the method does not take, or an
+            impossible value (non-positive epochs / batch size / lr / frames / stride / size, an
+            unknown schedule or optimiser, milestones outside (0, 1), too few or too many positives).
+    """
+    _validate_keys(config)
+    _validate_train(config["train"])
+    data = config["data"]
     minimum, maximum = METHODS[config["method"]].min_positives, METHODS[config["method"]].max_positives
     if not isinstance(data["positives"], int) or data["positives"] < minimum:
         raise VdiagError(f"method {config['method']} needs data.positives (ρ) ≥ {minimum}, got {data['positives']!r}")
@@ -155,5 +242,40 @@ def validate(config: dict) -> None:
             raise VdiagError(f"data.{key} must be a positive integer, got {data[key]!r}")
 
 
+def _validate_keys(config: dict) -> None:
+    allowed = {"method", "preset", "seed", "vdiag_version", "method_args", *SECTIONS}
+    for key in config:
+        if key not in allowed:
+            raise VdiagError(f"unknown config section {key!r}; known: {', '.join(sorted(allowed))}")
+    reference = load_preset("cpu")
+    for section in SECTIONS:
+        if not isinstance(config[section], dict):
+            raise VdiagError(f"config section {section!r} must be a mapping")
+        known = set(reference[section]) | set(UNPRESET_DEFAULTS.get(section, {}))
+        for key in config[section]:
+            if key not in known:
+                raise VdiagError(f"unknown setting {section}.{key}; known: {', '.join(sorted(known))}")
+    known_args = method_arguments(config["method"])
+    for key in config["method_args"]:
+        if key not in known_args:
+            raise VdiagError(f"method {config['method']!r} has no option method_args.{key}; its options are {', '.join(known_args)}")
+
+
+def _validate_train(train: dict) -> None:
+    for key in ("epochs", "batch_size"):
+        if not isinstance(train[key], int) or train[key] < 1:
+            raise VdiagError(f"train.{key} must be a positive integer, got {train[key]!r}")
+    if not isinstance(train["lr"], (int, float)) or train["lr"] <= 0:
+        raise VdiagError(f"train.lr must be a positive number, got {train['lr']!r}")
+    if train["schedule"] not in ("cosine", "step"):
+        raise VdiagError(f"train.schedule must be cosine or step, got {train['schedule']!r}")
+    milestones = train["milestones"]
+    if not isinstance(milestones, list) or not all(isinstance(m, (int, float)) and 0 < m < 1 for m in milestones):
+        raise VdiagError(f"train.milestones must be a list of fractions of the run in (0, 1), got {milestones!r}")
+    if train["optimizer"] not in ("sgd", "lars", "adamw"):
+        raise VdiagError(f"train.optimizer must be sgd, lars or adamw, got {train['optimizer']!r}")
+
+
 def dump_config(config: dict) -> str:
+    """The config as YAML, keys in their resolved order (what a run saves as config.yaml)."""
     return yaml.safe_dump(config, sort_keys=False)

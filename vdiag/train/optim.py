@@ -26,12 +26,20 @@ class LARS(torch.optim.Optimizer):
 
     Groups with λ = 0 take a plain momentum-SGD step (no adaptation).
 
+    Args:
+        params: parameters or parameter groups (`parameter_groups`).
+        lr: the learning rate.
+        momentum: μ.
+        weight_decay: λ of groups that do not set their own.
+        trust_coefficient: η of the trust ratio (0.001, You et al.).
+        eps: added to ‖u‖ against division by zero.
+
     Example:
         >>> optimizer = LARS(model.parameters(), lr=1.2, weight_decay=1e-6)
     """
 
     def __init__(
-        self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 0.001, eps: float = 1e-8
+        self, params, lr: float, *, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 0.001, eps: float = 1e-8
     ):
         if lr <= 0:
             raise ValueError(f"learning rate must be positive, got {lr}")
@@ -66,7 +74,15 @@ class LARS(torch.optim.Optimizer):
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: weights with decay; biases and normalisation parameters without (and, for
-    LARS, without adaptation). Frozen parameters (momentum encoders) are left out."""
+    LARS, without adaptation). Frozen parameters (momentum encoders) are left out.
+
+    Args:
+        model: the module to optimise.
+        weight_decay: λ of the first group.
+
+    Returns:
+        [{'params': weights, 'weight_decay': λ}, {'params': biases and norms, 'weight_decay': 0}].
+    """
     decay, no_decay = [], []
     norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
     for module in model.modules():
@@ -80,7 +96,22 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, name: str, lr: float, *, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+    """The optimiser of `train.optimizer` over `parameter_groups(model, weight_decay)`.
+
+    Args:
+        model: the module whose parameters train.
+        name: 'sgd' (with momentum), 'lars' (SGD + LARS, seed 000 §5.1, ViDiDi B.3) or 'adamw'.
+        lr: the base learning rate (the trainer sets each step's value with `set_learning_rate`).
+        weight_decay: L2 weight decay of the weights (not of biases and norm layers).
+        momentum: SGD / LARS momentum (unused by AdamW).
+
+    Returns:
+        The optimiser.
+
+    Raises:
+        VdiagError: an unknown optimiser name.
+    """
     groups = parameter_groups(model, weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
@@ -95,6 +126,7 @@ def learning_rate(
     step: int,
     total_steps: int,
     base_lr: float,
+    *,
     warmup_steps: int = 0,
     min_lr_ratio: float = 0.0,
     schedule: str = "cosine",
@@ -105,7 +137,21 @@ def learning_rate(
     - "cosine": η · 0.5 [cos(πk/K) + 1] down to `min_lr_ratio · base_lr` (ViDiDi B.3; k counts
       steps after warm-up, K the steps after warm-up);
     - "step": η · γ^m, m the number of `milestones` (fractions of the run) passed (ViDiDi B.5's
-      fine-tuning: ×0.1 at epochs 60 and 80 of 100 = milestones [0.6, 0.8])."""
+      fine-tuning: ×0.1 at epochs 60 and 80 of 100 = milestones [0.6, 0.8]).
+
+    Args:
+        step: the global step k about to be taken (0-based).
+        total_steps: K, the run's steps (epochs × steps per epoch).
+        base_lr: η, the peak learning rate.
+        warmup_steps: steps of linear warm-up from η / warmup_steps to η.
+        min_lr_ratio: the cosine schedule's floor as a fraction of η.
+        schedule: 'cosine' or 'step'.
+        milestones: for 'step', fractions of the run in (0, 1) where the rate is multiplied by γ.
+        gamma: γ, the 'step' schedule's factor.
+
+    Returns:
+        The learning rate for this step.
+    """
     if warmup_steps > 0 and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     if schedule == "step":
@@ -118,5 +164,6 @@ def learning_rate(
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set `lr` on every parameter group (the schedule's value for the coming step)."""
     for group in optimizer.param_groups:
         group["lr"] = lr

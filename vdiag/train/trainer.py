@@ -3,6 +3,18 @@
     config → data (index, ρ-clip dataset, distributed sampler) → backbone + method → optimiser
     → epochs of steps → last.pt every epoch, final.pt at the end → Result
 
+Read top-down, `pretrain` is the whole run in six calls:
+
+    _resume_point   the resume rules: fresh folder, or last.pt's config (migrated) and position
+    _setup          data, model (DDP under torchrun), sampler, optimiser: the `_Run` every step shares
+    _restore        model / optimiser / scaler / RNG state of the resumed checkpoint
+    _open_outputs   config.yaml, metrics.jsonl cut back to the resumed step, failure tracker
+    _train          epochs → `_train_epoch` (as DINO's `train_one_epoch`) → `_step` per batch
+    _finish         the last checkpoints and the Result
+
+Settings are read from the config by index: `resolve_config` fills every default once from the
+presets, and a stored config goes through `migrate_config` on resume.
+
 Exactness: clip sampling and augmentation are functions of (seed, epoch, video index), the sampler
 order is a function of (seed, epoch), the schedules are functions of the global step, and the
 checkpoint carries the method's whole state (momentum encoders, queues), the optimiser, the scaler
@@ -21,7 +33,7 @@ import signal
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -41,7 +53,7 @@ from vdiag.io import atomic_path
 from vdiag.methods import METHODS, build_model
 from vdiag.methods.base import Method
 from vdiag.results import Result
-from vdiag.train.config import dump_config
+from vdiag.train.config import dump_config, migrate_config
 from vdiag.train.optim import build_optimizer, learning_rate, set_learning_rate
 
 StepCallback = Callable[[dict], bool]  # gets the step's log record; True asks the run to stop
@@ -71,15 +83,34 @@ class _SkipSampler(Sampler):
 
 
 def resolve_data(config: dict) -> DatasetIndex:
-    """The training split named by the config; the default synthetic dataset when `data.path` is null."""
+    """The training split named by the config; the default synthetic dataset when `data.path` is null.
+
+    Args:
+        config: a resolved config (`data.{path,format,split,split_id}` are read).
+
+    Returns:
+        The split's index (videos, labels, and for synthetic data the factor values).
+
+    Raises:
+        VdiagError: the data cannot be read (see `vdiag.data.formats.load_index`).
+    """
     data = config["data"]
-    path = data.get("path")
-    if not path:
-        path = str(default_synthetic_dataset())
-    return load_index(path, data.get("format", "auto"), data.get("split", "train"), data.get("split_id", 1))
+    path = data["path"] or str(default_synthetic_dataset())
+    return load_index(path, data["format"], data["split"], data["split_id"])
 
 
 def build_training_dataset(config: dict, index: DatasetIndex, decoder: str) -> VideoClipDataset:
+    """ρ augmented clips per video, as the config's `data` and `augment` sections describe (seed 000 §3.1).
+
+    Args:
+        config: a resolved config.
+        index: the training split (`resolve_data`).
+        decoder: 'auto', 'decord' or 'pyav'.
+
+    Returns:
+        A dataset whose items hold `clips` of shape (ρ, C, T + extra_frames, H, W), H = W =
+        `data.size`, sampled and augmented as a function of (seed, epoch, video index).
+    """
     data, augment = config["data"], config["augment"]
     view = TrainingView(
         SpatialAugment(
@@ -124,6 +155,7 @@ class _StopFlag:
 def pretrain(
     config: dict,
     out: str | Path,
+    *,
     device: str = "cpu",
     decoder: str = "auto",
     resume: bool = False,
@@ -137,219 +169,346 @@ def pretrain(
             for `train.epochs`, which may be raised.
         out: the run folder (config.yaml, metrics.jsonl, last.pt, final.pt, pretrain.json).
         device: 'cpu' or 'cuda' (each torchrun rank takes its LOCAL_RANK GPU).
+        decoder: 'auto', 'decord' or 'pyav'.
         resume: continue from `out/last.pt`.
         stop_after_epochs: stop (as after Ctrl-C, checkpoint saved) once this many more epochs
             are done, e.g. to fit a job's time limit; resume later.
         on_step: called with each step's record; returning True stops like Ctrl-C.
+
+    Returns:
+        The run's `Result`: `checkpoint` (final.pt, or last.pt when stopped early), metrics
+        (`epochs_done`, `steps_done`, `seconds`, `clips_per_s`, `final_<loss>` per-step means of
+        the last epoch, `failed_videos`, `skipped_steps`), the config, and `details.finished`.
+
+    Raises:
+        VdiagError: `out` already holds a run (without `resume`) or holds another method's run; a
+            resumed run's epochs lowered or already done; a missing weights file; a batch size the
+            processes cannot split or larger than the data; a loss that became NaN or infinite.
+        KeyboardInterrupt: after Ctrl-C, once last.pt is saved.
     """
     owned = not dist.is_initialized()  # a caller that joined the group (e.g. `eval finetune`) keeps it
     device = dist.setup(device)
     try:
-        return _pretrain(config, Path(out), device, decoder, resume, stop_after_epochs, on_step)
+        config, position, checkpoint = _resume_point(Path(out), config, resume)
+        run = _setup(config, Path(out), device, decoder, on_step)
+        if checkpoint is not None:
+            _restore(run, checkpoint, position)
+        _open_outputs(run, position)
+        interrupted, by_signal = _train(run, position, stop_after_epochs)
+        return _finish(run, position, interrupted, by_signal)
     finally:
         if owned:
             dist.teardown()
 
 
-def _pretrain(config, out: Path, device, decoder, resume, stop_after_epochs, on_step) -> Result:
-    checkpoint = None
-    if resume:
-        checkpoint = load_checkpoint(out / "last.pt")
-        saved = checkpoint["config"]
-        if saved["method"] != config["method"]:
-            raise VdiagError(f"{out} holds a {saved['method']} run, not {config['method']}; drop --method or pick another --out")
-        epochs = config["train"]["epochs"]
-        if epochs < saved["train"]["epochs"]:
-            raise VdiagError(f"the run in {out} is set for {saved['train']['epochs']} epochs; on resume --epochs can only be raised")
-        config = saved
-        config["train"]["epochs"] = epochs
-        if checkpoint["position"].get("finished") and checkpoint["position"]["epoch"] >= epochs:
-            raise VdiagError(f"the run in {out} already finished {epochs} epochs; raise --epochs to train longer")
-    elif (out / "last.pt").exists():
-        raise VdiagError(f"{out} already holds a run (last.pt); pass --resume to continue it, or choose another --out")
+@dataclass
+class Position:
+    """Where a run stands: `epoch` epochs and `step` steps of epoch `epoch` done (0-based epoch),
+    `global_step` steps in all, and the per-epoch summaries so far."""
 
-    weights = config["backbone"].get("weights")
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def _resume_point(out: Path, config: dict, resume: bool) -> tuple[dict, Position, dict | None]:
+    """The resume rules, in one place: (config to train, position, checkpoint to restore or None).
+
+    A new run refuses a folder that holds one. A resumed run takes the config stored in last.pt
+    (completed by `migrate_config`), with `train.epochs` from `config`, which may only be raised,
+    and refuses another method's run or one that already did its epochs.
+    """
+    if not resume:
+        if (out / "last.pt").exists():
+            raise VdiagError(f"{out} already holds a run (last.pt); pass --resume to continue it, or choose another --out")
+        return config, Position(), None
+    checkpoint = load_checkpoint(out / "last.pt")
+    saved = migrate_config(checkpoint["config"])
+    if saved["method"] != config["method"]:
+        raise VdiagError(f"{out} holds a {saved['method']} run, not {config['method']}; drop --method or pick another --out")
+    epochs = config["train"]["epochs"]
+    if epochs < saved["train"]["epochs"]:
+        raise VdiagError(f"the run in {out} is set for {saved['train']['epochs']} epochs; on resume --epochs can only be raised")
+    saved["train"]["epochs"] = epochs
+    stored = checkpoint["position"]
+    if stored.get("finished") and stored["epoch"] >= epochs:
+        raise VdiagError(f"the run in {out} already finished {epochs} epochs; raise --epochs to train longer")
+    position = Position(stored["epoch"], stored["step"], stored["global_step"], list(checkpoint.get("history", [])))
+    return saved, position, checkpoint
+
+
+@dataclass
+class _Run:
+    """What the steps of one run share: the config, data, model, optimiser, outputs and counters."""
+
+    config: dict
+    out: Path
+    device: str
+    index: DatasetIndex
+    dataset: VideoClipDataset
+    method: Method  # the module whose state is saved
+    model: torch.nn.Module  # what the step calls: the method, or its DDP wrapper
+    sampler: DistributedSampler
+    optimizer: torch.optim.Optimizer
+    autocast: Callable
+    scaler: torch.amp.GradScaler | None
+    per_rank: int
+    steps_per_epoch: int
+    on_step: StepCallback | None
+    main: bool = field(default_factory=dist.is_main)
+    world: int = field(default_factory=dist.world_size)
+    log: _MetricsLog | None = None
+    tracker: FailureTracker | None = None
+    started: float = 0.0
+    clips_done: int = 0
+    skipped: int = 0
+
+    @property
+    def train(self) -> dict:
+        return self.config["train"]
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.train["epochs"]
+
+    @property
+    def warmup_steps(self) -> int:
+        return round(self.train["warmup_epochs"] * self.steps_per_epoch)
+
+    @property
+    def clips_per_step(self) -> int:
+        return self.train["batch_size"] * self.config["data"]["positives"]
+
+
+def _setup(config: dict, out: Path, device: str, decoder: str, on_step: StepCallback | None) -> _Run:
+    """Data, model (DDP-wrapped under torchrun), sampler and optimiser, in the order that fixes the RNG draws."""
+    weights = config["backbone"]["weights"]
     if weights and not Path(weights).is_file():  # before any data is generated or read
         raise VdiagError(f"weights file {weights} does not exist")
     torch.manual_seed(config["seed"])
     index = resolve_data(config)
     dataset = build_training_dataset(config, index, decoder)
     method = build_model(config, index).to(device)
-    world, rank = dist.world_size(), dist.rank()
-    train = config["train"]
+    world, train = dist.world_size(), config["train"]
     if train["batch_size"] % world:
         raise VdiagError(f"--batch-size {train['batch_size']} is the global batch and must be divisible by the {world} processes")
     per_rank = train["batch_size"] // world
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=config["seed"], drop_last=True)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=dist.rank(), shuffle=True, seed=config["seed"], drop_last=True)
     steps_per_epoch = len(sampler) // per_rank
     if steps_per_epoch == 0:
         raise VdiagError(f"{index.describe()}: fewer videos than one batch of {train['batch_size']}; lower --batch-size")
-    total_steps = steps_per_epoch * train["epochs"]
-    warmup_steps = round(train["warmup_epochs"] * steps_per_epoch)
+    model, method = _distribute(method, device, world)
+    optimizer = build_optimizer(method, train["optimizer"], train["lr"], weight_decay=train["weight_decay"], momentum=train["momentum"])
+    autocast, scaler = _mixed_precision(device, train["amp"])
+    return _Run(
+        config=config,
+        out=out,
+        device=device,
+        index=index,
+        dataset=dataset,
+        method=method,
+        model=model,
+        sampler=sampler,
+        optimizer=optimizer,
+        autocast=autocast,
+        scaler=scaler,
+        per_rank=per_rank,
+        steps_per_epoch=steps_per_epoch,
+        on_step=on_step,
+    )
 
-    model: torch.nn.Module = method
-    if world > 1:
-        if device.startswith("cuda") and method.sync_batchnorm:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
-            method = model
-        elif method.sync_batchnorm and dist.is_main():
-            note("SyncBatchNorm needs GPUs; on CPU each process normalises over its own batch")
-        model = torch.nn.parallel.DistributedDataParallel(
-            method, device_ids=[torch.device(device).index] if device.startswith("cuda") else None
-        )
-    optimizer = build_optimizer(method, train["optimizer"], train["lr"], train["weight_decay"], train.get("momentum", 0.9))
-    autocast, scaler = _mixed_precision(device, train.get("amp", True))
 
-    epoch, step_in_epoch, global_step, history = 0, 0, 0, []
-    if checkpoint is not None:
-        method.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if scaler is not None and checkpoint.get("scaler"):
-            scaler.load_state_dict(checkpoint["scaler"])
-        position = checkpoint["position"]
-        epoch, step_in_epoch, global_step = position["epoch"], position["step"], position["global_step"]
-        history = list(checkpoint.get("history", []))
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        if device.startswith("cuda") and checkpoint["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
-        if dist.is_main():
-            note(f"resuming {out / 'last.pt'} at epoch {epoch + 1}, step {step_in_epoch + 1}")
+def _distribute(method: Method, device: str, world: int) -> tuple[torch.nn.Module, Method]:
+    """(model to call, method to save): DDP around the method under torchrun, SyncBN on GPUs."""
+    if world == 1:
+        return method, method
+    if device.startswith("cuda") and method.sync_batchnorm:
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    elif method.sync_batchnorm and dist.is_main():
+        note("SyncBatchNorm needs GPUs; on CPU each process normalises over its own batch")
+    device_ids = [torch.device(device).index] if device.startswith("cuda") else None
+    model = torch.nn.parallel.DistributedDataParallel(method, device_ids=device_ids)
+    return model, method
 
-    main = dist.is_main()
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "config.yaml") as tmp:
-            tmp.write_text(dump_config(config))
-        _truncate_log(out / "metrics.jsonl", global_step)
-    log = _MetricsLog(out, enabled=main)
-    tracker = FailureTracker(len(dataset), config["data"].get("max_failures", 0.05), warn=warn if main else None)
 
-    def save(name: str, finished: bool = False) -> Path | None:
-        path = None
-        if main:
-            path = save_checkpoint(
-                out / name,
-                config=config,
-                model=method.state_dict(),
-                position={"epoch": epoch, "step": step_in_epoch, "global_step": global_step, "finished": finished},
-                optimizer=optimizer.state_dict(),
-                scaler=scaler.state_dict() if scaler is not None else None,
-                rng={"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if device.startswith("cuda") else []},
-                history=history,
-            )
-        dist.barrier()
-        return path
+def _restore(run: _Run, checkpoint: dict, position: Position) -> None:
+    """Model, optimiser, scaler and RNG state of a resumed checkpoint (after everything is built)."""
+    run.method.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    if run.scaler is not None and checkpoint.get("scaler"):
+        run.scaler.load_state_dict(checkpoint["scaler"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    if run.device.startswith("cuda") and checkpoint["rng"].get("cuda"):
+        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+    if run.main:
+        note(f"resuming {run.out / 'last.pt'} at epoch {position.epoch + 1}, step {position.step + 1}")
 
-    if main:
+
+def _open_outputs(run: _Run, position: Position) -> None:
+    """config.yaml, the step log (cut back to the resumed step) and the failure tracker; the opening note."""
+    if run.main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(run.out / "config.yaml") as tmp:
+            tmp.write_text(dump_config(run.config))
+        _truncate_log(run.out / "metrics.jsonl", position.global_step)
+    run.log = _MetricsLog(run.out, enabled=run.main)
+    run.tracker = FailureTracker(len(run.dataset), run.config["data"]["max_failures"], warn=warn if run.main else None)
+    if run.main:
+        config, train = run.config, run.train
+        processes = f", {run.world} processes" if run.world > 1 else ""
         note(
-            f"training {config['method']} on {config['backbone']['name']} ({device}{f', {world} processes' if world > 1 else ''}): "
-            f"{index.describe()}; {train['epochs']} epochs × {steps_per_epoch} steps of {train['batch_size']} videos "
+            f"training {config['method']} on {config['backbone']['name']} ({run.device}{processes}): "
+            f"{run.index.describe()}; {train['epochs']} epochs × {run.steps_per_epoch} steps of {train['batch_size']} videos "
             f"× ρ = {config['data']['positives']}"
         )
+
+
+def _save(run: _Run, position: Position, name: str, finished: bool = False) -> Path | None:
+    """A checkpoint of everything a resumed run needs (rank 0 writes; every rank waits)."""
+    path = None
+    if run.main:
+        path = save_checkpoint(
+            run.out / name,
+            config=run.config,
+            model=run.method.state_dict(),
+            position={"epoch": position.epoch, "step": position.step, "global_step": position.global_step, "finished": finished},
+            optimizer=run.optimizer.state_dict(),
+            scaler=run.scaler.state_dict() if run.scaler is not None else None,
+            rng={"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if run.device.startswith("cuda") else []},
+            history=position.history,
+        )
+    dist.barrier()
+    return path
+
+
+def _train(run: _Run, position: Position, stop_after_epochs: int | None) -> tuple[bool, bool]:
+    """Epochs until the last, a stop request or `stop_after_epochs`: (stopped early, by Ctrl-C)."""
     stop = _StopFlag()
-    started, clips_done, skipped = time.perf_counter(), 0, 0
+    run.started = time.perf_counter()
     epochs_run = 0
-    interrupted = False
     with stop.installed(), progress_bar("clips", fields=("losses",)) as progress:
         task = progress.add_task("", total=None, losses="")
-        while epoch < train["epochs"]:
-            sampler.set_epoch(epoch)
-            dataset.set_epoch(epoch)
-            method.start_epoch(epoch)
-            loader = DataLoader(
-                dataset,
-                batch_size=per_rank,
-                sampler=_SkipSampler(sampler, step_in_epoch * per_rank),
-                num_workers=config["data"].get("workers", 0),
-                collate_fn=collate_clips,
-                drop_last=True,
-                pin_memory=device.startswith("cuda"),
-            )
-            clips_per_step = train["batch_size"] * config["data"]["positives"]
-            progress.reset(
-                task,
-                total=steps_per_epoch * clips_per_step,
-                completed=step_in_epoch * clips_per_step,
-                description=f"epoch {epoch + 1}/{train['epochs']}",
-            )
-            epoch_losses: dict[str, float] = {}
-            epoch_steps = 0
-            for batch in loader:
-                tracker.update(batch)
-                if not _batch_usable(batch, per_rank, world, device):
-                    skipped += 1
-                    losses = None
-                else:
-                    lr = learning_rate(
-                        global_step,
-                        total_steps,
-                        train["lr"],
-                        warmup_steps,
-                        train.get("min_lr_ratio", 0.0),
-                        train.get("schedule", "cosine"),
-                        train.get("milestones", ()),
-                        train.get("gamma", 0.1),
-                    )
-                    set_learning_rate(optimizer, lr)
-                    losses = _train_step(model, method, optimizer, scaler, autocast, batch, device, train.get("clip_grad"))
-                    _check_finite(losses, epoch, step_in_epoch, out)
-                    method.after_step((global_step + 1) / total_steps)
-                step_in_epoch += 1
-                global_step += 1
-                if losses is not None:
-                    clips_done += clips_per_step
-                    epoch_steps += 1
-                    for name, value in losses.items():
-                        epoch_losses[name] = epoch_losses.get(name, 0.0) + value
-                    record = {"epoch": epoch + 1, "step": step_in_epoch, "global_step": global_step, "lr": lr, **losses}
-                    record["clips_per_s"] = clips_done / max(time.perf_counter() - started, 1e-9)
-                    log.step(record)
-                    progress.update(task, advance=clips_per_step, losses=_loss_text(losses))
-                    if on_step is not None and on_step(record):
-                        stop.requested = True
-                else:
-                    progress.advance(task, clips_per_step)
-                if _agree(stop.requested, device):
-                    interrupted = True
-                    break
-            if interrupted:
-                break
-            summary = {"epoch": epoch + 1, "global_step": global_step, **{k: v / max(epoch_steps, 1) for k, v in epoch_losses.items()}}
-            summary["seconds"] = time.perf_counter() - started
-            history.append(summary)
-            log.epoch(summary)
-            epoch, step_in_epoch = epoch + 1, 0
+        while position.epoch < run.train["epochs"]:
+            means = _train_epoch(run, position, stop, progress, task)
+            if means is None:
+                return True, stop.by_signal
+            summary = {"epoch": position.epoch + 1, "global_step": position.global_step, **means}
+            summary["seconds"] = time.perf_counter() - run.started
+            position.history.append(summary)
+            run.log.epoch(summary)
+            position.epoch, position.step = position.epoch + 1, 0
             epochs_run += 1
-            save("last.pt")
-            if stop_after_epochs is not None and epochs_run >= stop_after_epochs and epoch < train["epochs"]:
-                interrupted = True
-                break
+            _save(run, position, "last.pt")
+            if stop_after_epochs is not None and epochs_run >= stop_after_epochs and position.epoch < run.train["epochs"]:
+                return True, stop.by_signal
+    return False, stop.by_signal
 
-    seconds = time.perf_counter() - started
-    log.close()
+
+def _train_epoch(run: _Run, position: Position, stop: _StopFlag, progress, task) -> dict[str, float] | None:
+    """The rest of epoch `position.epoch` (as DINO's `train_one_epoch`): its per-step mean losses,
+    or None when a stop was requested (on any rank) before it ended."""
+    run.sampler.set_epoch(position.epoch)
+    run.dataset.set_epoch(position.epoch)
+    run.method.start_epoch(position.epoch)
+    loader = DataLoader(
+        run.dataset,
+        batch_size=run.per_rank,
+        sampler=_SkipSampler(run.sampler, position.step * run.per_rank),
+        num_workers=run.config["data"]["workers"],
+        collate_fn=collate_clips,
+        drop_last=True,
+        pin_memory=run.device.startswith("cuda"),
+    )
+    progress.reset(
+        task,
+        total=run.steps_per_epoch * run.clips_per_step,
+        completed=position.step * run.clips_per_step,
+        description=f"epoch {position.epoch + 1}/{run.train['epochs']}",
+    )
+    sums: dict[str, float] = {}
+    steps = 0
+    for batch in loader:
+        losses, lr = _step(run, position, batch)
+        position.step += 1
+        position.global_step += 1
+        if losses is None:
+            run.skipped += 1
+            progress.advance(task, run.clips_per_step)
+        else:
+            steps += 1
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value
+            if _log_step(run, position, losses, lr, progress, task):
+                stop.requested = True
+        if _agree(stop.requested, run.device):
+            return None
+    return {name: value / max(steps, 1) for name, value in sums.items()}
+
+
+def _step(run: _Run, position: Position, batch: dict) -> tuple[dict[str, float] | None, float | None]:
+    """One optimiser step at `position.global_step`: (losses, learning rate); (None, None) for a skipped batch."""
+    run.tracker.update(batch)
+    if not _batch_usable(batch, run.per_rank, run.world, run.device):
+        return None, None
+    train = run.train
+    lr = learning_rate(
+        position.global_step,
+        run.total_steps,
+        train["lr"],
+        warmup_steps=run.warmup_steps,
+        min_lr_ratio=train["min_lr_ratio"],
+        schedule=train["schedule"],
+        milestones=train["milestones"],
+        gamma=train["gamma"],
+    )
+    set_learning_rate(run.optimizer, lr)
+    losses = _train_step(run.model, run.method, run.optimizer, run.scaler, run.autocast, batch, run.device, train["clip_grad"])
+    _check_finite(losses, position.epoch, position.step, run.out)
+    run.method.after_step((position.global_step + 1) / run.total_steps)
+    return losses, lr
+
+
+def _log_step(run: _Run, position: Position, losses: dict[str, float], lr: float, progress, task) -> bool:
+    """The step's record to metrics.jsonl, TensorBoard and the progress bar; True if `on_step` asks to stop."""
+    run.clips_done += run.clips_per_step
+    record = {"epoch": position.epoch + 1, "step": position.step, "global_step": position.global_step, "lr": lr, **losses}
+    record["clips_per_s"] = run.clips_done / max(time.perf_counter() - run.started, 1e-9)
+    run.log.step(record)
+    progress.update(task, advance=run.clips_per_step, losses=_loss_text(losses))
+    return run.on_step is not None and bool(run.on_step(record))
+
+
+def _finish(run: _Run, position: Position, interrupted: bool, by_signal: bool) -> Result:
+    """The last checkpoints (final.pt and a finished last.pt, or last.pt when stopped) and the Result."""
+    seconds = time.perf_counter() - run.started
+    run.log.close()
+    out = run.out
     if interrupted:
-        path = save("last.pt")
-        if main:
-            note(f"stopped at epoch {epoch + 1}, step {step_in_epoch}; saved {path}. Continue with: vdiag pretrain --resume --out {out}")
-        if stop.by_signal:
+        path = _save(run, position, "last.pt")
+        if run.main:
+            where = f"stopped at epoch {position.epoch + 1}, step {position.step}; saved {path}"
+            note(f"{where}. Continue with: vdiag pretrain --resume --out {out}")
+        if by_signal:
             raise KeyboardInterrupt
         final_path = out / "last.pt"
     else:
-        save("final.pt", finished=True)
-        save("last.pt", finished=True)
+        _save(run, position, "final.pt", finished=True)
+        _save(run, position, "last.pt", finished=True)
         final_path = out / "final.pt"
-
-    metrics = {"epochs_done": epoch, "steps_done": global_step, "seconds": seconds, "clips_per_s": clips_done / max(seconds, 1e-9)}
+    history = position.history
+    metrics = {"epochs_done": position.epoch, "steps_done": position.global_step, "seconds": seconds}
+    metrics["clips_per_s"] = run.clips_done / max(seconds, 1e-9)
     if history:
         metrics.update({f"final_{k}": v for k, v in history[-1].items() if k not in ("epoch", "global_step", "seconds")})
-    metrics["failed_videos"] = tracker.failed
-    metrics["skipped_steps"] = skipped
+    metrics["failed_videos"] = run.tracker.failed
+    metrics["skipped_steps"] = run.skipped
     result = Result(
         command="pretrain",
         checkpoint=str(final_path),
-        data=str(index.root),
+        data=str(run.index.root),
         metrics=metrics,
-        config=config,
+        config=run.config,
         files=[str(final_path), str(out / "config.yaml"), str(out / "metrics.jsonl")],
         details={
             "finished": not interrupted,
@@ -359,7 +518,7 @@ def _pretrain(config, out: Path, device, decoder, resume, stop_after_epochs, on_
             "history": history,
         },
     )
-    if main:
+    if run.main:
         result.write(out / "pretrain.json")
     return result
 
