@@ -66,7 +66,7 @@ def validity(tmp_path_factory):
 
 
 def extractor_for(path, backbone=None):
-    return Extractor(load_model(path, backbone), SAMPLING, workers=0)
+    return Extractor(load_model(path, backbone=backbone), SAMPLING, workers=0)
 
 
 def test_static_model_reads_as_static(validity):
@@ -108,19 +108,19 @@ def test_features_cache_and_views(validity, monkeypatch):
     data, models = validity
     model = load_model(models["dynamic"])
     index = data.split("test")
-    first = extract_features(model, index, ("real", "static"), SAMPLING, workers=0)
+    first = extract_features(Extractor(model, SAMPLING, workers=0), index, ("real", "static"))
     import vdiag.diagnostics.features as features_module
 
     def refuse(*args, **kwargs):
         raise AssertionError("recomputed although cached")
 
     monkeypatch.setattr(features_module, "_extract", refuse)
-    again = extract_features(model, index, ("real", "static"), SAMPLING, workers=0)
+    again = extract_features(Extractor(model, SAMPLING, workers=0), index, ("real", "static"))
     for view in ("real", "static"):
         np.testing.assert_array_equal(first[view].features, again[view].features)
         assert again[view].video_ids == first[view].video_ids
     monkeypatch.undo()
-    other = extract_features(model, index, ("real",), Sampling(8, 1, 32, 2), workers=0, cache=False)
+    other = extract_features(Extractor(model, Sampling(8, 1, 32, 2), workers=0, cache=False), index, ("real",))
     np.testing.assert_allclose(other["real"].features[:, 0], first["real"].features[:, 0], atol=1e-5)  # uniform start 0 in both
 
 
@@ -322,14 +322,14 @@ def test_koopman_machinery_serves_any_checkpoint(validity):
     data, models = validity
     model = load_model(models["random-tiny"], backbone="tiny", keep_temporal=True)
     index = data.split("test")
-    per_frame = extract_features(model, index, ("real", "static"), Sampling(8, 1, 32, 1), workers=0, output="temporal")
+    per_frame = extract_features(Extractor(model, Sampling(8, 1, 32, 1), workers=0), index, ("real", "static"), output="temporal")
     real = torch.from_numpy(per_frame["real"].features[:, 0]).transpose(1, 2)  # (videos, T, C)
     assert real.shape[1:] == (8, 128)
     eigenvalues, _ = koopman.dmd(real, rank=4)
     summary = koopman.eigenvalue_summary(eigenvalues)
     assert all(np.isfinite(v) for v in summary.values()) and summary["spectral_radius_max"] < 10
     frame_wise = load_model(models["random-tiny2d"], backbone="tiny2d")  # no temporal padding effects
-    frozen = extract_features(frame_wise, index, ("static",), Sampling(8, 1, 32, 1), workers=0, output="temporal")["static"]
+    frozen = extract_features(Extractor(frame_wise, Sampling(8, 1, 32, 1), workers=0), index, ("static",), output="temporal")["static"]
     static_eigenvalues, _ = koopman.dmd(torch.from_numpy(frozen.features[:, 0]).transpose(1, 2), rank=1)
     np.testing.assert_allclose(static_eigenvalues[:, 0].real.numpy(), 1.0, atol=1e-6)
 

@@ -64,11 +64,21 @@ class Recipe:
     commands: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_command_line(cls, name: str, description: str, argv: list[str] | None = None, synthetic: bool = False) -> Recipe:
+    def from_command_line(cls, name: str, description: str, argv: list[str] | None = None, *, synthetic: bool = False) -> Recipe:
         """Parse the recipe options. A `synthetic` experiment is defined on the synthetic data: at
         full size `--data` is optional (the default synthetic dataset) and the preset is `cpu`
         with the recipe's longer schedule; otherwise full size needs the real dataset and uses
-        `--preset paper`."""
+        `--preset paper`.
+
+        Args:
+            name: the recipe's script name (commands/<name>.py), its default output folder.
+            description: the help text (the script's docstring).
+            argv: the arguments [sys.argv].
+            synthetic: the experiment is defined on the synthetic data (see above).
+
+        Returns:
+            The `Recipe`. A usage error exits with status 2 (argparse).
+        """
         parser = argparse.ArgumentParser(
             prog=f"python commands/{name}.py", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
         )
@@ -90,7 +100,11 @@ class Recipe:
     # --- running vdiag -------------------------------------------------------------------------
 
     def vdiag(self, *args: str) -> None:
-        """Run one `vdiag` command (printed first); a failure stops the recipe with its message."""
+        """Run one `vdiag` command in this process (printed first, as a line a user could paste).
+
+        Raises:
+            VdiagError: the command exited non-zero (its own one-line message was printed).
+        """
         argv = (["--device", self.device] if self.device != "auto" else []) + [str(a) for a in args]
         line = "vdiag " + shlex.join(argv)
         self.commands.append(line)
@@ -171,6 +185,7 @@ class Recipe:
         title: str,
         columns: list[str],
         rows: list[tuple[str, list]],
+        *,
         paper: list[tuple[str, list]] | None = None,
         paper_columns: list[str] | None = None,
         note: str = "",
