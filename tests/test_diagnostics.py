@@ -152,12 +152,12 @@ def test_retrieval_known_answers(rng):
     labels = np.repeat(np.arange(5), 20)
     one_hot = np.eye(5)[labels]
     queries = normalise(one_hot, one_hot.mean(0))
-    hits = retrieval_hits(queries, labels, queries, labels)
+    hits = retrieval_hits(queries, labels, gallery=queries, gallery_labels=labels)
     assert hits[1].mean() == 1.0
     random_gallery = normalise(rng.normal(size=(100, 64)), 0)
     random_queries = normalise(rng.normal(size=(400, 64)), 0)
     query_labels = np.repeat(np.arange(5), 80)
-    chance = retrieval_hits(random_queries, query_labels, random_gallery, labels)
+    chance = retrieval_hits(random_queries, query_labels, gallery=random_gallery, gallery_labels=labels)
     assert abs(chance[1].mean() - 0.2) < 0.06 and chance[50].mean() > 0.99
     assert 1 - chance[5].mean() == pytest.approx(0.8**5, abs=0.1)  # no same-class video among 5 random ones
 

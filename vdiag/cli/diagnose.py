@@ -75,6 +75,7 @@ def run_diagnostic(name: str, *, keep_temporal: bool | None = None, many: bool =
         @functools.wraps(body)
         def command(
             settings,
+            *,
             backbone,
             layer,
             data_path,
@@ -236,7 +237,7 @@ Examples:
 @diagnostic_options
 @run_diagnostic("factors")
 def factors_command(extractor, data, out, device):
-    """Which generative factors of the synthetic data are linearly decodable? (BOD-VCL's claim)
+    """Which generative factors of the synthetic data are linearly decodable? (BOD-VCL's claim, Fig. 5 data)
 
     acc_<factor> per factor (probe fit on val, tested on test), static_score and dynamic_score:
     mean chance-normalised accuracy of the static and of the dynamic factors (0 = chance, 1 = perfect).
@@ -268,7 +269,7 @@ Examples:
 )
 @run_diagnostic("linear")
 def linear_command(extractor, data, out, device, target, feature):
-    """Linear evaluation: a probe on frozen features, 10-clip test averaging (top1, top5)."""
+    """Linear evaluation: a probe on frozen features, 10-clip test averaging (top1, top5; DCLR §4.1)."""
     from vdiag.diagnostics.recognition import linear_eval
 
     return linear_eval(extractor, data, target=target, feature=feature)
@@ -322,7 +323,7 @@ Examples:
 @_TARGET
 @run_diagnostic("retrieval")
 def retrieval_command(extractor, data, out, device, target):
-    """Nearest-neighbour retrieval: test videos query the train set (R@1, 5, 10, 20, 50)."""
+    """Nearest-neighbour retrieval: test videos query the train set (R@1, 5, 10, 20, 50; ViDiDi App. B.4)."""
     from vdiag.diagnostics.retrieval import retrieval
 
     return retrieval(extractor, data, target=target)

@@ -226,7 +226,7 @@ Examples:
 @run_diagnostic("concepts", precheck=lambda extractor: _require_concepts(extractor))
 def concepts_command(extractor, data, out, device, video, split, target, start, frames_shown, figure_format):
     """Static and dynamic concepts of a `concepts` model: attention maps of the most active ones on a
-    video (Qian et al. Fig. 5) and class × class similarity of the averaged codes (Fig. 4).
+    video (concepts, Qian et al., Fig. 5) and class × class similarity of the averaged codes (Fig. 4).
 
     Other models get a one-line message: only `vdiag pretrain --method concepts` has concepts.
     """

@@ -4,8 +4,8 @@
     protocol of ViDiDi App. B.4 and DCLR §4.1) → evaluation view (short side to `size`, centre crop,
     Kinetics normalisation) → view (real, static, shuffled, reversed, frame difference) → backbone
     under `torch.inference_mode` → per-clip features `(videos, clips, C)` (or `(videos, clips, C, T')`
-    with `output="temporal"`, for Koopman analysis; or, for a concepts model, any Table 3 feature of
-    concepts with `output="concepts.<name>"`, name in `CONCEPT_FEATURES`, e.g. the codes
+    with `output="temporal"`, for Koopman analysis; or, for a concepts model, any feature of concepts
+    Table 3 with `output="concepts.<name>"`, name in `CONCEPT_FEATURES`, e.g. the codes
     `(videos, clips, K)` with "concepts.q_v")
 
 All views of a batch come from one decode, and a clip that repeats (uniform starts of a video

@@ -27,7 +27,7 @@ def normalise(features: np.ndarray, centre: np.ndarray) -> np.ndarray:
 
 
 def retrieval_hits(
-    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray, *, ranks=RANKS
+    queries: np.ndarray, query_labels: np.ndarray, *, gallery: np.ndarray, gallery_labels: np.ndarray, ranks=RANKS
 ) -> dict[int, np.ndarray]:
     """Which queries find a same-class gallery item among their k nearest (cosine; ViDiDi App. B.4).
 
@@ -68,7 +68,9 @@ def retrieval(extractor: Extractor, data: DataRef, *, target: str = "label", ran
     train_labels, test_labels, class_names = split.train_labels, split.labels, split.class_names
     gallery_raw = train.videos
     centre = gallery_raw.mean(axis=0)
-    hits = retrieval_hits(normalise(test.videos, centre), test_labels, normalise(gallery_raw, centre), train_labels, ranks=ranks)
+    hits = retrieval_hits(
+        normalise(test.videos, centre), test_labels, gallery=normalise(gallery_raw, centre), gallery_labels=train_labels, ranks=ranks
+    )
 
     def statistics(rows: np.ndarray) -> dict[str, float]:
         return {f"R@{k}": float(hit[rows].mean()) for k, hit in hits.items()}
