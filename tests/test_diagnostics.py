@@ -25,7 +25,7 @@ from vdiag.console import set_quiet
 from vdiag.diagnostics.cluster import best_retrieved_classes, silhouettes
 from vdiag.diagnostics.data import DataRef
 from vdiag.diagnostics.factors import factor_probe
-from vdiag.diagnostics.features import Extractor, Sampling, extract_features, make_view
+from vdiag.diagnostics.features import Extractor, Sampling, extract_features, load_extractor, make_view
 from vdiag.diagnostics.model import load_model
 from vdiag.diagnostics.probe import bootstrap
 from vdiag.diagnostics.retrieval import normalise, retrieval_hits
@@ -352,6 +352,24 @@ def test_repeated_clips_are_computed_once_and_expanded():
     video = torch.arange(8) // 4
     assert len(first) == 4  # (0,0) (0,1) (1,2) (1,5)
     assert torch.equal(flat[first][inverse], flat) and torch.equal(video[first][inverse], video)
+
+
+def test_load_extractor_carries_the_settings(tmp_path):
+    """One loader for every place that needs a model with its settings: sampling defaults for
+    third-party weights, overrides, a reload with temporal strides removed that keeps every setting,
+    and a fingerprint that tells the two apart (so the feature cache does too)."""
+    torch.manual_seed(0)
+    path = tmp_path / "random-tiny.pt"
+    torch.save(build_backbone("tiny").body.state_dict(), path)
+    extractor = load_extractor(path, backbone="tiny", frames=4, clips=3, workers=0, seed=5, cache=False)
+    assert extractor.sampling == Sampling(frames=4, stride=2, size=112, clips=3)  # 2 and 112: other weights' defaults
+    assert extractor.settings == {"batch_size": 64, "workers": 0, "decoder": "auto", "seed": 5, "cache": False}
+    temporal = load_extractor(path, backbone="tiny", keep_temporal=True, sampling=extractor.sampling, **extractor.settings)
+    assert temporal.sampling == extractor.sampling and temporal.settings == extractor.settings
+    assert temporal.model.backbone.keep_temporal and not extractor.model.backbone.keep_temporal
+    assert temporal.model.fingerprint != extractor.model.fingerprint
+    with pytest.raises(TypeError):  # settings after the model and the sampling are keywords
+        Extractor(extractor.model, extractor.sampling, 64)
 
 
 def test_cli_viz_tsne_side_by_side(validity, tmp_path):
