@@ -21,7 +21,7 @@ import argparse
 import json
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 from vdiag.errors import VdiagError
@@ -50,9 +50,22 @@ SMOKE_DATA = {"train": 32, "val": 16, "test": 16}
 
 @dataclass
 class Recipe:
-    """One experiment's run: options, the commands run so far, and where things go."""
+    """One experiment's run: options, the commands run so far, and where things go.
+
+    Attributes:
+        name: the recipe (commands/<name>.py).
+        smoke: tiny synthetic run instead of the paper's settings.
+        out: where runs, diagnostics and tables go.
+        data, data_format: the pretraining dataset and its layout (None: synthetic / auto).
+        eval_data: the evaluation datasets [the pretraining data].
+        dry_run: print the commands, run nothing.
+        device: "auto", "cpu" or "cuda".
+        full_preset: the preset at full size ("paper", or "cpu" for synthetic experiments).
+        commands: the `vdiag` lines run so far (written under each table).
+    """
 
     name: str
+    _: KW_ONLY
     smoke: bool
     out: Path
     data: str | None
@@ -95,7 +108,17 @@ class Recipe:
         if not args.smoke and not synthetic and not args.data:
             parser.error("at full size this experiment needs the real dataset: --data PATH (or --smoke for a tiny synthetic run)")
         preset = "cpu" if synthetic else "paper"
-        return cls(name, args.smoke, Path(args.out), args.data, args.data_format, args.eval_data, args.dry_run, args.device, preset)
+        return cls(
+            name,
+            smoke=args.smoke,
+            out=Path(args.out),
+            data=args.data,
+            data_format=args.data_format,
+            eval_data=args.eval_data,
+            dry_run=args.dry_run,
+            device=args.device,
+            full_preset=preset,
+        )
 
     # --- running vdiag -------------------------------------------------------------------------
 
