@@ -1,4 +1,4 @@
-"""BOD-VCL (paper 001) motivation: which factors does a unified loss learn, and a decoupled one?
+"""BOD-VCL motivation: which factors does a unified loss learn, and a decoupled one?
 
 On the synthetic static/dynamic dataset (Fig. 5), whose train split confounds each dynamic factor
 with a static one (p = 0.8), pretrain a unified objective (v-SimCLR, v-BYOL) and its decoupled

@@ -1,4 +1,4 @@
-"""BOLD-DI (paper 000) Table 5 and Table 14: bi-level vs single level, and the components.
+"""BOLD-DI Table 5 and Table 14: bi-level vs single level, and the components.
 
 v-SimCLR; v-SimCLR + L_dynamic (outer loss only, no inner problem); v-SimCLR + L_(f,do) (the
 backdoor-adjusted inner problem without L_dynamic); v-SimCLR + BOLD-DI (both, bi-level); and

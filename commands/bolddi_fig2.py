@@ -1,4 +1,4 @@
-"""BOLD-DI (paper 000) §3.2, Fig. 2: do video contrastive models decide from appearance?
+"""BOLD-DI §3.2, Fig. 2: do video contrastive models decide from appearance?
 
 For v-SimCLR, v-MoCo, v-BYOL and a supervised model of the same backbone:
   (a) linear-probe accuracy on real clips,

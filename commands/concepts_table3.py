@@ -1,4 +1,4 @@
-"""Concepts (paper 004) Table 3: what do the static and dynamic concepts carry?
+"""Concepts Table 3: what do the static and dynamic concepts carry?
 
 One concepts model; a linear probe on each of its outputs: the pooled feature v, the concept codes
 q_v (all, static q_v^s, dynamic q_v^d), and the local features F_v of the top-10 % concepts (all,

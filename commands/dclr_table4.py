@@ -1,4 +1,4 @@
-"""DCLR (paper 003) Table 4: which loss combination learns the better representation?
+"""DCLR Table 4: which loss combination learns the better representation?
 
 L_VV (vanilla contrast between two clips), L_VS (video ↔ static frame), L_VD (video ↔ frame
 difference), each minimised, and L_SD (static ↔ difference, same view) maximised; "same view"

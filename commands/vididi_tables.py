@@ -1,4 +1,4 @@
-"""ViDiDi (paper 002) Table 3, Table 6 and Table 7: retrieval and clustering with and without ViDiDi.
+"""ViDiDi Table 3, Table 6 and Table 7: retrieval and clustering with and without ViDiDi.
 
 Table 3: nearest-neighbour video retrieval (R@1, 5, 10; test videos query the train set) for
 SimCLR, BYOL, VICReg and their ViDiDi versions. Table 6: the schedule ablation on VICReg (random

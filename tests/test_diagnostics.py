@@ -25,7 +25,7 @@ from vdiag.console import set_quiet
 from vdiag.diagnostics.cluster import best_retrieved_classes, silhouettes
 from vdiag.diagnostics.data import DataRef
 from vdiag.diagnostics.factors import factor_probe
-from vdiag.diagnostics.features import Extractor, Sampling, extract_features, make_view
+from vdiag.diagnostics.features import Extractor, Sampling, extract_features, load_extractor, make_view
 from vdiag.diagnostics.model import load_model
 from vdiag.diagnostics.probe import bootstrap
 from vdiag.diagnostics.retrieval import normalise, retrieval_hits
@@ -66,7 +66,7 @@ def validity(tmp_path_factory):
 
 
 def extractor_for(path, backbone=None):
-    return Extractor(load_model(path, backbone), SAMPLING, workers=0)
+    return Extractor(load_model(path, backbone=backbone), SAMPLING, workers=0)
 
 
 def test_static_model_reads_as_static(validity):
@@ -108,19 +108,19 @@ def test_features_cache_and_views(validity, monkeypatch):
     data, models = validity
     model = load_model(models["dynamic"])
     index = data.split("test")
-    first = extract_features(model, index, ("real", "static"), SAMPLING, workers=0)
+    first = extract_features(Extractor(model, SAMPLING, workers=0), index, ("real", "static"))
     import vdiag.diagnostics.features as features_module
 
     def refuse(*args, **kwargs):
         raise AssertionError("recomputed although cached")
 
     monkeypatch.setattr(features_module, "_extract", refuse)
-    again = extract_features(model, index, ("real", "static"), SAMPLING, workers=0)
+    again = extract_features(Extractor(model, SAMPLING, workers=0), index, ("real", "static"))
     for view in ("real", "static"):
         np.testing.assert_array_equal(first[view].features, again[view].features)
         assert again[view].video_ids == first[view].video_ids
     monkeypatch.undo()
-    other = extract_features(model, index, ("real",), Sampling(8, 1, 32, 2), workers=0, cache=False)
+    other = extract_features(Extractor(model, Sampling(8, 1, 32, 2), workers=0, cache=False), index, ("real",))
     np.testing.assert_allclose(other["real"].features[:, 0], first["real"].features[:, 0], atol=1e-5)  # uniform start 0 in both
 
 
@@ -152,12 +152,12 @@ def test_retrieval_known_answers(rng):
     labels = np.repeat(np.arange(5), 20)
     one_hot = np.eye(5)[labels]
     queries = normalise(one_hot, one_hot.mean(0))
-    hits = retrieval_hits(queries, labels, queries, labels)
+    hits = retrieval_hits(queries, labels, gallery=queries, gallery_labels=labels)
     assert hits[1].mean() == 1.0
     random_gallery = normalise(rng.normal(size=(100, 64)), 0)
     random_queries = normalise(rng.normal(size=(400, 64)), 0)
     query_labels = np.repeat(np.arange(5), 80)
-    chance = retrieval_hits(random_queries, query_labels, random_gallery, labels)
+    chance = retrieval_hits(random_queries, query_labels, gallery=random_gallery, gallery_labels=labels)
     assert abs(chance[1].mean() - 0.2) < 0.06 and chance[50].mean() > 0.99
     assert 1 - chance[5].mean() == pytest.approx(0.8**5, abs=0.1)  # no same-class video among 5 random ones
 
@@ -322,14 +322,14 @@ def test_koopman_machinery_serves_any_checkpoint(validity):
     data, models = validity
     model = load_model(models["random-tiny"], backbone="tiny", keep_temporal=True)
     index = data.split("test")
-    per_frame = extract_features(model, index, ("real", "static"), Sampling(8, 1, 32, 1), workers=0, output="temporal")
+    per_frame = extract_features(Extractor(model, Sampling(8, 1, 32, 1), workers=0), index, ("real", "static"), output="temporal")
     real = torch.from_numpy(per_frame["real"].features[:, 0]).transpose(1, 2)  # (videos, T, C)
     assert real.shape[1:] == (8, 128)
     eigenvalues, _ = koopman.dmd(real, rank=4)
     summary = koopman.eigenvalue_summary(eigenvalues)
     assert all(np.isfinite(v) for v in summary.values()) and summary["spectral_radius_max"] < 10
     frame_wise = load_model(models["random-tiny2d"], backbone="tiny2d")  # no temporal padding effects
-    frozen = extract_features(frame_wise, index, ("static",), Sampling(8, 1, 32, 1), workers=0, output="temporal")["static"]
+    frozen = extract_features(Extractor(frame_wise, Sampling(8, 1, 32, 1), workers=0), index, ("static",), output="temporal")["static"]
     static_eigenvalues, _ = koopman.dmd(torch.from_numpy(frozen.features[:, 0]).transpose(1, 2), rank=1)
     np.testing.assert_allclose(static_eigenvalues[:, 0].real.numpy(), 1.0, atol=1e-6)
 
@@ -352,6 +352,24 @@ def test_repeated_clips_are_computed_once_and_expanded():
     video = torch.arange(8) // 4
     assert len(first) == 4  # (0,0) (0,1) (1,2) (1,5)
     assert torch.equal(flat[first][inverse], flat) and torch.equal(video[first][inverse], video)
+
+
+def test_load_extractor_carries_the_settings(tmp_path):
+    """One loader for every place that needs a model with its settings: sampling defaults for
+    third-party weights, overrides, a reload with temporal strides removed that keeps every setting,
+    and a fingerprint that tells the two apart (so the feature cache does too)."""
+    torch.manual_seed(0)
+    path = tmp_path / "random-tiny.pt"
+    torch.save(build_backbone("tiny").body.state_dict(), path)
+    extractor = load_extractor(path, backbone="tiny", frames=4, clips=3, workers=0, seed=5, cache=False)
+    assert extractor.sampling == Sampling(frames=4, stride=2, size=112, clips=3)  # 2 and 112: other weights' defaults
+    assert extractor.settings == {"batch_size": 64, "workers": 0, "decoder": "auto", "seed": 5, "cache": False}
+    temporal = load_extractor(path, backbone="tiny", keep_temporal=True, sampling=extractor.sampling, **extractor.settings)
+    assert temporal.sampling == extractor.sampling and temporal.settings == extractor.settings
+    assert temporal.model.backbone.keep_temporal and not extractor.model.backbone.keep_temporal
+    assert temporal.model.fingerprint != extractor.model.fingerprint
+    with pytest.raises(TypeError):  # settings after the model and the sampling are keywords
+        Extractor(extractor.model, extractor.sampling, 64)
 
 
 def test_cli_viz_tsne_side_by_side(validity, tmp_path):

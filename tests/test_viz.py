@@ -74,7 +74,7 @@ def test_shared_estimator_and_too_few_frames():
     clips[:, 0] = rng.normal(size=(6, 3))
     for t in range(1, 10):
         clips[:, t] = clips[:, t - 1] @ operator.T
-    values, clip = clip_eigenvalues(clips, "shared", ridge=1e-9)
+    values, clip = clip_eigenvalues(clips, estimator="shared", ridge=1e-9)
     np.testing.assert_allclose(sorted(values.real), [-0.5, 0.8, 1.0], atol=1e-5)
     assert (clip == -1).all()
     from vdiag.errors import VdiagError
@@ -131,7 +131,7 @@ def test_activation_maps_find_the_foreground(tiny_synth, tmp_path):
     root, _ = tiny_synth
     model = DiagnosticModel(VideoBackbone("foreground", ForegroundDetector(), 1), Path("foreground.pt"), fingerprint="foreground")
     video = root / "videos" / "test" / "test_00001.mp4"
-    result = viz_activation(model, video, tmp_path, Sampling(6, 1, 32, 1), frames_shown=3)
+    result = viz_activation(Extractor(model, Sampling(6, 1, 32, 1)), video, tmp_path, frames_shown=3)
     metrics = result.metrics
     assert metrics["fg_mass_video"] > 0.9 and metrics["fg_mass_static"] > 0.9
     assert metrics["fg_mass_difference"] > 0.8  # the object's leading edge: inside the union of the two frames' masks
@@ -178,7 +178,7 @@ def test_saliency_tubes_find_the_foreground(tiny_synth, tmp_path):
     model = DiagnosticModel(
         VideoBackbone("foreground", ForegroundDetector(), 1), Path("foreground.pt"), method=ForegroundClassifier(), fingerprint="fg"
     )
-    result = viz_saliency(model, root / "videos" / "test" / "test_00001.mp4", tmp_path, Sampling(6, 1, 32, 1), frames_shown=3)
+    result = viz_saliency(Extractor(model, Sampling(6, 1, 32, 1)), root / "videos" / "test" / "test_00001.mp4", tmp_path, frames_shown=3)
     metrics = result.metrics
     assert result.config["target"] == "class logit 0"
     assert metrics["fg_mass_gradient"] > 0.9 and metrics["fg_mass_integrated_gradients"] > 0.9

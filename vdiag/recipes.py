@@ -21,7 +21,7 @@ import argparse
 import json
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 from vdiag.errors import VdiagError
@@ -50,9 +50,22 @@ SMOKE_DATA = {"train": 32, "val": 16, "test": 16}
 
 @dataclass
 class Recipe:
-    """One experiment's run: options, the commands run so far, and where things go."""
+    """One experiment's run: options, the commands run so far, and where things go.
+
+    Attributes:
+        name: the recipe (commands/<name>.py).
+        smoke: tiny synthetic run instead of the paper's settings.
+        out: where runs, diagnostics and tables go.
+        data, data_format: the pretraining dataset and its layout (None: synthetic / auto).
+        eval_data: the evaluation datasets [the pretraining data].
+        dry_run: print the commands, run nothing.
+        device: "auto", "cpu" or "cuda".
+        full_preset: the preset at full size ("paper", or "cpu" for synthetic experiments).
+        commands: the `vdiag` lines run so far (written under each table).
+    """
 
     name: str
+    _: KW_ONLY
     smoke: bool
     out: Path
     data: str | None
@@ -64,11 +77,21 @@ class Recipe:
     commands: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_command_line(cls, name: str, description: str, argv: list[str] | None = None, synthetic: bool = False) -> Recipe:
+    def from_command_line(cls, name: str, description: str, argv: list[str] | None = None, *, synthetic: bool = False) -> Recipe:
         """Parse the recipe options. A `synthetic` experiment is defined on the synthetic data: at
         full size `--data` is optional (the default synthetic dataset) and the preset is `cpu`
         with the recipe's longer schedule; otherwise full size needs the real dataset and uses
-        `--preset paper`."""
+        `--preset paper`.
+
+        Args:
+            name: the recipe's script name (commands/<name>.py), its default output folder.
+            description: the help text (the script's docstring).
+            argv: the arguments [sys.argv].
+            synthetic: the experiment is defined on the synthetic data (see above).
+
+        Returns:
+            The `Recipe`. A usage error exits with status 2 (argparse).
+        """
         parser = argparse.ArgumentParser(
             prog=f"python commands/{name}.py", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
         )
@@ -85,12 +108,26 @@ class Recipe:
         if not args.smoke and not synthetic and not args.data:
             parser.error("at full size this experiment needs the real dataset: --data PATH (or --smoke for a tiny synthetic run)")
         preset = "cpu" if synthetic else "paper"
-        return cls(name, args.smoke, Path(args.out), args.data, args.data_format, args.eval_data, args.dry_run, args.device, preset)
+        return cls(
+            name,
+            smoke=args.smoke,
+            out=Path(args.out),
+            data=args.data,
+            data_format=args.data_format,
+            eval_data=args.eval_data,
+            dry_run=args.dry_run,
+            device=args.device,
+            full_preset=preset,
+        )
 
     # --- running vdiag -------------------------------------------------------------------------
 
     def vdiag(self, *args: str) -> None:
-        """Run one `vdiag` command (printed first); a failure stops the recipe with its message."""
+        """Run one `vdiag` command in this process (printed first, as a line a user could paste).
+
+        Raises:
+            VdiagError: the command exited non-zero (its own one-line message was printed).
+        """
         argv = (["--device", self.device] if self.device != "auto" else []) + [str(a) for a in args]
         line = "vdiag " + shlex.join(argv)
         self.commands.append(line)
@@ -171,6 +208,7 @@ class Recipe:
         title: str,
         columns: list[str],
         rows: list[tuple[str, list]],
+        *,
         paper: list[tuple[str, list]] | None = None,
         paper_columns: list[str] | None = None,
         note: str = "",

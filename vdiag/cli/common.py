@@ -16,6 +16,8 @@ from vdiag.results import Result
 
 @dataclass
 class Settings:
+    """The global options of `vdiag` (`--device`, `--seed`, `--decoder`, `--quiet`), handed to every command."""
+
     device: str = "auto"
     seed: int = 0
     decoder: str = "auto"
@@ -23,7 +25,17 @@ class Settings:
 
 
 def resolve_device(name: str) -> str:
-    """'auto' → 'cuda' when a GPU is visible, else 'cpu'; 'cuda' without a GPU is a user error."""
+    """The device a command runs on: 'auto' → 'cuda' when a GPU is visible, else 'cpu'.
+
+    Args:
+        name: "auto", "cpu" or "cuda" (`--device`).
+
+    Returns:
+        "cuda" or "cpu".
+
+    Raises:
+        VdiagError: "cuda" was asked for but torch sees no GPU.
+    """
     import torch
 
     if name == "auto":
@@ -37,13 +49,21 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print exactl
 
 
 def comma_list(value: str | None) -> list[str] | None:
+    """An option's comma-separated list ("a, b,,c" → ["a", "b", "c"]); None stays None."""
     if value is None:
         return None
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def emit(result: Result, as_json: bool, table: Table | None = None, footer: list[str] | None = None) -> None:
-    """Render a result: a rich table (and where files went), or one JSON object on stdout."""
+def emit(result: Result, as_json: bool, table: Table | None = None, *, footer: list[str] | None = None) -> None:
+    """Render a result: a rich table (and where files went), or one JSON object on stdout.
+
+    Args:
+        result: what the command computed.
+        as_json: print exactly one JSON object (`--json`) and nothing else.
+        table: the table to print [`metrics_table(result)`].
+        footer: lines printed under the table (files written), not with `as_json`.
+    """
     if as_json:
         click.echo(json.dumps(result.to_dict(), default=to_jsonable))
         return
@@ -52,7 +72,7 @@ def emit(result: Result, as_json: bool, table: Table | None = None, footer: list
         stdout.print(line, highlight=False)
 
 
-def metrics_table(result: Result, title: str | None = None) -> Table:
+def metrics_table(result: Result, *, title: str | None = None) -> Table:
     """metric | value, plus a "95% CI" column when the result carries `<name>_ci_low/_ci_high`."""
     metrics = result.metrics
     has_ci = any(name.endswith("_ci_low") for name in metrics)

@@ -50,4 +50,4 @@ def demo(settings, out, data, size, num_train, epochs, clips, as_json):
     result = run_demo(out, demo_settings, data=data, seed=settings.seed, device=resolve_device(settings.device), decoder=settings.decoder)
     minutes = result.details["seconds"]["total"] / 60
     footer = [f"report: {result.files[0]}", f"        {result.files[1]}", f"summary: {out}/demo.json   ({minutes:.1f} min)"]
-    emit(result, as_json, _card(result) if not as_json else None, footer)
+    emit(result, as_json, _card(result) if not as_json else None, footer=footer)

@@ -52,18 +52,30 @@ def diagnostic_options(function=None, *, data_format_flag: str = "--format", man
     return function
 
 
-def run_diagnostic(name: str, keep_temporal: bool | None = None, many: bool = False, needs_data: bool = True, precheck=None, table=None):
-    """Turn `body(extractor, data, out, device, **options) -> Result` into a command: load the model
-    (with its temporal strides removed when `keep_temporal`), the data, run the body, write
-    <out>/<name>.json, render the result. With `many`, the body gets a list of extractors (one per
-    checkpoint, the data of the first); without `needs_data` (figures of one video) data is None.
-    `precheck(extractor)` refuses unsuitable models before any data is read; `table(result)` replaces
-    the default metrics table."""
+def run_diagnostic(name: str, *, keep_temporal: bool | None = None, many: bool = False, needs_data: bool = True, precheck=None, table=None):
+    """Turn `body(extractor, data, out, device, **options) -> Result` into a command.
+
+    The command loads the model (`load_extractor`, with its temporal strides removed when
+    `keep_temporal`), resolves the data, runs the body, writes `<out>/<name>.json` and renders the
+    result.
+
+    Args:
+        name: the result file's name.
+        keep_temporal: load the backbone with (True) or as recorded (None) temporal strides.
+        many: the body gets a list of extractors (one per checkpoint; the data of the first).
+        needs_data: without it (figures of one video) the body's data is None.
+        precheck: `precheck(extractor)` refuses unsuitable models before any data is read.
+        table: `table(result)` replaces the default metrics table.
+
+    Returns:
+        The decorator.
+    """
 
     def decorator(body):
         @functools.wraps(body)
         def command(
             settings,
+            *,
             backbone,
             layer,
             data_path,
@@ -84,27 +96,40 @@ def run_diagnostic(name: str, keep_temporal: bool | None = None, many: bool = Fa
         ):
             from vdiag import distributed as dist
             from vdiag.diagnostics.data import resolve_data
-            from vdiag.diagnostics.features import Extractor, default_sampling
-            from vdiag.diagnostics.model import load_model
+            from vdiag.diagnostics.features import load_extractor
 
             paths = list(checkpoints) if many else [checkpoint]
             device = dist.setup(resolve_device(settings.device))
             try:
-                extractors = []
-                for path in paths:
-                    model = load_model(path, backbone, layer, keep_temporal, device=device)
-                    sampling = default_sampling(model, clips, frames, stride, size)
-                    extractors.append(Extractor(model, sampling, batch_size, workers, settings.decoder, settings.seed, not no_cache))
+                extractors = [
+                    load_extractor(
+                        path,
+                        backbone=backbone,
+                        layer=layer,
+                        keep_temporal=keep_temporal,
+                        device=device,
+                        clips=clips,
+                        frames=frames,
+                        stride=stride,
+                        size=size,
+                        batch_size=batch_size,
+                        workers=workers,
+                        decoder=settings.decoder,
+                        seed=settings.seed,
+                        cache=not no_cache,
+                    )
+                    for path in paths
+                ]
                 for extractor in extractors if precheck else ():
                     precheck(extractor)
-                data = resolve_data(extractors[0].model, data_path, data_format, split_id) if needs_data else None
+                data = resolve_data(extractors[0].model, data_path, format=data_format, split_id=split_id) if needs_data else None
                 folder = Path(out) if out else Path(paths[0]).parent / "diagnostics" / Path(paths[0]).stem
                 result = body(extractors if many else extractors[0], data, folder, device, **extra)
                 result.checkpoint = ", ".join(str(p) for p in paths)
                 if dist.is_main():
                     written = result.write(folder / f"{name}.json")
                     footer = [f"wrote {written}", *[f"      {f}" for f in [*result.files, *result.figures] if f != str(written)]]
-                    emit(result, as_json, table(result) if table and not as_json else None, footer)
+                    emit(result, as_json, table(result) if table and not as_json else None, footer=footer)
             finally:
                 dist.teardown()
 
@@ -159,7 +184,7 @@ Examples:
 @_TARGET
 @run_diagnostic("static-bias")
 def static_bias_command(extractor, data, out, device, target):
-    """Does the model still classify when every frame is the same? (seed 000 §3.2, Fig. 2b)
+    """Does the model still classify when every frame is the same? (BOLD-DI §3.2, Fig. 2b)
 
     A linear probe trained on real clips is tested on real, static (first frame repeated) and
     frame-difference clips: acc_real, acc_static, static_ratio (near 1 = appearance),
@@ -168,7 +193,7 @@ def static_bias_command(extractor, data, out, device, target):
     """
     from vdiag.diagnostics.static_bias import static_bias
 
-    return static_bias(extractor, data, target)
+    return static_bias(extractor, data, target=target)
 
 
 @probe.command(
@@ -191,13 +216,13 @@ Examples:
 )
 @run_diagnostic("shuffle")
 def shuffle_command(extractor, data, out, device, perturbation):
-    """Can a linear probe tell true frame order from shuffled? (seed 000 §3.2, Fig. 2c)
+    """Can a linear probe tell true frame order from shuffled? (BOLD-DI §3.2, Fig. 2c)
 
     acc on held-out videos; chance is 0.5. Near 0.5 means the features ignore frame order.
     """
     from vdiag.diagnostics.shuffle import shuffle_probe
 
-    return shuffle_probe(extractor, data, perturbation)
+    return shuffle_probe(extractor, data, perturbation=perturbation)
 
 
 @probe.command(
@@ -212,7 +237,7 @@ Examples:
 @diagnostic_options
 @run_diagnostic("factors")
 def factors_command(extractor, data, out, device):
-    """Which generative factors of the synthetic data are linearly decodable? (BOD-VCL's claim)
+    """Which generative factors of the synthetic data are linearly decodable? (BOD-VCL's claim, Fig. 5 data)
 
     acc_<factor> per factor (probe fit on val, tested on test), static_score and dynamic_score:
     mean chance-normalised accuracy of the static and of the dynamic factors (0 = chance, 1 = perfect).
@@ -244,14 +269,10 @@ Examples:
 )
 @run_diagnostic("linear")
 def linear_command(extractor, data, out, device, target, feature):
-    """Linear evaluation: a probe on frozen features, 10-clip test averaging (top1, top5)."""
+    """Linear evaluation: a probe on frozen features, 10-clip test averaging (top1, top5; DCLR §4.1)."""
     from vdiag.diagnostics.recognition import linear_eval
 
-    if feature != "embedding":
-        from vdiag.diagnostics.features import require_concepts
-
-        require_concepts(extractor)
-    return linear_eval(extractor, data, target, feature)
+    return linear_eval(extractor, data, target=target, feature=feature)
 
 
 @evaluate.command(
@@ -286,7 +307,7 @@ def finetune_command(extractor, data, out, device, target, epochs, train_batch, 
     from vdiag.diagnostics.recognition import FinetuneSettings, finetune
 
     settings = FinetuneSettings(epochs=epochs, batch_size=train_batch, lr=lr, dropout=dropout)
-    return finetune(extractor, data, out / "finetune", settings, target, device, resume)
+    return finetune(extractor, data, out / "finetune", settings=settings, target=target, device=device, resume=resume)
 
 
 @evaluate.command(
@@ -302,10 +323,10 @@ Examples:
 @_TARGET
 @run_diagnostic("retrieval")
 def retrieval_command(extractor, data, out, device, target):
-    """Nearest-neighbour retrieval: test videos query the train set (R@1, 5, 10, 20, 50)."""
+    """Nearest-neighbour retrieval: test videos query the train set (R@1, 5, 10, 20, 50; ViDiDi App. B.4)."""
     from vdiag.diagnostics.retrieval import retrieval
 
-    return retrieval(extractor, data, target)
+    return retrieval(extractor, data, target=target)
 
 
 @evaluate.command(
@@ -328,4 +349,4 @@ def cluster_command(extractor, data, out, device, target, split):
     """
     from vdiag.diagnostics.cluster import cluster
 
-    return cluster(extractor, data, out, split, target)
+    return cluster(extractor, data, out, split=split, target=target)

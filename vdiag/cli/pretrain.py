@@ -45,7 +45,7 @@ Examples:
 @click.option("--format", "data_format", type=click.Choice(FORMATS), help="Dataset layout [auto].")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs [preset]; with --resume, may be raised to train longer.")
 @click.option("--batch-size", type=click.IntRange(1), help="Videos per step over all processes [preset].")
-@click.option("--positives", type=click.IntRange(1), help="ρ, clips per video (seed 000 Eq. 1–2) [2].")
+@click.option("--positives", type=click.IntRange(1), help="ρ, clips per video (BOLD-DI Eq. 1–2) [2].")
 @click.option("--target", help="supervised only: 'label' or a synthetic factor (bg_color, fg_shape, …) [label].")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Start the backbone from a local checkpoint (any common layout).")
 @click.option("--keep-temporal", is_flag=True, default=None, help="Remove temporal strides: one feature per input frame.")
@@ -91,6 +91,11 @@ def pretrain(
     step and per epoch), last.pt after every epoch, final.pt at the end, pretrain.json. Ctrl-C
     saves last.pt and stops; --resume continues exactly where it stopped. Under torchrun the same
     command trains with DistributedDataParallel (--batch-size stays the global batch).
+
+    \f
+    Raises:
+        VdiagError: --resume without --out, or with options that cannot change; no --method (nor a
+            --config naming one); --target with a method other than supervised.
     """
     from vdiag.train.config import resolve_config
     from vdiag.train.trainer import pretrain as run_pretrain
@@ -139,7 +144,7 @@ def pretrain(
     ]
     if not result.details.get("finished"):
         footer.append(f"stopped early; continue with: vdiag pretrain --resume --out {out}")
-    emit(result, as_json, metrics_table(result, title=f"pretrain {config['method']} ({config['backbone']['name']})"), footer)
+    emit(result, as_json, metrics_table(result, title=f"pretrain {config['method']} ({config['backbone']['name']})"), footer=footer)
 
 
 def _put(section: dict, **values) -> None:

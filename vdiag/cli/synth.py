@@ -146,7 +146,7 @@ def synth_dataset(
     footer = [f"{verb} {summary['out']}", f"labels: {summary['out']}/labels.csv   manifest: {summary['out']}/manifest.json"]
     if summary.get("preview"):
         footer.append(f"preview: {summary['preview']}")
-    emit(result, as_json, table, footer)
+    emit(result, as_json, table, footer=footer)
 
 
 def _result(config: SynthConfig, summary: dict) -> Result:

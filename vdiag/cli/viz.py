@@ -42,7 +42,7 @@ Examples:
 )
 @click.option("--colour-by", help="Colour the points by 'label' or a synthetic factor (per-clip estimator, scatter view).")
 @click.option("--format", "figure_format", type=click.Choice(FIGURE_FORMATS), default="png", show_default=True, help="Figure file format.")
-@click.option("--xi", type=float, default=0.9, show_default=True, help="BOLD-DI static rule: |λ| ≥ ξ (seed 000 Table 11).")
+@click.option("--xi", type=float, default=0.9, show_default=True, help="BOLD-DI static rule: |λ| ≥ ξ (BOLD-DI Table 11).")
 @click.option("--omega", type=float, default=0.1, show_default=True, help="BOLD-DI static rule: |Arg λ| ≤ ω (Table 12).")
 @click.option("--radius", type=float, default=0.1, show_default=True, help="BOD-VCL static rule: |λ − 1| ≤ radius.")
 @run_diagnostic("eig", keep_temporal=True)
@@ -54,7 +54,18 @@ def eig_command(extractor, data, out, device, split, estimator, colour_by, figur
     """
     from vdiag.viz.eig import viz_eig
 
-    return viz_eig(extractor, data, out, split, estimator, colour_by, figure_format, xi, omega, radius)
+    return viz_eig(
+        extractor,
+        data,
+        out,
+        split=split,
+        estimator=estimator,
+        colour_by=colour_by,
+        figure_format=figure_format,
+        xi=xi,
+        omega=omega,
+        radius=radius,
+    )
 
 
 @viz.command(
@@ -85,7 +96,7 @@ def tsne_command(extractors, data, out, device, split, target, top_k, perplexity
     """
     from vdiag.viz.tsne import viz_tsne
 
-    return viz_tsne(extractors, data, out, split, target, top_k, perplexity, figure_format)
+    return viz_tsne(extractors, data, out, split=split, target=target, top_k=top_k, perplexity=perplexity, figure_format=figure_format)
 
 
 @viz.command(
@@ -111,7 +122,7 @@ def activation_command(extractor, data, out, device, video, start, frames_shown,
     """
     from vdiag.viz.activation import viz_activation
 
-    return viz_activation(extractor.model, video, out, extractor.sampling, extractor.decoder, start, frames_shown, figure_format)
+    return viz_activation(extractor, video, out, start=start, frames_shown=frames_shown, figure_format=figure_format)
 
 
 @viz.command(
@@ -147,10 +158,7 @@ def saliency_command(extractor, data, out, device, video, start, class_index, fr
     """
     from vdiag.viz.saliency import viz_saliency
 
-    model = extractor.model
-    return viz_saliency(
-        model, video, out, extractor.sampling, extractor.decoder, start, class_index, frames_shown, figure_format, extractor.seed
-    )
+    return viz_saliency(extractor, video, out, start=start, class_index=class_index, frames_shown=frames_shown, figure_format=figure_format)
 
 
 @viz.command(
@@ -190,7 +198,7 @@ def modes_command(extractor, data, out, device, video, modes, split, start, ridg
     """
     from vdiag.viz.modes import viz_modes
 
-    return viz_modes(extractor, data, out, video, modes, split, ridge, start, figure_format)
+    return viz_modes(extractor, data, out, video=video, modes=modes, split=split, ridge=ridge, start=start, figure_format=figure_format)
 
 
 @viz.command(
@@ -218,13 +226,23 @@ Examples:
 @run_diagnostic("concepts", precheck=lambda extractor: _require_concepts(extractor))
 def concepts_command(extractor, data, out, device, video, split, target, start, frames_shown, figure_format):
     """Static and dynamic concepts of a `concepts` model: attention maps of the most active ones on a
-    video (Qian et al. Fig. 5) and class × class similarity of the averaged codes (Fig. 4).
+    video (concepts, Qian et al., Fig. 5) and class × class similarity of the averaged codes (Fig. 4).
 
     Other models get a one-line message: only `vdiag pretrain --method concepts` has concepts.
     """
     from vdiag.viz.concepts import viz_concepts
 
-    return viz_concepts(extractor, data, out, video, split, target, start, frames_shown, figure_format)
+    return viz_concepts(
+        extractor,
+        data,
+        out,
+        video=video,
+        split=split,
+        target=target,
+        start=start,
+        frames_shown=frames_shown,
+        figure_format=figure_format,
+    )
 
 
 def _require_concepts(extractor) -> None:

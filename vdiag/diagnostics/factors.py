@@ -1,6 +1,6 @@
 """`vdiag probe factors`: which generative factors of the synthetic data are linearly decodable?
 
-The BOD-VCL claim (paper 001) is that v-CL learns one kind of semantics. On the synthetic dataset
+The BOD-VCL claim (§1, the synthetic dataset of Fig. 5) is that v-CL learns one kind of semantics. On the synthetic dataset
 every video has known static factors (background colour, foreground shape) and dynamic ones
 (brightness change, trajectory). A linear probe per factor is trained on the `val` split, where all
 factors are drawn independently (the `train` split confounds each dynamic factor with a static
@@ -25,10 +25,28 @@ from vdiag.results import Result
 
 
 def normalised(accuracy: float, chance: float) -> float:
+    """Chance-normalised accuracy (accuracy − chance) / (1 − chance): 1 = perfect, 0 = chance; NaN when chance is 1."""
     return (accuracy - chance) / (1 - chance) if chance < 1 else float("nan")
 
 
 def factor_probe(extractor: Extractor, data: DataRef) -> Result:
+    """Which generative factors of the synthetic data are linearly decodable? (BOD-VCL §1, Fig. 5)
+
+    One linear probe per factor, fit on the `val` split (factors independent) and tested on `test`.
+
+    Args:
+        extractor: the model and its extraction settings (`extractor.seed` seeds probes and bootstrap).
+        data: a vdiag synthetic dataset (`vdiag synth-dataset`).
+
+    Returns:
+        `Result` "probe factors"; metrics: `acc_<factor>` (top-1 in [0, 1] of that factor's probe),
+        `static_score` / `dynamic_score` (mean chance-normalised accuracy of the static / dynamic
+        factors: 1 = decoded perfectly, 0 = chance), `chance_<factor>` (share of its most frequent
+        value); 95 % bootstrap intervals over test videos.
+
+    Raises:
+        VdiagError: the dataset has no generative factors (not a synthetic dataset).
+    """
     test_index = data.split("test")
     if not test_index.factor_values:
         raise VdiagError(f"{data.path} has no generative factors; `probe factors` needs a dataset made by `vdiag synth-dataset`")
@@ -36,7 +54,7 @@ def factor_probe(extractor: Extractor, data: DataRef) -> Result:
     test = extractor(test_index, ["real"])["real"]
     correct, chance = {}, {}
     for name, values in test.factor_values.items():
-        probe = fit_probe(fit.features, fit.factors[name], extractor.seed)
+        probe = fit_probe(fit.features, fit.factors[name], seed=extractor.seed)
         truth = test.factors[name]
         correct[name] = predict_proba(probe, test.features, len(values)).argmax(1) == truth
         chance[name] = majority_share(truth)
@@ -55,7 +73,7 @@ def factor_probe(extractor: Extractor, data: DataRef) -> Result:
     metrics.update({f"chance_{name}": value for name, value in chance.items()})
     return Result(
         command="probe factors",
-        metrics=with_intervals(metrics, bootstrap(statistics, len(test), extractor.seed)),
+        metrics=with_intervals(metrics, bootstrap(statistics, len(test), seed=extractor.seed)),
         data=data.path,
         config={**extractor.describe(), "fit_split": "val", "test_split": "test", "fit_videos": len(fit), "test_videos": len(test)},
         details={"static_factors": static, "dynamic_factors": dynamic, "factor_values": test.factor_values},

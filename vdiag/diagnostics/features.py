@@ -4,14 +4,14 @@
     protocol of ViDiDi App. B.4 and DCLR §4.1) → evaluation view (short side to `size`, centre crop,
     Kinetics normalisation) → view (real, static, shuffled, reversed, frame difference) → backbone
     under `torch.inference_mode` → per-clip features `(videos, clips, C)` (or `(videos, clips, C, T')`
-    with `output="temporal"`, for Koopman analysis; or, for a concepts model, any Table 3 feature of
-    paper 004 with `output="concepts.<name>"`, name in `CONCEPT_FEATURES`, e.g. the codes
+    with `output="temporal"`, for Koopman analysis; or, for a concepts model, any feature of concepts
+    Table 3 with `output="concepts.<name>"`, name in `CONCEPT_FEATURES`, e.g. the codes
     `(videos, clips, K)` with "concepts.q_v")
 
 All views of a batch come from one decode, and a clip that repeats (uniform starts of a video
 barely longer than the clip coincide) goes through the network once per deterministic view. Views
 are deterministic: the static clip repeats the
-first frame (seed 000 §3.2), the shuffled clip's order is drawn from (seed, video, clip) and is
+first frame (BOLD-DI §3.2), the shuffled clip's order is drawn from (seed, video, clip) and is
 never the identity, the frame difference uses one extra decoded frame instead of wrapping around.
 
 The cache (`<cache dir>/features/<key>.npz`) is keyed by the model's fingerprint (checkpoint bytes,
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ from vdiag.data.datasets import FailureTracker, VideoClipDataset, collate_clips
 from vdiag.data.formats import DatasetIndex
 from vdiag.data.sampling import ClipSpec
 from vdiag.data.views import eval_view, frame_difference, normalize, random_permutation, static_clip, trim
-from vdiag.diagnostics.model import DiagnosticModel
+from vdiag.diagnostics.model import DiagnosticModel, load_model
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path, cache_dir
 
@@ -61,9 +61,21 @@ class Sampling:
 
 
 def default_sampling(
-    model: DiagnosticModel, clips: int = 10, frames: int | None = None, stride: int | None = None, size: int | None = None
+    model: DiagnosticModel, *, clips: int = 10, frames: int | None = None, stride: int | None = None, size: int | None = None
 ) -> Sampling:
-    """The checkpoint's training sampling (frames, stride, crop size); 16×2 at 112 px for other weights."""
+    """The sampling a checkpoint was trained with, with any given value overriding it.
+
+    Args:
+        model: the loaded checkpoint; a vdiag checkpoint records `data.frames`, `data.stride` and
+            `data.size` in its config, other weights get 16 frames at stride 2, 112 px (the
+            R3D / R(2+1)D evaluation of ViDiDi App. B.4 and DCLR §4.1).
+        clips: uniformly spread clips per video (the 10-clip test).
+        frames, stride, size: clip length (frames), frame stride (frames), crop side (pixels);
+            None keeps the recorded or default value.
+
+    Returns:
+        The `Sampling`.
+    """
     recorded = (model.config or {}).get("data", {})
     base = (recorded.get("frames", 8), recorded.get("stride", 2), recorded.get("size", 64)) if model.config else (16, 2, 112)
     return Sampling(frames or base[0], stride or base[1], size or base[2], clips)
@@ -104,10 +116,22 @@ class _EvalTransform:
         return normalize(eval_view(clip, self.size))
 
 
-def make_view(view: str, clips: torch.Tensor, length: int, seeds: list[int] | None = None) -> torch.Tensor:
-    """A view of normalised clips `(B, C, T(+1), H, W)` as `(B, C, length, H, W)`.
+def make_view(view: str, clips: torch.Tensor, length: int, *, seeds: list[int] | None = None) -> torch.Tensor:
+    """A view of normalised clips: `(B, C, T(+1), H, W)` → `(B, C, length, H, W)`.
 
-    `seeds` (one per clip) draw the shuffled orders.
+    Args:
+        view: "real" (the first `length` frames), "static" (the first frame repeated, BOLD-DI §3.2),
+            "reversed", "difference" (x[t + 1] − x[t] from the one extra decoded frame, no
+            wrap-around; DCLR Eq. 4) or "shuffled" (a random order per clip, never the identity).
+        clips: normalised clips with `length` frames, or `length + 1` for "difference".
+        length: frames of the view.
+        seeds: one per clip, drawing the shuffled orders (needed for "shuffled" only).
+
+    Returns:
+        The view, same dtype and device as `clips`.
+
+    Raises:
+        VdiagError: an unknown view.
     """
     if view == "real":
         return trim(clips, length)
@@ -141,82 +165,103 @@ def index_fingerprint(index: DatasetIndex) -> str:
     return digest.hexdigest()[:24]
 
 
-def cache_key(model: DiagnosticModel, index: DatasetIndex, view: str, sampling: Sampling, seed: int, output: str) -> str:
+def cache_key(extractor: Extractor, index: DatasetIndex, view: str, *, output: str = "pooled") -> str:
+    """The feature cache's key: a hash of everything the features depend on.
+
+    Args:
+        extractor: its model's fingerprint (checkpoint bytes, backbone, layer), sampling and seed
+            (the seed only for the shuffled view, the one view it changes).
+        index: the dataset split (`index_fingerprint`: files, sizes, modification times, labels).
+        view: one of `VIEWS`.
+        output: one of `OUTPUTS`.
+
+    Returns:
+        32 hexadecimal characters, the file name of `<cache dir>/features/<key>.npz`.
+    """
     parts = {
         "version": CACHE_VERSION,
-        "model": model.fingerprint,
+        "model": extractor.model.fingerprint,
         "data": index_fingerprint(index),
         "view": view,
-        "sampling": asdict(sampling),
-        "seed": seed if view == "shuffled" else None,
+        "sampling": asdict(extractor.sampling),
+        "seed": extractor.seed if view == "shuffled" else None,
         "output": output,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def extract_features(
-    model: DiagnosticModel,
+    extractor: Extractor,
     index: DatasetIndex,
     views: tuple[str, ...] | list[str] = ("real",),
-    sampling: Sampling = Sampling(),
-    batch_size: int = 64,
-    workers: int = 2,
-    decoder: str = "auto",
-    seed: int = 0,
-    cache: bool = True,
+    *,
     output: str = "pooled",
     max_failures: float = 0.05,
 ) -> dict[str, Features]:
-    """Features of `views` for every video of `index` (see the module docstring).
+    """Features of `views` for every video of `index` (see the module docstring), from the cache when there.
 
     Args:
-        batch_size: clips per forward pass (videos per batch = batch_size // clips, at least 1).
-        cache: read and write the feature cache (`--no-cache` turns it off).
-        output: "pooled" (the embedding), "temporal" (one feature per time step, `(N, K, C, T')`) or
-            "concepts.<name>" (a Table 3 feature of a `concepts` checkpoint, `CONCEPT_FEATURES`;
-            "concepts.q_v" are the concept codes).
-    Returns: view → `Features`.
+        extractor: the model and its settings: `sampling` (frames, stride, crop size, clips per
+            video), `batch_size` (clips per forward pass; videos per batch = batch_size // clips, at
+            least 1), `workers` (decoding processes), `decoder`, `seed` (the shuffled orders) and
+            `cache` (read and write the feature cache; `--no-cache` turns it off).
+        index: the dataset split.
+        views: any of `VIEWS`: "real", "static" (first frame repeated, BOLD-DI §3.2), "shuffled",
+            "reversed", "difference" (x[t + 1] − x[t], DCLR Eq. 4).
+        output: "pooled" (the embedding, `(N, K, C)`), "temporal" (one feature per time step,
+            `(N, K, C, T')`) or "concepts.<name>" (a concepts Table 3 feature of a `concepts`
+            checkpoint, `CONCEPT_FEATURES`; "concepts.q_v" are the concept codes `(N, K, concepts)`).
+        max_failures: share of videos that may fail to decode before extraction stops; the
+            skipped ones are counted and reported.
+
+    Returns:
+        view → `Features`, N = the videos that decoded, K = `sampling.clips`, float32.
+
+    Raises:
+        VdiagError: an unknown view or output; shuffled / difference views of clips shorter than 2
+            frames; more undecodable videos than `max_failures` allows, or none decodable.
     """
     for view in views:
         if view not in VIEWS:
             raise VdiagError(f"unknown view {view!r}; choose one of: {', '.join(VIEWS)}")
-    if sampling.frames < 2 and ("shuffled" in views or "difference" in views):
+    if extractor.sampling.frames < 2 and ("shuffled" in views or "difference" in views):
         raise VdiagError("shuffled and frame-difference views need clips of at least 2 frames; raise --frames")
     folder = cache_dir() / "features"
     if output not in OUTPUTS:
         raise VdiagError(f"unknown feature output {output!r}; choose one of: {', '.join(OUTPUTS)}")
-    keys = {view: cache_key(model, index, view, sampling, seed, output) for view in views}
+    keys = {view: cache_key(extractor, index, view, output=output) for view in views}
     result: dict[str, Features] = {}
-    if cache:
+    if extractor.cache:
         for view in views:
             loaded = _read_cache(folder / f"{keys[view]}.npz", view)
             if loaded is not None:
                 result[view] = loaded
     missing = [view for view in views if view not in result]
     if dist.world_size() > 1:  # nodes may see different caches: extract together (a collective) or not at all
-        if dist.all_reduce_sum(torch.tensor([float(bool(missing))], device=model.device)).item() > 0:
+        if dist.all_reduce_sum(torch.tensor([float(bool(missing))], device=extractor.model.device)).item() > 0:
             missing = list(views)
     if missing:
-        computed = _extract(model, index, missing, sampling, batch_size, workers, decoder, seed, output, max_failures)
+        computed = _extract(extractor, index, missing, output=output, max_failures=max_failures)
         for view, features in computed.items():
             result[view] = features
-            if cache and dist.is_main():
+            if extractor.cache and dist.is_main():
                 _write_cache(folder / f"{keys[view]}.npz", features)
     elif dist.is_main():
         note(f"features of {', '.join(views)} for {index.split} ({len(index)} videos) read from the cache")
     return {view: result[view] for view in views}
 
 
-def _extract(model, index, views, sampling, batch_size, workers, decoder, seed, output, max_failures) -> dict[str, Features]:
+def _extract(extractor: Extractor, index: DatasetIndex, views: list[str], *, output: str, max_failures: float) -> dict[str, Features]:
+    model, sampling, seed = extractor.model, extractor.sampling, extractor.seed
     extra = 1 if "difference" in views else 0
     clip = ClipSpec(sampling.frames, sampling.stride, extra_frames=extra)
-    dataset = VideoClipDataset(index, clip, "eval", sampling.clips, _EvalTransform(sampling.size), decoder, seed=seed)
+    dataset = VideoClipDataset(index, clip, "eval", sampling.clips, _EvalTransform(sampling.size), extractor.decoder, seed=seed)
     order = list(range(dist.rank(), len(dataset), dist.world_size()))
-    videos_per_batch = max(1, batch_size // sampling.clips)
+    videos_per_batch = max(1, extractor.batch_size // sampling.clips)
     loader = DataLoader(
         Subset(dataset, order),
         batch_size=videos_per_batch,
-        num_workers=workers,
+        num_workers=extractor.workers,
         collate_fn=collate_clips,
         persistent_workers=False,
     )
@@ -236,7 +281,7 @@ def _extract(model, index, views, sampling, batch_size, workers, decoder, seed, 
                 first, inverse = _distinct_clips(batch["starts"])
                 for view in views:
                     if view == "shuffled":  # every clip has its own order, even where the frames repeat
-                        out = _forward(model, make_view(view, flat, sampling.frames, seeds), output)
+                        out = _forward(model, make_view(view, flat, sampling.frames, seeds=seeds), output)
                     else:
                         out = _forward(model, make_view(view, flat[first], sampling.frames), output)[inverse]
                     chunks[view].append(out.float().cpu().numpy().reshape(count, per_video, *out.shape[1:]))
@@ -324,20 +369,35 @@ def _write_cache(path: Path, features: Features) -> None:
 
 @dataclass
 class Extractor:
-    """A model with its extraction settings: `extractor(index, views)` → view → `Features`."""
+    """A model with its extraction settings: `extractor(index, views)` → view → `Features`.
+
+    Attributes:
+        model: the frozen model (`load_model`).
+        sampling: clip length, stride, crop size and clips per video.
+        batch_size: clips per forward pass.
+        workers: decoding processes (DataLoader workers).
+        decoder: "auto", "decord" or "pyav".
+        seed: draws the shuffled orders and seeds every probe and bootstrap of a diagnostic.
+        cache: read and write the on-disk feature cache.
+    """
 
     model: DiagnosticModel
     sampling: Sampling
+    _: KW_ONLY
     batch_size: int = 64
     workers: int = 2
     decoder: str = "auto"
     seed: int = 0
     cache: bool = True
 
-    def __call__(self, index: DatasetIndex, views=("real",), output: str = "pooled") -> dict[str, Features]:
-        return extract_features(
-            self.model, index, tuple(views), self.sampling, self.batch_size, self.workers, self.decoder, self.seed, self.cache, output
-        )
+    def __call__(self, index: DatasetIndex, views=("real",), *, output: str = "pooled") -> dict[str, Features]:
+        """`extract_features(self, index, views, output=output)`."""
+        return extract_features(self, index, tuple(views), output=output)
+
+    @property
+    def settings(self) -> dict:
+        """The settings besides model and sampling, as keywords for `Extractor` or `load_extractor`."""
+        return {"batch_size": self.batch_size, "workers": self.workers, "decoder": self.decoder, "seed": self.seed, "cache": self.cache}
 
     def describe(self) -> dict:
         """The settings a result records in its `config`."""
@@ -351,8 +411,61 @@ class Extractor:
         }
 
 
+def load_extractor(
+    path: str | Path,
+    *,
+    backbone: str | None = None,
+    layer: str | None = None,
+    keep_temporal: bool | None = None,
+    device: str = "cpu",
+    sampling: Sampling | None = None,
+    clips: int = 10,
+    frames: int | None = None,
+    stride: int | None = None,
+    size: int | None = None,
+    batch_size: int = 64,
+    workers: int = 2,
+    decoder: str = "auto",
+    seed: int = 0,
+    cache: bool = True,
+) -> Extractor:
+    """Load a checkpoint (`load_model`) and attach the extraction settings: what every diagnostic starts from.
+
+    Args:
+        path: a vdiag checkpoint, or a state dict of a torchvision / pytorchvideo model.
+        backbone, layer, keep_temporal, device: as for `load_model`.
+        sampling: the sampling to use; None takes the checkpoint's (`default_sampling`) with
+            `clips`, `frames`, `stride` and `size` overriding it.
+        batch_size, workers, decoder, seed, cache: as the `Extractor`'s attributes.
+
+    Returns:
+        The `Extractor`.
+
+    Raises:
+        VdiagError: (from `load_model`) the file is not a checkpoint, does not fit its backbone, or
+            `layer` does not exist.
+    """
+    model = load_model(path, backbone=backbone, layer=layer, keep_temporal=keep_temporal, device=device)
+    if sampling is None:
+        sampling = default_sampling(model, clips=clips, frames=frames, stride=stride, size=size)
+    return Extractor(model, sampling, batch_size=batch_size, workers=workers, decoder=decoder, seed=seed, cache=cache)
+
+
 def check_target(index: DatasetIndex, target: str) -> DatasetIndex:
-    """Fail before any extraction when `target` is neither 'label' nor a factor of the dataset."""
+    """Fail before any extraction when `target` is neither 'label' nor a factor of the dataset.
+
+    The one `--target` check of the diagnostics and figures (classify, colour or group by a target).
+
+    Args:
+        index: the dataset split.
+        target: "label" or a synthetic factor name (bg_color, fg_shape, bg_brightness, fg_trajectory).
+
+    Returns:
+        `index`, unchanged (so that a call can wrap `data.split(...)`).
+
+    Raises:
+        VdiagError: `target` is not a factor of this dataset (the message lists those it has).
+    """
     if target != "label" and target not in index.factor_values:
         known = ", ".join(index.factor_values) or "none (not a synthetic dataset)"
         raise VdiagError(f"--target {target!r} is not a factor of this dataset; use 'label' or one of: {known}")
@@ -360,7 +473,11 @@ def check_target(index: DatasetIndex, target: str) -> DatasetIndex:
 
 
 def targets(features: Features, target: str = "label") -> tuple[np.ndarray, list[str]]:
-    """The labels to probe: the dataset's class, or a synthetic factor by name."""
+    """The labels to probe: the dataset's class, or a synthetic factor by name.
+
+    Returns:
+        labels `(N,)` int64 (indices into the names) and the names of their values.
+    """
     if target == "label":
         return features.labels, features.class_names
     return features.factors[target], features.factor_values[target]
@@ -377,10 +494,24 @@ class TrainTest:
     class_names: list[str]
 
 
-def train_test(extractor: Extractor, data, target: str = "label", test_views=("real",), output: str = "pooled") -> TrainTest:
-    """The features every train-on-train, test-on-test diagnostic starts from (`data`: a DataRef)."""
-    train = extractor(check_target(data.split("train"), target), ["real"], output)["real"]
-    test = extractor(data.split("test"), test_views, output)
+def train_test(extractor: Extractor, data, *, target: str = "label", test_views=("real",), output: str = "pooled") -> TrainTest:
+    """The features every train-on-train, test-on-test diagnostic starts from.
+
+    Args:
+        extractor: the model and its settings.
+        data: a `DataRef` (the dataset folder or CSV and its layout).
+        target: "label" or a synthetic factor to classify.
+        test_views: views of the test split (`VIEWS`); the train split is always "real".
+        output: the feature (`OUTPUTS`).
+
+    Returns:
+        A `TrainTest`: train features, test features per view, the `target` labels of both.
+
+    Raises:
+        VdiagError: `target` is not a factor of the data (before any extraction).
+    """
+    train = extractor(check_target(data.split("train"), target), ["real"], output=output)["real"]
+    test = extractor(data.split("test"), test_views, output=output)
     train_labels, class_names = targets(train, target)
     labels, _ = targets(test[test_views[0]], target)
     return TrainTest(train, test, train_labels, labels, class_names)

@@ -88,20 +88,29 @@ class DiagnosticModel:
 
 def load_model(
     path: str | Path,
+    *,
     backbone: str | None = None,
     layer: str | None = None,
     keep_temporal: bool | None = None,
     device: str = "cpu",
 ) -> DiagnosticModel:
-    """Load any supported checkpoint as a frozen `DiagnosticModel`.
+    """Load any supported checkpoint as a frozen `DiagnosticModel` (eval mode, on `device`).
 
     Args:
         path: a vdiag checkpoint, or a state dict of a torchvision / pytorchvideo model.
         backbone: the architecture of a third-party state dict (`BACKBONES`); for a vdiag
             checkpoint it must be omitted or equal the recorded one.
         layer: module name under `backbone.body` to probe instead of the last stage.
-        keep_temporal: remove temporal strides (default: as recorded; False for third-party).
+        keep_temporal: remove temporal strides, so that every input frame keeps a feature (default:
+            as recorded; False for third-party weights). The weights are unchanged.
         device: where the model runs.
+
+    Returns:
+        The model, with its fingerprint (the file's bytes, backbone, layer, keep_temporal) set.
+
+    Raises:
+        VdiagError: a third-party state dict without `backbone`; a vdiag checkpoint with another
+            `backbone`; a file that does not fit its model; an unknown `layer`.
     """
     path = Path(path)
     state = read_state_file(path, what="checkpoint")

@@ -28,12 +28,20 @@ BOOTSTRAP_SAMPLES = 1000
 CONFIDENCE = 0.95
 
 
-def fit_probe(features: np.ndarray, labels: np.ndarray, seed: int = 0, max_iter: int = 1000):
-    """A standardised logistic-regression probe.
+def fit_probe(features: np.ndarray, labels: np.ndarray, *, seed: int = 0, max_iter: int = 1000):
+    """A standardised logistic-regression probe (the frozen-feature linear evaluation, DCLR §4.1).
 
     Args:
-        features: (N, C) or per-clip (N, K, C); every clip is a sample with its video's label.
-        labels: (N,) integer classes.
+        features: `(N, C)` or per-clip `(N, K, C)`; every clip is a sample with its video's label.
+        labels: `(N,)` integer classes.
+        seed: the solver's `random_state`.
+        max_iter: L-BFGS iterations (a probe that stops there is still used).
+
+    Returns:
+        The fitted scikit-learn pipeline (`StandardScaler` → `LogisticRegression`).
+
+    Raises:
+        VdiagError: the labels hold a single class.
     """
     x, y = _samples(features, labels)
     if len(np.unique(y)) < 2:
@@ -46,9 +54,15 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, seed: int = 0, max_iter:
 
 
 def predict_proba(probe, features: np.ndarray, num_classes: int | None = None) -> np.ndarray:
-    """(N, classes) video-level probabilities: the mean over clips for per-clip input (N, K, C).
+    """Video-level class probabilities: the mean over clips for per-clip input (the 10-clip test, ViDiDi App. B.4).
 
-    Classes the probe never saw get probability 0 (columns follow the integer labels).
+    Args:
+        probe: from `fit_probe`.
+        features: `(N, C)` or per-clip `(N, K, C)`.
+        num_classes: columns of the output at least (classes the probe never saw get probability 0).
+
+    Returns:
+        `(N, classes)` probabilities; column c is integer label c.
     """
     per_clip = features.reshape(-1, features.shape[-1])
     probs = probe.predict_proba(per_clip)
@@ -68,7 +82,7 @@ def _samples(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def topk_correct(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """(N,) bool: the label is among the k most probable classes."""
+    """Top-k hits: `(N, classes)` probabilities, `(N,)` labels → `(N,)` bool, the label among the k most probable."""
     k = min(k, probs.shape[1])
     top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     return (top == labels[:, None]).any(axis=1)
@@ -82,14 +96,23 @@ def majority_share(labels: np.ndarray) -> float:
 def bootstrap(
     statistics: Callable[[np.ndarray], dict[str, float]],
     count: int,
+    *,
     seed: int = 0,
     samples: int = BOOTSTRAP_SAMPLES,
     confidence: float = CONFIDENCE,
 ) -> dict[str, tuple[float, float]]:
-    """Percentile intervals of `statistics(indices)` over `samples` resamples of `count` items.
+    """Percentile bootstrap intervals of `statistics(indices)` over `samples` resamples of `count` items.
 
-    `statistics` maps an index array (which items, with repetition) to named numbers; all of them
-    are computed on the same resamples. Returns name → (low, high).
+    Args:
+        statistics: maps an index array `(count,)` (which items, with repetition) to named numbers;
+            all of them are computed on the same resamples, so paired statistics stay paired.
+        count: the items (test videos) to resample.
+        seed: the resampling generator's seed.
+        samples: resamples (1000).
+        confidence: the interval's coverage (0.95).
+
+    Returns:
+        name → (low, high), NaN draws ignored.
     """
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {}
@@ -111,4 +134,5 @@ def with_intervals(metrics: dict[str, float], intervals: dict[str, tuple[float, 
 
 
 def safe_ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, NaN when the denominator is not positive."""
     return float(numerator / denominator) if denominator > 0 else float("nan")

@@ -25,35 +25,59 @@ import torch
 
 from vdiag import distributed as dist
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor, check_target, targets, train_test
-from vdiag.diagnostics.model import load_model
+from vdiag.diagnostics.features import Extractor, check_target, load_extractor, require_concepts, targets, train_test
 from vdiag.diagnostics.probe import bootstrap, fit_probe, majority_share, predict_proba, topk_correct, with_intervals
 from vdiag.errors import VdiagError
 from vdiag.results import Result
 
 
-def accuracy_metrics(probs: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, float]:
-    """top1 / top5 of video-level probabilities, with bootstrap intervals, and the chance level."""
+def accuracy_metrics(probs: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> dict[str, float]:
+    """Recognition accuracy of video-level predictions.
+
+    Args:
+        probs: `(N, classes)` video-level probabilities; labels: `(N,)` int.
+        seed: seeds the bootstrap.
+
+    Returns:
+        `top1`, `top5` (shares in [0, 1]; top5 is 1 with ≤ 5 classes) with 95 % bootstrap intervals
+        over videos, and `chance` (share of the most frequent class).
+    """
     hits = {k: topk_correct(probs, labels, k) for k in (1, 5)}
 
     def statistics(rows: np.ndarray) -> dict[str, float]:
         return {f"top{k}": float(hit[rows].mean()) for k, hit in hits.items()}
 
     metrics = {**statistics(np.arange(len(labels))), "chance": majority_share(labels)}
-    return with_intervals(metrics, bootstrap(statistics, len(labels), seed))
+    return with_intervals(metrics, bootstrap(statistics, len(labels), seed=seed))
 
 
-def linear_eval(extractor: Extractor, data: DataRef, target: str = "label", feature: str = "embedding") -> Result:
-    """Linear probe accuracy; `feature` is "embedding" (the pooled backbone output) or, for a
-    `concepts` checkpoint, one of Table 3's features (`CONCEPT_FEATURES`: v, q_v, …, F_v_dynamic)."""
+def linear_eval(extractor: Extractor, data: DataRef, *, target: str = "label", feature: str = "embedding") -> Result:
+    """Linear evaluation: a probe on frozen features of the train split, the 10-clip test on the test split (DCLR §4.1).
+
+    Args:
+        extractor: the model and its extraction settings (`extractor.seed` seeds probe and bootstrap).
+        data: the dataset.
+        target: "label" or a synthetic factor.
+        feature: "embedding" (the pooled backbone output) or, for a `concepts` checkpoint, one of
+            concepts Table 3's features (`CONCEPT_FEATURES`: v, q_v, …, F_v_dynamic).
+
+    Returns:
+        `Result` "eval linear"; metrics `top1`, `top5`, `chance` (see `accuracy_metrics`).
+
+    Raises:
+        VdiagError: a concepts feature of a model that is not a `concepts` checkpoint (or with
+            `--layer`); `target` not a factor of the data; a single training class.
+    """
     output = "pooled" if feature == "embedding" else f"concepts.{feature}"
-    split = train_test(extractor, data, target, output=output)
+    if feature != "embedding":
+        require_concepts(extractor)
+    split = train_test(extractor, data, target=target, output=output)
     train, labels = split.train, split.labels
-    probe = fit_probe(train.features, split.train_labels, extractor.seed)
+    probe = fit_probe(train.features, split.train_labels, seed=extractor.seed)
     probs = predict_proba(probe, split.test["real"].features, len(split.class_names))
     return Result(
         command="eval linear",
-        metrics=accuracy_metrics(probs, labels, extractor.seed),
+        metrics=accuracy_metrics(probs, labels, seed=extractor.seed),
         data=data.path,
         config={**extractor.describe(), "target": target, "feature": feature, "train_videos": len(train), "test_videos": len(labels)},
     )
@@ -76,11 +100,35 @@ def finetune(
     extractor: Extractor,
     data: DataRef,
     out: Path,
+    *,
     settings: FinetuneSettings = FinetuneSettings(),
     target: str = "label",
     device: str = "cpu",
     resume: bool = False,
 ) -> Result:
+    """End-to-end fine-tuning with a new linear head, then the 10-clip test (ViDiDi App. B.5, DCLR §4.1).
+
+    Runs the training engine (`vdiag.train.trainer.pretrain`, method "supervised" with the
+    checkpoint as the backbone's weights): progress, checkpoints, resume and torchrun as for
+    `vdiag pretrain`.
+
+    Args:
+        extractor: the pretrained model and its extraction settings (sampling, workers, seed).
+        data: the dataset; trains on the train split, tests on the test split.
+        out: the run folder (`final.pt` is the fine-tuned checkpoint).
+        settings: epochs, batch, learning rate, momentum, weight decay, dropout, step milestones.
+        target: "label" or a synthetic factor.
+        device: where training runs.
+        resume: continue an interrupted run in `out`.
+
+    Returns:
+        `Result` "eval finetune"; metrics `top1`, `top5`, `chance` (see `accuracy_metrics`);
+        details: the fine-tuned checkpoint and the training history.
+
+    Raises:
+        VdiagError: the model probes a `--layer`; `target` is not a factor of the data; the run
+            stopped before its last epoch (continue with `resume`).
+    """
     from vdiag.train.config import resolve_config
     from vdiag.train.trainer import pretrain
 
@@ -121,19 +169,16 @@ def finetune(
     if not run.details.get("finished"):
         raise VdiagError(f"fine-tuning stopped before the end; continue with the same command and --resume (run folder {out})")
     dist.barrier()  # rank 0 wrote final.pt
-    tuned = load_model(run.checkpoint, device=model.device)
-    tuned_extractor = Extractor(
-        tuned, sampling, extractor.batch_size, extractor.workers, extractor.decoder, extractor.seed, extractor.cache
-    )
-    test = tuned_extractor(data.split("test"), ["real"])["real"]
+    tuned = load_extractor(run.checkpoint, device=model.device, sampling=sampling, **extractor.settings)
+    test = tuned(data.split("test"), ["real"])["real"]
     labels, _ = targets(test, target)
-    classifier = tuned.method.classifier
+    classifier = tuned.model.method.classifier
     with torch.inference_mode():
         clips = torch.from_numpy(test.features).to(model.device)  # (N, K, C)
         probs = classifier(clips).softmax(-1).mean(1).cpu().numpy()
     return Result(
         command="eval finetune",
-        metrics=accuracy_metrics(probs, labels, extractor.seed),
+        metrics=accuracy_metrics(probs, labels, seed=extractor.seed),
         data=data.path,
         files=[str(run.checkpoint)],
         config={

@@ -21,15 +21,24 @@ RANKS = (1, 5, 10, 20, 50)
 
 
 def normalise(features: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """Centre, then scale every row to unit length. (N, C) → (N, C)."""
+    """Centre, then scale every row to unit length: `(N, C)`, `(C,)` → `(N, C)` (ViDiDi App. B.4)."""
     centred = features - centre
     return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
 
 
 def retrieval_hits(
-    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray, ranks=RANKS
+    queries: np.ndarray, query_labels: np.ndarray, *, gallery: np.ndarray, gallery_labels: np.ndarray, ranks=RANKS
 ) -> dict[int, np.ndarray]:
-    """k → (queries,) bool: a same-class gallery item is among the k most similar (cosine; inputs normalised)."""
+    """Which queries find a same-class gallery item among their k nearest (cosine; ViDiDi App. B.4).
+
+    Args:
+        queries: `(Q, C)` L2-normalised; query_labels: `(Q,)` int.
+        gallery: `(G, C)` L2-normalised; gallery_labels: `(G,)` int.
+        ranks: the k to report; those above G are left out.
+
+    Returns:
+        k → `(Q,)` bool: a same-class gallery item is among the k most similar. Ties keep gallery order.
+    """
     similarity = queries @ gallery.T
     order = np.argsort(-similarity, axis=1, kind="stable")
     same = gallery_labels[order] == query_labels[:, None]  # (Q, G), nearest first
@@ -37,13 +46,31 @@ def retrieval_hits(
     return {k: first < k for k in ranks if k <= len(gallery)}
 
 
-def retrieval(extractor: Extractor, data: DataRef, target: str = "label", ranks=RANKS) -> Result:
-    split = train_test(extractor, data, target)
+def retrieval(extractor: Extractor, data: DataRef, *, target: str = "label", ranks=RANKS) -> Result:
+    """Nearest-neighbour video retrieval: test videos query the training videos (ViDiDi App. B.4, Table 3).
+
+    Args:
+        extractor: the model and its extraction settings; each video is the mean of its clips.
+        data: the dataset; the gallery is the train split, the queries the test split.
+        target: "label" or a synthetic factor that defines "same class".
+        ranks: the k of R@k.
+
+    Returns:
+        `Result` "eval retrieval"; metrics: `R@k` (share of test videos with a same-class training
+        video among their k nearest, in [0, 1], with 95 % bootstrap intervals over queries) and
+        `chance` (R@1 of random features: Σ_c p_test(c) · p_train(c)).
+
+    Raises:
+        VdiagError: (from `train_test`) `target` is not a factor of the data.
+    """
+    split = train_test(extractor, data, target=target)
     train, test = split.train, split.test["real"]
     train_labels, test_labels, class_names = split.train_labels, split.labels, split.class_names
     gallery_raw = train.videos
     centre = gallery_raw.mean(axis=0)
-    hits = retrieval_hits(normalise(test.videos, centre), test_labels, normalise(gallery_raw, centre), train_labels, ranks)
+    hits = retrieval_hits(
+        normalise(test.videos, centre), test_labels, gallery=normalise(gallery_raw, centre), gallery_labels=train_labels, ranks=ranks
+    )
 
     def statistics(rows: np.ndarray) -> dict[str, float]:
         return {f"R@{k}": float(hit[rows].mean()) for k, hit in hits.items()}
@@ -54,7 +81,7 @@ def retrieval(extractor: Extractor, data: DataRef, target: str = "label", ranks=
     metrics = {**statistics(np.arange(len(test_labels))), "chance": float(p_train @ p_test)}
     return Result(
         command="eval retrieval",
-        metrics=with_intervals(metrics, bootstrap(statistics, len(test_labels), extractor.seed)),
+        metrics=with_intervals(metrics, bootstrap(statistics, len(test_labels), seed=extractor.seed)),
         data=data.path,
         config={**extractor.describe(), "target": target, "gallery_videos": len(train_labels), "query_videos": len(test_labels)},
     )

@@ -1,6 +1,6 @@
 """`vdiag probe shuffle`: can a linear classifier on frozen features tell true order from a perturbed one?
 
-Seed 000 §3.2, experiment 2 (Fig. 2c). Every video contributes ordered and perturbed clips in equal
+BOLD-DI §3.2, experiment 2 (Fig. 2c). Every video contributes ordered and perturbed clips in equal
 number (clip k of video i is perturbed when i + k is odd: with the default 10 clips per video, five
 of each; with one clip per video, alternate videos), so the set is balanced and no clip appears in
 both classes. The probe trains on the train split and is scored on the held-out videos of the test
@@ -27,15 +27,38 @@ PERTURBATIONS = {"shuffle": "shuffled", "reverse": "reversed", "freeze": "static
 
 
 def balanced_set(real: np.ndarray, perturbed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-clip features (N, K, C) of both versions → samples (N·K, C), targets (1 = perturbed) and
-    the video of each sample."""
+    """A balanced ordered-vs-perturbed set: clip k of video i is perturbed when i + k is odd.
+
+    Args:
+        real, perturbed: per-clip features `(N, K, C)` of the ordered and the perturbed clips.
+
+    Returns:
+        samples `(N·K, C)`, targets `(N·K,)` int64 (1 = perturbed) and the video of each sample `(N·K,)`.
+    """
     videos, clips = real.shape[:2]
     is_perturbed = (np.arange(videos)[:, None] + np.arange(clips)[None, :]) % 2 == 1  # (N, K)
     samples = np.where(is_perturbed[..., None], perturbed, real).reshape(videos * clips, -1)
     return samples, is_perturbed.reshape(-1).astype(np.int64), np.repeat(np.arange(videos), clips)
 
 
-def shuffle_probe(extractor: Extractor, data: DataRef, perturbation: str = "shuffle") -> Result:
+def shuffle_probe(extractor: Extractor, data: DataRef, *, perturbation: str = "shuffle") -> Result:
+    """Can a linear probe on frozen features tell true frame order from a perturbed one? (BOLD-DI §3.2, experiment 2, Fig. 2c)
+
+    Args:
+        extractor: the model and its extraction settings (`extractor.seed` draws the shuffled
+            orders and seeds the probe and the bootstrap).
+        data: the dataset; the probe trains on the train split, is scored on the test split.
+        perturbation: "shuffle" (a random order, never the identity), "reverse" (the arrow of
+            time) or "freeze" (every frame a copy of the first).
+
+    Returns:
+        `Result` "probe shuffle"; metrics: `acc` (share of test clips classified right, in [0, 1],
+        with a 95 % interval from resampling test videos) and `chance` (0.5). Near 0.5 the
+        features ignore frame order; the v-CL models of BOLD-DI Fig. 2c sit there.
+
+    Raises:
+        VdiagError: an unknown perturbation.
+    """
     if perturbation not in PERTURBATIONS:
         raise VdiagError(f"unknown perturbation {perturbation!r}; choose one of: {', '.join(PERTURBATIONS)}")
     view = PERTURBATIONS[perturbation]
@@ -44,7 +67,7 @@ def shuffle_probe(extractor: Extractor, data: DataRef, perturbation: str = "shuf
         features = extractor(data.split(split), ["real", view])
         sets.append(balanced_set(features["real"].features, features[view].features))
     (train_x, train_y, _), (test_x, test_y, test_video) = sets
-    probe = fit_probe(train_x, train_y, extractor.seed)
+    probe = fit_probe(train_x, train_y, seed=extractor.seed)
     correct = probe.predict(test_x) == test_y
     per_video_correct = np.bincount(test_video, weights=correct)
     per_video_count = np.bincount(test_video)
@@ -55,7 +78,7 @@ def shuffle_probe(extractor: Extractor, data: DataRef, perturbation: str = "shuf
     metrics = {**statistics(np.arange(len(per_video_count))), "chance": 0.5}
     return Result(
         command="probe shuffle",
-        metrics=with_intervals(metrics, bootstrap(statistics, len(per_video_count), extractor.seed)),
+        metrics=with_intervals(metrics, bootstrap(statistics, len(per_video_count), seed=extractor.seed)),
         data=data.path,
         config={**extractor.describe(), "perturbation": perturbation, "train_clips": len(train_y), "test_clips": len(test_y)},
     )

@@ -1,6 +1,6 @@
 """`vdiag probe static-bias`: does the model still classify when every frame is the same?
 
-Seed 000 §3.2, experiment 1 (Fig. 2b): a linear classifier is trained on frozen features of real
+BOLD-DI §3.2, experiment 1 (Fig. 2a–b): a linear classifier is trained on frozen features of real
 clips of the train split; on the test split it is evaluated, unchanged, on real clips, on static
 clips (every frame a copy of the first) and on frame differences (the motion-only view).
 
@@ -29,16 +29,47 @@ TEST_VIEWS = ("real", "static", "difference", "shuffled", "reversed")
 
 
 def centred_similarity(reference: np.ndarray, other: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """Cosine similarity of matching rows after subtracting `centre`. (N, K, C) × 2 → (N, K)."""
+    """Cosine similarity of matching rows after subtracting `centre`.
+
+    Args:
+        reference, other: per-clip features `(N, K, C)` of two views of the same clips.
+        centre: `(C,)`, subtracted from both (the mean real clip).
+
+    Returns:
+        `(N, K)` cosines in [−1, 1]; 1 = the view did not move the embedding.
+    """
     a, b = reference - centre, other - centre
     norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
     return (a * b).sum(-1) / np.maximum(norms, 1e-12)
 
 
-def static_bias(extractor: Extractor, data: DataRef, target: str = "label") -> Result:
-    split = train_test(extractor, data, target, TEST_VIEWS)
+def static_bias(extractor: Extractor, data: DataRef, *, target: str = "label") -> Result:
+    """Does the model still classify when every frame is the same? (BOLD-DI §3.2, experiment 1, Fig. 2a–b)
+
+    A linear probe (`fit_probe`) is trained on real clips of the train split and tested, unchanged,
+    on real, static (first frame repeated) and frame-difference clips of the test split; the
+    embedding's cosine similarity to static, shuffled and reversed versions needs no training.
+
+    Args:
+        extractor: the model and its extraction settings (`extractor.seed` seeds probe and bootstrap).
+        data: the dataset (train and test splits).
+        target: "label" or a synthetic factor to classify.
+
+    Returns:
+        `Result` "probe static-bias"; metrics (shares in [0, 1], each with a 95 % bootstrap interval
+        over test videos, `<name>_ci_low` / `_ci_high`): `acc_real`, `acc_static`, `acc_dynamic`
+        (top-1 on real, static, frame-difference clips), `static_ratio` = acc_static / acc_real
+        (near 1: the decision comes from appearance), `contrasted_acc` (right on real and wrong on
+        static), `sim_static` / `sim_shuffled` / `sim_reversed` (mean centred cosine, 1 = blind to
+        time) and `chance` (share of the most frequent test class).
+
+    Raises:
+        VdiagError: (from `train_test` / `fit_probe`) `target` is not a factor of the data, or the
+            train split has a single class.
+    """
+    split = train_test(extractor, data, target=target, test_views=TEST_VIEWS)
     train, test, labels, class_names = split.train, split.test, split.labels, split.class_names
-    probe = fit_probe(train.features, split.train_labels, extractor.seed)
+    probe = fit_probe(train.features, split.train_labels, seed=extractor.seed)
     correct = {
         view: predict_proba(probe, test[view].features, len(class_names)).argmax(1) == labels for view in ("real", "static", "difference")
     }
@@ -60,7 +91,7 @@ def static_bias(extractor: Extractor, data: DataRef, target: str = "label") -> R
     everything = np.arange(len(labels))
     metrics = statistics(everything)
     metrics["chance"] = majority_share(labels)
-    intervals = bootstrap(statistics, len(labels), extractor.seed)
+    intervals = bootstrap(statistics, len(labels), seed=extractor.seed)
     return Result(
         command="probe static-bias",
         metrics=with_intervals(metrics, intervals),

@@ -22,8 +22,7 @@ from pathlib import Path
 from vdiag import __version__
 from vdiag.console import note
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor
-from vdiag.diagnostics.model import load_model
+from vdiag.diagnostics.features import Extractor, load_extractor
 from vdiag.io import atomic_path
 from vdiag.results import Result
 
@@ -106,12 +105,25 @@ CARD = [
 
 @dataclass
 class Entry:
+    """One checkpoint of the report: its short label and its results, diagnostic name → `Result`."""
+
     label: str
     results: dict[str, Result]
 
 
-def run_diagnostics(extractor: Extractor, data: DataRef, folder: Path, has_factors: bool) -> dict[str, Result]:
-    """Every diagnostic of the card for one checkpoint; each writes its JSON (and figures) in `folder`."""
+def run_diagnostics(extractor: Extractor, data: DataRef, folder: Path, *, has_factors: bool) -> dict[str, Result]:
+    """Every diagnostic of the card for one checkpoint; each writes its JSON (and figures) in `folder`.
+
+    Args:
+        extractor: the checkpoint and its extraction settings; the Koopman eigenvalues reload it
+            with its temporal strides removed (`keep_temporal`).
+        data: the dataset.
+        folder: where each diagnostic writes `<name>.json` and its files.
+        has_factors: the data is synthetic: run `probe factors` too.
+
+    Returns:
+        diagnostic name ("static-bias", "shuffle", "retrieval", "cluster", "eig", "factors") → `Result`.
+    """
     from vdiag.diagnostics.cluster import cluster
     from vdiag.diagnostics.factors import factor_probe
     from vdiag.diagnostics.retrieval import retrieval
@@ -120,14 +132,14 @@ def run_diagnostics(extractor: Extractor, data: DataRef, folder: Path, has_facto
     from vdiag.viz.eig import viz_eig
 
     model = extractor.model
-    temporal = Extractor(
-        load_model(model.path, None if model.config else model.name, model.layer, True, model.device),
-        extractor.sampling,
-        extractor.batch_size,
-        extractor.workers,
-        extractor.decoder,
-        extractor.seed,
-        extractor.cache,
+    temporal = load_extractor(
+        model.path,
+        backbone=None if model.config else model.name,
+        layer=model.layer,
+        keep_temporal=True,
+        device=model.device,
+        sampling=extractor.sampling,
+        **extractor.settings,
     )
     results = {
         "static-bias": static_bias(extractor, data),
@@ -145,6 +157,22 @@ def run_diagnostics(extractor: Extractor, data: DataRef, folder: Path, has_facto
 
 
 def build_report(extractors: list[Extractor], data: DataRef, out: Path) -> Result:
+    """The report card of one or more checkpoints: every diagnostic of `CARD`, the t-SNE and the eigenvalue figures.
+
+    Diagnostics: static-bias and shuffle (BOLD-DI §3.2, Fig. 2), factors (BOD-VCL, synthetic data
+    only), retrieval (ViDiDi App. B.4), silhouette and t-SNE (ViDiDi Table 7, Fig. 4), Koopman
+    eigenvalues (BOD-VCL Fig. 4a).
+
+    Args:
+        extractors: one per checkpoint, all on the same data.
+        data: the dataset.
+        out: folder for report.html (self-contained, figures embedded), report.md, the t-SNE and,
+            per checkpoint, `<index>-<run folder>/` with each diagnostic's JSON and figures.
+
+    Returns:
+        `Result` "report"; metrics `<checkpoint index>.<metric>` for every metric of every
+        diagnostic (with their 95 % intervals); details["labels"]: the checkpoints' short names.
+    """
     from vdiag.viz.tsne import checkpoint_label, viz_tsne
 
     out = Path(out)
@@ -154,7 +182,7 @@ def build_report(extractors: list[Extractor], data: DataRef, out: Path) -> Resul
         label = checkpoint_label(extractor)
         note(f"report: diagnostics of {label} ({number + 1} of {len(extractors)})")
         folder = out / f"{number}-{Path(str(extractor.model.path)).parent.name or 'checkpoint'}"
-        entries.append(Entry(label, run_diagnostics(extractor, data, folder, has_factors)))
+        entries.append(Entry(label, run_diagnostics(extractor, data, folder, has_factors=has_factors)))
     tsne = viz_tsne(extractors, data, out)
     figures = [("t-SNE of the video embeddings, best-retrieved classes, one panel per checkpoint", Path(tsne.figures[0]))]
     figures += [(f"Koopman eigenvalues — {entry.label}", Path(entry.results["eig"].figures[0])) for entry in entries]
@@ -167,9 +195,9 @@ def build_report(extractors: list[Extractor], data: DataRef, out: Path) -> Resul
     html_path, markdown_path = out / "report.html", out / "report.md"
     title = f"vdiag report — {len(entries)} checkpoint{'s' if len(entries) > 1 else ''} on {data.path}"
     with atomic_path(html_path) as tmp:
-        tmp.write_text(render_html(title, entries, figures, data))
+        tmp.write_text(render_html(title, entries, figures, data=data))
     with atomic_path(markdown_path) as tmp:
-        tmp.write_text(render_markdown(title, entries, figures, out))
+        tmp.write_text(render_markdown(title, entries, figures, out=out))
     return Result(
         command="report",
         metrics=metrics,
@@ -182,7 +210,10 @@ def build_report(extractors: list[Extractor], data: DataRef, out: Path) -> Resul
 
 
 def card_rows(entries: list[Entry]) -> list[tuple[str, str, str, list[str]]]:
-    """(label, reading, docs page, one formatted cell per checkpoint) for every card metric present."""
+    """The card's rows: (label, reading, docs page, one cell per checkpoint) for every card metric present.
+
+    A cell is "value [low, high]" with three decimals, or "–" when the checkpoint lacks the metric.
+    """
     rows = []
     for diagnostic, name, label, reading, page in CARD:
         cells = []
@@ -225,7 +256,19 @@ def _value_cell(cell: str) -> str:
     return f'<td class="value">{html.escape(value)}{below}</td>'
 
 
-def render_html(title: str, entries: list[Entry], figures: list[tuple[str, Path]], data: DataRef) -> str:
+def render_html(title: str, entries: list[Entry], figures: list[tuple[str, Path]], *, data: DataRef) -> str:
+    """The report as one self-contained HTML page: the card (values with 95 % intervals, how to read
+    each row) and the figures embedded as base64 PNG.
+
+    Args:
+        title: the page title.
+        entries: one per checkpoint (a card column each).
+        figures: (caption, PNG file) in page order.
+        data: the dataset, named in the page.
+
+    Returns:
+        The HTML text.
+    """
     escape = html.escape
     head = "".join(f"<th>{escape(entry.label)}</th>" for entry in entries)
     body_rows = []
@@ -261,7 +304,12 @@ def render_html(title: str, entries: list[Entry], figures: list[tuple[str, Path]
 """
 
 
-def render_markdown(title: str, entries: list[Entry], figures: list[tuple[str, Path]], out: Path) -> str:
+def render_markdown(title: str, entries: list[Entry], figures: list[tuple[str, Path]], *, out: Path) -> str:
+    """The report as Markdown: the card as a table, figures linked relative to `out` (the folder of report.md).
+
+    Returns:
+        The Markdown text.
+    """
     lines = [f"# {title}", "", "Values with 95 % bootstrap intervals over test videos.", ""]
     lines.append("| metric | " + " | ".join(entry.label for entry in entries) + " | how to read it |")
     lines.append("|---|" + "---:|" * len(entries) + "---|")
@@ -273,7 +321,7 @@ def render_markdown(title: str, entries: list[Entry], figures: list[tuple[str, P
     return "\n".join(lines)
 
 
-def card_table(result: Result, entries_labels: list[str] | None = None):
+def card_table(result: Result, *, entries_labels: list[str] | None = None):
     """The report card as a rich table for the terminal (from the report's flat metrics)."""
     from rich.table import Table
 

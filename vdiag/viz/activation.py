@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from vdiag.data.decode import read_frames
 from vdiag.data.sampling import ClipSpec, uniform_starts
 from vdiag.data.views import center_crop, eval_view, normalize
-from vdiag.diagnostics.features import Sampling
-from vdiag.diagnostics.model import DiagnosticModel
+from vdiag.diagnostics.features import Extractor, Sampling
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
 from vdiag.methods.dclr import decoupled_activation_maps
@@ -35,8 +34,21 @@ INPUTS = ("video", "static", "difference")
 TITLES = {"video": "A_v: the clip", "static": "A_s: its middle frame, repeated", "difference": "A_d: its frame difference"}
 
 
-def read_clip(video: str | Path, sampling: Sampling, decoder: str = "auto", start: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
-    """One clip of `sampling.frames` frames (the middle one unless `start`): uint8 (C, T, H, W) and its frame indices."""
+def read_clip(video: str | Path, sampling: Sampling, *, decoder: str = "auto", start: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """One clip of a video file, as the figures of one video use it.
+
+    Args:
+        video: the video file.
+        sampling: `frames` frames every `stride` frames.
+        decoder: "auto", "decord" or "pyav".
+        start: its first frame [the middle one of the uniform starts].
+
+    Returns:
+        uint8 frames `(C, T, H, W)` and their frame indices `(T,)` in the video.
+
+    Raises:
+        VdiagError: `start` is outside the video (and, from the decoder, an unreadable file).
+    """
     spec = ClipSpec(sampling.frames, sampling.stride)
     chosen = {}
 
@@ -52,7 +64,16 @@ def read_clip(video: str | Path, sampling: Sampling, decoder: str = "auto", star
 
 
 def synthetic_mask(video: Path, indices: np.ndarray, size: int) -> np.ndarray | None:
-    """The foreground masks (T, size, size) of a video inside a vdiag synthetic dataset, cropped as the frames are; else None."""
+    """The foreground masks of a video inside a vdiag synthetic dataset, cropped as the frames are.
+
+    Args:
+        video: a video file; its dataset root is two folders up (`<root>/videos/<split>/`).
+        indices: `(T,)` frame indices of the clip.
+        size: the crop side in pixels (short side resized to it, then centre-cropped).
+
+    Returns:
+        `(T, size, size)` bool, or None when the video is not in a synthetic dataset with masks.
+    """
     root = video.resolve().parents[2] if len(video.resolve().parents) > 2 else None
     if root is None or not (root / "manifest.json").is_file() or not (root / "masks").is_dir():
         return None
@@ -75,26 +96,46 @@ def _short_side(shape: tuple[int, int], size: int) -> tuple[int, int]:
 
 
 def upsample(maps: torch.Tensor, frames: int, size: int) -> np.ndarray:
-    """(T', H', W') → (frames, size, size), trilinear."""
+    """Upsample maps trilinearly: `(T', H', W')` → `(frames, size, size)` float32."""
     return F.interpolate(maps[None, None].float(), size=(frames, size, size), mode="trilinear", align_corners=False)[0, 0].numpy()
 
 
 def foreground_mass(maps: np.ndarray, mask: np.ndarray) -> float:
+    """The share of a non-negative map's total that lies on the mask: `(T, H, W)` × 2 → [0, 1]."""
     return float((maps * mask).sum() / max(maps.sum(), 1e-12))
 
 
 def viz_activation(
-    model: DiagnosticModel,
+    extractor: Extractor,
     video: str | Path,
     out: Path,
-    sampling: Sampling,
-    decoder: str = "auto",
+    *,
     start: int | None = None,
     frames_shown: int = 4,
     figure_format: str = "png",
 ) -> Result:
+    """Class-agnostic activation maps of a clip, its static frame and its frame difference (DCLR Eq. 11, Fig. 3).
+
+    A[t, h, w] = Σ_c |F[c, t, h, w]| of the last stage (or `--layer`), min-max normalised per map,
+    upsampled to the input's frames and drawn over them. Any model: only the feature map is needed.
+
+    Args:
+        extractor: the model and its `sampling` (frames, stride, crop size) and `decoder`.
+        video: the video file.
+        out: folder for `activation-<video>.<figure_format>` and `.npz` (frames, maps, mask).
+        start: first frame of the clip [the middle clip].
+        frames_shown: columns of the figure.
+        figure_format: "png", "pdf" or "svg".
+
+    Returns:
+        `Result` "viz activation"; on a video of a vdiag synthetic dataset, metrics
+        `fg_mass_video` / `_static` / `_difference` (share of each map on the true foreground,
+        in [0, 1]) and `fg_area` (the foreground's share of the pixels, what an even map scores);
+        else no metrics.
+    """
+    model, sampling = extractor.model, extractor.sampling
     video = Path(video)
-    raw, indices = read_clip(video, sampling, decoder, start)
+    raw, indices = read_clip(video, sampling, decoder=extractor.decoder, start=start)
     shown = eval_view(raw, sampling.size)  # (C, T, S, S) in [0, 1]
     with torch.inference_mode():
         maps = decoupled_activation_maps(model, normalize(shown)[None].to(model.device))
@@ -161,4 +202,6 @@ def _plot(frames: torch.Tensor, maps: dict[str, np.ndarray], indices: np.ndarray
         (TITLES["static"], np.repeat(pictures[length // 2 : length // 2 + 1], length, 0), maps["static"]),
         (TITLES["difference"], difference / max(float(difference.max()), 1e-6), maps["difference"]),
     ]
-    return overlay_grid(rows, times, [f"frame {indices[t]}" for t in times], title, "activation (min-max per map)", alpha=0.55)
+    return overlay_grid(
+        rows, times, [f"frame {indices[t]}" for t in times], title=title, colour_label="activation (min-max per map)", alpha=0.55
+    )

@@ -1,5 +1,5 @@
 """`vdiag viz concepts`: what the static and dynamic concepts of a `concepts` model attend to and
-how they separate classes (Qian et al., Figs. 4–5).
+how they separate classes (concepts, Qian et al., Figs. 4–5).
 
 For one video (Fig. 5): the clip's concept codes q_v (Eq. 2–3); the most active static concept
 (largest code among the K_s static ones) and the most active dynamic one; their cross-attention maps
@@ -31,8 +31,14 @@ from vdiag.viz.style import plt, save_figure, style
 
 
 def class_similarity(codes: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
-    """Cosine similarity between the per-class mean code vectors: (videos, K), (videos,) → (classes, classes).
-    Classes without videos get NaN rows."""
+    """Cosine similarity between the per-class mean code vectors (concepts Fig. 4).
+
+    Args:
+        codes: `(videos, K)` concept codes; labels: `(videos,)` int; classes: the number of classes.
+
+    Returns:
+        `(classes, classes)` cosines in [−1, 1]; classes without videos get NaN rows.
+    """
     means = np.full((classes, codes.shape[1]), np.nan)
     for c in range(classes):
         if (labels == c).any():
@@ -42,6 +48,7 @@ def class_similarity(codes: np.ndarray, labels: np.ndarray, classes: int) -> np.
 
 
 def mean_offdiagonal(matrix: np.ndarray) -> float:
+    """The mean of a square matrix's off-diagonal entries, NaN ignored (lower = more class-specific codes)."""
     off = ~np.eye(len(matrix), dtype=bool)
     return float(np.nanmean(matrix[off])) if off.any() else float("nan")
 
@@ -50,6 +57,7 @@ def viz_concepts(
     extractor: Extractor,
     data: DataRef,
     out: Path,
+    *,
     video: str | Path,
     split: str = "test",
     target: str = "label",
@@ -57,6 +65,34 @@ def viz_concepts(
     frames_shown: int = 4,
     figure_format: str = "png",
 ) -> Result:
+    """Static and dynamic concepts of a `concepts` model (concepts Figs. 4–5, Eq. 2–3, 7).
+
+    For `video`: the most active static and dynamic concept (largest code q_v) and their
+    cross-attention maps over the frames (Fig. 5). For `split`: the class × class cosine similarity
+    of the per-class mean codes, static and dynamic concepts apart (Fig. 4).
+
+    Args:
+        extractor: a `concepts` checkpoint and its extraction settings.
+        data: the dataset.
+        out: folder for `concepts-<video>.<figure_format>` and `.npz` (codes, attention maps,
+            similarity matrices, per-video codes, labels).
+        video: the video file of the attention rows.
+        split: the videos of the similarity matrices.
+        target: "label" or a synthetic factor: the classes.
+        start: first frame of `video`'s clip [the middle clip].
+        frames_shown: columns of the attention rows.
+        figure_format: "png", "pdf" or "svg".
+
+    Returns:
+        `Result` "viz concepts"; metrics `mean_offdiag_static` / `mean_offdiag_dynamic` (mean cosine
+        between different classes, lower = more class-specific; the paper expects the dynamic one
+        lower), `static_concept` / `dynamic_concept` (the chosen concepts' indices) and
+        `static_code` / `dynamic_code` (their codes, cosines in [−1, 1]).
+
+    Raises:
+        VdiagError: (from `require_concepts`, `check_target`) not a `concepts` checkpoint or a
+            `--layer` is set; `target` is not a factor of the data.
+    """
     require_concepts(extractor)
     model, sampling = extractor.model, extractor.sampling
     method = model.method
@@ -64,7 +100,7 @@ def viz_concepts(
     index = check_target(data.split(split), target)
 
     video = Path(video)
-    raw, indices = read_clip(video, sampling, extractor.decoder, start)
+    raw, indices = read_clip(video, sampling, decoder=extractor.decoder, start=start)
     shown = eval_view(raw, sampling.size)
     with torch.inference_mode():
         outputs = method.concept_outputs(normalize(shown)[None].to(model.device))

@@ -3,7 +3,7 @@
 Any checkpoint: the backbone runs with its temporal strides removed (`keep_temporal`, weights
 unchanged) so that every input frame keeps a feature u_t (the spatial mean of the last stage, or of
 `--layer`). For each test clip, exact DMD (`vdiag.koopman.dmd`, Tu et al. 2014) gives the non-zero
-eigenvalues of its least-squares operator K̂ = U_fore U_back^† (seed 000 Eq. 5): at most L − 1 per
+eigenvalues of its least-squares operator K̂ = U_fore U_back^† (BOLD-DI Eq. 5): at most L − 1 per
 clip, so many clips are plotted together. `estimator="shared"` instead fits one ridge operator to
 every clip's transitions and shows its M eigenvalues.
 
@@ -39,10 +39,21 @@ DENSITY_ABOVE = 3000  # points; beyond this a scatter hides its own density
 STATIC_COLOURS = {"bolddi": "#009E73", "bodvcl": "#E69F00"}
 
 
-def clip_eigenvalues(per_frame: np.ndarray, estimator: str = "clip", ridge: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues of the operators of clips `(clips, T, C)`; returns (eigenvalues, clip of each).
+def clip_eigenvalues(per_frame: np.ndarray, *, estimator: str = "clip", ridge: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Koopman eigenvalues of per-frame features (BOLD-DI Eq. 5; BOD-VCL Fig. 4a).
 
-    "clip": exact DMD per clip, the zeros of rank truncation dropped; "shared": one operator.
+    Args:
+        per_frame: `(clips, T, C)` features, one vector per frame.
+        estimator: "clip" (exact DMD per clip, at most T − 1 eigenvalues each, the zeros of rank
+            truncation dropped) or "shared" (one ridge operator fitted to every clip's transitions).
+        ridge: the shared operator's ridge, relative to the mean feature energy.
+
+    Returns:
+        eigenvalues `(E,)` complex (|λ| the per-frame growth, Arg λ radians per frame) and the clip
+        of each `(E,)` int (−1 for the shared operator).
+
+    Raises:
+        VdiagError: fewer than 3 frames per clip; an unknown estimator.
     """
     features = torch.from_numpy(per_frame).double()
     if features.shape[1] < 3:
@@ -63,13 +74,27 @@ def plot_eigenvalues(
     eigenvalues: np.ndarray,
     groups: np.ndarray | None = None,
     group_names: list[str] | None = None,
+    *,
     xi: float = 0.9,
     omega: float = 0.1,
     radius: float = 0.1,
     title: str = "",
     density: bool | None = None,
 ):
-    """The complex-plane figure with |λ| and Arg λ histograms; returns the matplotlib figure."""
+    """The complex-plane figure of Koopman eigenvalues with |λ| and Arg λ histograms (BOD-VCL Fig. 4a).
+
+    Args:
+        eigenvalues: `(E,)` complex.
+        groups: `(E,)` int, the group (class) of each eigenvalue, coloured by `group_names`.
+        group_names: a name per group.
+        xi, omega: the BOLD-DI static region |λ| ≥ ξ, |Arg λ| ≤ ω (radians), shaded (BOLD-DI §4.2).
+        radius: the BOD-VCL static disc |λ − 1| ≤ radius, outlined.
+        title: the figure's title.
+        density: a hexbin density instead of points [when there are more than `DENSITY_ABOVE`].
+
+    Returns:
+        The matplotlib figure.
+    """
     real, imag = eigenvalues.real, eigenvalues.imag
     extent = max(1.15, float(np.abs(eigenvalues).max(initial=0)) * 1.05)
     density = len(eigenvalues) > DENSITY_ABOVE if density is None else density
@@ -140,6 +165,7 @@ def viz_eig(
     extractor: Extractor,
     data: DataRef,
     out: Path,
+    *,
     split: str = "test",
     estimator: str = "clip",
     colour_by: str | None = None,
@@ -148,13 +174,39 @@ def viz_eig(
     omega: float = 0.1,
     radius: float = 0.1,
 ) -> Result:
+    """Koopman eigenvalues of a model's per-frame features in the complex plane (BOD-VCL Fig. 4a).
+
+    The extractor's model should keep one feature per frame (`keep_temporal`; `vdiag viz eig`
+    loads it so). Each clip of `split` gives its DMD eigenvalues (or one shared operator does).
+
+    Args:
+        extractor: the model and its extraction settings.
+        data: the dataset.
+        out: folder for `eig.<figure_format>` and `eig.npz` (eigenvalues, clip, video, labels).
+        split: which videos.
+        estimator: "clip" or "shared" (see `clip_eigenvalues`).
+        colour_by: colour the points by "label" or a synthetic factor (per-clip estimator).
+        figure_format: "png", "pdf" or "svg".
+        xi, omega: the BOLD-DI static rule |λ| ≥ ξ and |Arg λ| ≤ ω (BOLD-DI §4.2, Tables 11–12).
+        radius: the BOD-VCL static rule |λ − 1| ≤ radius.
+
+    Returns:
+        `Result` "viz eig"; metrics (`vdiag.koopman.eigenvalue_summary`): `static_fraction_bolddi`,
+        `static_fraction_bodvcl` (share of eigenvalues in each static region, in [0, 1]),
+        `spectral_radius_mean` / `_max` (of the per-clip operators; > 1 grows),
+        `modulus_mean`, `argument_abs_mean` (radians per frame), `eigenvalues` (how many).
+
+    Raises:
+        VdiagError: `colour_by` is not a factor of the data; fewer than 3 frames per clip; every
+            clip's features constant or zero (no eigenvalues).
+    """
     index = data.split(split)
     if colour_by:
         check_target(index, colour_by)
     features = extractor(index, ["real"], output="temporal")["real"]  # (N, K, C, T)
     videos, clips, channels, steps = features.features.shape
     per_frame = features.features.transpose(0, 1, 3, 2).reshape(videos * clips, steps, channels)
-    eigenvalues, clip = clip_eigenvalues(per_frame, estimator)
+    eigenvalues, clip = clip_eigenvalues(per_frame, estimator=estimator)
     if len(eigenvalues) == 0:
         raise VdiagError("every clip's features are constant or zero: there are no eigenvalues to plot (try another --layer)")
     groups, names = None, None
@@ -176,7 +228,7 @@ def viz_eig(
     figure = Path(out) / f"eig.{figure_format}"
     saved = Path(out) / "eig.npz"
     if dist.is_main():
-        save_figure(plot_eigenvalues(eigenvalues, groups, names, xi, omega, radius, title), figure)
+        save_figure(plot_eigenvalues(eigenvalues, groups, names, xi=xi, omega=omega, radius=radius, title=title), figure)
         with atomic_path(saved) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(

@@ -2,7 +2,7 @@
 
 Per-frame features u_t of the test clips (temporal strides removed, as for `viz eig`) give one
 shared operator K̂ = Φ Λ Φ^{-1} (ridge least squares over every clip's transitions,
-`vdiag.koopman.fit_operator`). The mode amplitudes b(t) = Φ^{-1} u_t (seed 000 Eq. 8–9) of an
+`vdiag.koopman.fit_operator`). The mode amplitudes b(t) = Φ^{-1} u_t (BOLD-DI Eq. 8–9) of an
 exactly linear system follow b_j(t) = λ_j^t b_j(0): a mode with λ ≈ 1 stays flat, a complex pair
 oscillates at Arg λ radians per frame, |λ| < 1 decays.
 
@@ -41,7 +41,16 @@ COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
 
 
 def choose_modes(eigenvalues: torch.Tensor, amplitudes: torch.Tensor, count: int) -> list[int]:
-    """The mode nearest λ = 1, then the strongest others (mean |b|), one of each conjugate pair."""
+    """Which Koopman modes to show: the one nearest λ = 1, then the strongest others, one of each conjugate pair.
+
+    Args:
+        eigenvalues: `(M,)` complex.
+        amplitudes: `(…, M)` complex mode amplitudes b (strength = mean |b| over the leading axes).
+        count: how many modes.
+
+    Returns:
+        Mode indices, the static one (nearest 1) first.
+    """
     static = int((eigenvalues - 1).abs().argmin())
     strength = amplitudes.abs().mean(dim=tuple(range(amplitudes.dim() - 1)))  # (M,)
     chosen = [static]
@@ -55,6 +64,14 @@ def choose_modes(eigenvalues: torch.Tensor, amplitudes: torch.Tensor, count: int
 
 
 def linear_fit_r2(per_frame: torch.Tensor, operator: torch.Tensor) -> float:
+    """How linear the feature dynamics are: 1 − one-step prediction error / variance of u_{t+1}.
+
+    Args:
+        per_frame: `(clips, T, C)` features; operator: `(C, C)` (u_{t+1} ≈ K u_t).
+
+    Returns:
+        R² (1 = exactly linear; ≤ 0 = no better than the mean).
+    """
     _, fore = koopman.transitions(per_frame.double())
     residual = koopman.prediction_loss(per_frame.double(), operator.double())
     variance = (fore - fore.mean(dim=(0, 1))).pow(2).mean()
@@ -65,6 +82,7 @@ def viz_modes(
     extractor: Extractor,
     data: DataRef,
     out: Path,
+    *,
     video: str | Path | None = None,
     modes: int = 4,
     split: str = "test",
@@ -72,6 +90,31 @@ def viz_modes(
     start: int | None = None,
     figure_format: str = "png",
 ) -> Result:
+    """Koopman mode amplitudes over time and, for one video, in space (BOD-VCL Fig. 4b).
+
+    One shared operator is fitted to the per-frame features of `split` (the model should keep one
+    feature per frame, `keep_temporal`); its eigenvectors give the amplitudes b(t) = Φ^{-1} u_t
+    (BOLD-DI Eq. 8–9), which follow λ^t b(0) for an exactly linear system.
+
+    Args:
+        extractor: the model and its extraction settings.
+        data: the dataset.
+        out: folder for `modes.<figure_format>` and `modes.npz` (eigenvalues, chosen modes, the
+            median and quartile curves, the spatial maps).
+        video: a video whose feature map is projected on the chosen modes (where each lives).
+        modes: how many modes (`choose_modes`).
+        split: the clips the operator is fitted on.
+        ridge: the operator's ridge, relative to the mean feature energy (shrinks |λ| slightly).
+        start: first frame of `video`'s clip [the middle clip].
+        figure_format: "png", "pdf" or "svg".
+
+    Returns:
+        `Result` "viz modes"; metrics `linear_fit_r2` (`linear_fit_r2`), and per chosen mode
+        `mode<i>_modulus` (|λ|, per-frame growth) and `mode<i>_argument` (Arg λ, radians per frame).
+
+    Raises:
+        VdiagError: fewer than 3 frames per clip.
+    """
     index = data.split(split)
     features = extractor(index, ["real"], output="temporal")["real"]  # (N, K, C, T)
     videos, clips, channels, steps = features.features.shape
@@ -94,7 +137,7 @@ def viz_modes(
 
     spatial, shown, indices = None, None, None
     if video is not None:
-        raw, indices = read_clip(Path(video), extractor.sampling, extractor.decoder, start)
+        raw, indices = read_clip(Path(video), extractor.sampling, decoder=extractor.decoder, start=start)
         shown = eval_view(raw, extractor.sampling.size)
         with torch.inference_mode():
             feature_map = (

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients, Saliency
 
 from vdiag.data.views import SpatialAugment, eval_view, normalize
-from vdiag.diagnostics.features import Sampling
+from vdiag.diagnostics.features import Extractor
 from vdiag.diagnostics.model import DiagnosticModel
 from vdiag.io import atomic_path
 from vdiag.results import Result
@@ -40,8 +40,19 @@ METHODS = ("gradient", "integrated_gradients", "grad_cam")
 TITLES = {"gradient": "gradient saliency", "integrated_gradients": "integrated gradients", "grad_cam": "Grad-CAM (per-frame weights)"}
 
 
-def target_function(model: DiagnosticModel, clip: torch.Tensor, class_index: int | None, seed: int = 0):
-    """(f, description): f maps clips (B, C, T, H, W) to the scalar target per clip (B,)."""
+def target_function(model: DiagnosticModel, clip: torch.Tensor, *, class_index: int | None = None, seed: int = 0):
+    """The scalar a saliency tube explains.
+
+    Args:
+        model: the frozen model.
+        clip: the normalised clip `(1, C, T, H, W)`.
+        class_index: for a model with a classifier, the class whose logit is explained [the predicted one].
+        seed: draws the other augmented view (models without a classifier).
+
+    Returns:
+        (f, description): f maps clips `(B, C, T, H, W)` to the target per clip `(B,)` — a
+        classifier's logit, else the cosine similarity to another augmented view of the clip.
+    """
     classifier = getattr(model.method, "classifier", None)
     if classifier is not None:
         with torch.no_grad():
@@ -67,7 +78,14 @@ def target_function(model: DiagnosticModel, clip: torch.Tensor, class_index: int
 
 
 def grad_cam(model: DiagnosticModel, target, clip: torch.Tensor) -> torch.Tensor:
-    """Time-resolved Grad-CAM of `target` w.r.t. the feature map: (T', H', W') ≥ 0."""
+    """Time-resolved Grad-CAM: weights α_c(t) per channel and time step (ViDiDi Fig. 5).
+
+    Args:
+        model: the frozen model; target: from `target_function`; clip: `(1, C, T, H, W)`.
+
+    Returns:
+        `(T', H', W')` ≥ 0 at the feature map's resolution.
+    """
     captured = {}
     original = model.feature_map
 
@@ -87,8 +105,18 @@ def grad_cam(model: DiagnosticModel, target, clip: torch.Tensor) -> torch.Tensor
     return torch.relu((weights * feature).sum(dim=1))[0].detach()
 
 
-def attributions(model: DiagnosticModel, clip: torch.Tensor, target, steps: int = 32) -> dict[str, np.ndarray]:
-    """method → (T, H, W) non-negative tube for one normalised clip (1, C, T, H, W)."""
+def attributions(model: DiagnosticModel, clip: torch.Tensor, target, *, steps: int = 32) -> dict[str, np.ndarray]:
+    """Saliency tubes of one clip: gradient, integrated gradients and per-frame Grad-CAM (ViDiDi Fig. 5).
+
+    Args:
+        model: the frozen model.
+        clip: one normalised clip `(1, C, T, H, W)`.
+        target: from `target_function`.
+        steps: integration steps of integrated gradients (baseline: the all-zero normalised clip).
+
+    Returns:
+        method (`METHODS`) → `(T, H, W)` non-negative attribution, float32.
+    """
     length, size = clip.shape[2], clip.shape[-1]
     tubes = {}
     clip = clip.detach().clone().requires_grad_(True)
@@ -102,22 +130,38 @@ def attributions(model: DiagnosticModel, clip: torch.Tensor, target, steps: int 
 
 
 def viz_saliency(
-    model: DiagnosticModel,
+    extractor: Extractor,
     video: str | Path,
     out: Path,
-    sampling: Sampling,
-    decoder: str = "auto",
+    *,
     start: int | None = None,
     class_index: int | None = None,
     frames_shown: int = 4,
     figure_format: str = "png",
-    seed: int = 0,
 ) -> Result:
+    """Saliency tubes of one clip with captum: gradient, integrated gradients, per-frame Grad-CAM (ViDiDi Fig. 5).
+
+    Args:
+        extractor: the model and its `sampling`, `decoder` and `seed` (the other augmented view).
+        video: the video file.
+        out: folder for `saliency-<video>.<figure_format>`, an animated `.gif` and `.npz` (frames, tubes, mask).
+        start: first frame of the clip [the middle clip].
+        class_index: for a classifier checkpoint, the class to explain [the predicted one].
+        frames_shown: columns of the figure.
+        figure_format: "png", "pdf" or "svg" (the animation is a GIF).
+
+    Returns:
+        `Result` "viz saliency"; on a video of a vdiag synthetic dataset, metrics
+        `fg_mass_<method>` (each tube's share of attribution on the true foreground, in [0, 1]) and
+        `fg_area` (the foreground's share of the pixels); else no metrics. config["target"] says
+        what was explained.
+    """
+    model, sampling = extractor.model, extractor.sampling
     video = Path(video)
-    raw, indices = read_clip(video, sampling, decoder, start)
+    raw, indices = read_clip(video, sampling, decoder=extractor.decoder, start=start)
     shown = eval_view(raw, sampling.size)  # (C, T, S, S) in [0, 1]
     clip = normalize(shown)[None].to(model.device)
-    target, description = target_function(model, clip, class_index, seed)
+    target, description = target_function(model, clip, class_index=class_index, seed=extractor.seed)
     tubes = attributions(model, clip, target)
     metrics: dict[str, float] = {}
     mask = synthetic_mask(video, indices, sampling.size)
@@ -161,7 +205,7 @@ def _normalised(tube: np.ndarray) -> np.ndarray:
 def _grid(pictures: np.ndarray, tubes: dict[str, np.ndarray], indices: np.ndarray, columns: int, title: str):
     times = np.unique(np.linspace(0, len(pictures) - 1, columns).round().astype(int))
     rows = [("frames", pictures, None)] + [(TITLES[name], pictures, _normalised(tube)) for name, tube in tubes.items()]
-    return overlay_grid(rows, times, [f"frame {indices[t]}" for t in times], title, "attribution (÷ max over the tube)")
+    return overlay_grid(rows, times, [f"frame {indices[t]}" for t in times], title=title, colour_label="attribution (÷ max over the tube)")
 
 
 def _animate(pictures: np.ndarray, tubes: dict[str, np.ndarray], path: Path, scale: int = 3) -> None:

@@ -24,7 +24,7 @@ def style():
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """Save atomically in the format the suffix names, then close the figure."""
+    """Save atomically in the format the suffix names (png, pdf, svg), then close the figure; returns `path`."""
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in FIGURE_FORMATS:
@@ -35,9 +35,19 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
-def overlay_grid(rows: list[tuple], times, column_titles: list[str], title: str, colour_label: str, alpha: float = 0.6):
-    """A frames × rows grid: each row is (label, backgrounds (T, H, W[, 3]), heat maps (T, H, W) in
-    [0, 1] or None), drawn at the frame indices `times`, with one shared colour bar for the heat."""
+def overlay_grid(rows: list[tuple], times, column_titles: list[str], *, title: str, colour_label: str, alpha: float = 0.6):
+    """A frames × rows grid of heat maps over frames, with one shared colour bar for the heat.
+
+    Args:
+        rows: (label, backgrounds `(T, H, W[, 3])`, heat maps `(T, H, W)` in [0, 1] or None) per row.
+        times: the frame indices (into T) of the columns.
+        column_titles: one per column.
+        title: the figure's title; colour_label: the colour bar's label.
+        alpha: opacity of the heat over the frames.
+
+    Returns:
+        The matplotlib figure.
+    """
     with style():
         fig, axes = plt.subplots(len(rows), len(times), figsize=(1.7 * len(times) + 0.6, 1.75 * len(rows)), squeeze=False)
         shown = None

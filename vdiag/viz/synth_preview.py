@@ -24,7 +24,17 @@ def _example(config: SynthConfig, factor: str, value: str) -> dict:
     return draw_video_params(fixed, "val", 0), fixed
 
 
-def plot_factor_grid(config: SynthConfig, path: str | Path, frames_shown: int = 4) -> Path:
+def plot_factor_grid(config: SynthConfig, path: str | Path, *, frames_shown: int = 4) -> Path:
+    """Draw the synthetic dataset's factor grid (like BOD-VCL Fig. 5) and save it.
+
+    Args:
+        config: the dataset's settings (its factors and their values, size, frames).
+        path: the figure file (png, pdf or svg).
+        frames_shown: frames per panel, first to last.
+
+    Returns:
+        `path`.
+    """
     factors = config.factors()
     columns = max(len(v) for v in factors.values())
     times = np.linspace(0, config.frames - 1, frames_shown).round().astype(int)

@@ -29,8 +29,11 @@ from vdiag.viz.style import plt, save_figure, style
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000", "#999999", "#882255"]
 
 
-def embed_2d(embeddings: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
-    """t-SNE to 2-D; the perplexity is capped below the number of points, as t-SNE requires."""
+def embed_2d(embeddings: np.ndarray, *, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
+    """t-SNE to 2-D (scikit-learn, PCA initialisation): `(N, C)` → `(N, 2)`.
+
+    The perplexity is capped below the number of points, as t-SNE requires.
+    """
     perplexity = min(perplexity, max(1.0, (len(embeddings) - 1) / 3))
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(embeddings)
 
@@ -49,12 +52,33 @@ def viz_tsne(
     extractors: list[Extractor],
     data: DataRef,
     out: Path,
+    *,
     split: str = "test",
     target: str = "label",
     top_k: int = 5,
     perplexity: float = 30.0,
     figure_format: str = "png",
 ) -> Result:
+    """t-SNE of video embeddings coloured by class, one panel per checkpoint (ViDiDi Fig. 4, App. C).
+
+    Args:
+        extractors: one per checkpoint, all on the same data.
+        data: the dataset.
+        out: folder for `tsne.<figure_format>` and `tsne.npz` (2-D points and labels per panel,
+            class names, silhouettes).
+        split: which videos.
+        target: "label" or a synthetic factor to colour by.
+        top_k: show the k best-retrieved classes (ViDiDi Fig. 4: 5).
+        perplexity: t-SNE perplexity (capped below the number of videos).
+        figure_format: "png", "pdf" or "svg".
+
+    Returns:
+        `Result` "viz tsne"; metrics `silhouette` (one checkpoint) or `silhouette_<i>`: the
+        silhouette in [−1, 1] of the shown classes in embedding space (not in the 2-D map).
+
+    Raises:
+        VdiagError: `target` is not a factor of the data; fewer than two classes with several videos each.
+    """
     index = check_target(data.split(split), target)
     panels = []
     for extractor in extractors:
@@ -69,7 +93,7 @@ def viz_tsne(
         panels.append(
             {
                 "label": checkpoint_label(extractor),
-                "points": embed_2d(embeddings[keep], extractor.seed, perplexity),
+                "points": embed_2d(embeddings[keep], seed=extractor.seed, perplexity=perplexity),
                 "labels": labels[keep],
                 "classes": chosen,
                 "silhouette": score,
