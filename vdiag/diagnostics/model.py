@@ -19,7 +19,6 @@ feature cache, so a retrained checkpoint at the same path never reuses stale fea
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,9 +139,10 @@ def load_model(
 def _from_vdiag(path: Path, state: dict, backbone: str | None, keep_temporal: bool | None) -> DiagnosticModel:
     from vdiag.checkpoint import check_checkpoint
     from vdiag.methods import build_model
+    from vdiag.train.config import migrate_config
 
     state = check_checkpoint(state, path)
-    config = copy.deepcopy(state["config"])
+    config = migrate_config(state["config"])  # a deep copy, with settings newer than the checkpoint filled in
     recorded = config["backbone"]["name"]
     if backbone and backbone != recorded:
         raise VdiagError(
