@@ -56,8 +56,9 @@ def test_torchvision_state_dict_with_ddp_prefix_and_head(tmp_path):
     torch.save({"state_dict": state, "epoch": 3}, tmp_path / "ddp.pth")
     backbone = build_backbone("r3d_18")
     report = load_backbone_weights(backbone, tmp_path / "ddp.pth")
-    assert report["prefix"] == "module."
+    assert report["prefix"] == "state_dict.module."
     assert report["ignored"] == 2  # fc.weight, fc.bias
+    assert "prefix 'state_dict.module.'" in report["summary"] and "2 other entries ignored" in report["summary"]
     assert torch.equal(backbone.body.layer4[1].conv2[0].weight, model.layer4[1].conv2[0].weight)
 
 
@@ -69,8 +70,52 @@ def test_moco_layout_picks_the_query_encoder(tmp_path):
     state["module.queue"] = torch.zeros(4, 4)
     torch.save({"state_dict": state}, tmp_path / "moco.pth.tar")
     target = build_backbone("tiny")
-    assert load_backbone_weights(target, tmp_path / "moco.pth.tar")["prefix"] == "module.encoder_q."
+    report = load_backbone_weights(target, tmp_path / "moco.pth.tar")
+    assert report["prefix"] == "state_dict.module.encoder_q."
+    assert "online network" in report["summary"] and "encoder_k" in report["summary"]
     assert _same_weights(target.body, query.body)
+
+
+def test_dino_layout_picks_the_teacher_and_says_so(tmp_path):
+    torch.manual_seed(4)
+    student, teacher = build_backbone("tiny"), build_backbone("tiny")
+    state = {
+        "student": {f"module.backbone.{k}": v for k, v in student.body.state_dict().items()}
+        | {"module.head.last_layer.weight": torch.ones(3, 3)},
+        "teacher": {f"backbone.{k}": v for k, v in teacher.body.state_dict().items()} | {"head.last_layer.weight": torch.ones(3, 3)},
+        "epoch": 100,
+    }
+    torch.save(state, tmp_path / "dino.pth")
+    target = build_backbone("tiny")
+    report = load_backbone_weights(target, tmp_path / "dino.pth")
+    assert report["prefix"] == "teacher.backbone."
+    assert "teacher" in report["copy"] and "DINO" in report["summary"]
+    assert _same_weights(target.body, teacher.body) and not _same_weights(target.body, student.body)
+    # without DINO's layout the online copy still wins over a 'teacher' one (mean-teacher style files)
+    flat = {f"model.{k}": v for k, v in student.body.state_dict().items()} | {
+        f"teacher.{k}": v for k, v in teacher.body.state_dict().items()
+    }
+    torch.save(flat, tmp_path / "mean_teacher.pth")
+    assert load_backbone_weights(target, tmp_path / "mean_teacher.pth")["prefix"] == "model."
+    assert _same_weights(target.body, student.body)
+
+
+def test_safetensors_files_load_by_suffix_or_header(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(5)
+    source = build_backbone("tiny")
+    tensors = {f"encoder.{k}": v.contiguous() for k, v in source.body.state_dict().items()}
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    target = build_backbone("tiny")
+    assert load_backbone_weights(target, tmp_path / "model.safetensors")["prefix"] == "encoder."
+    assert _same_weights(target.body, source.body)
+    (tmp_path / "renamed.bin").write_bytes((tmp_path / "model.safetensors").read_bytes())
+    assert _same_weights(build_backbone("tiny", weights=str(tmp_path / "renamed.bin")).body, source.body)
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VdiagError, match="not a complete safetensors file"):
+        build_backbone("tiny", weights=str(tmp_path / "cut.safetensors"))
 
 
 def test_vdiag_checkpoint_gives_the_online_backbone(tmp_path):
@@ -114,8 +159,20 @@ def test_unsafe_or_foreign_files_are_refused(tmp_path):
 
     # a training script's arguments pickled next to the weights: not loadable with weights_only
     torch.save({"args": argparse.Namespace(lr=0.1), "model": build_backbone("tiny").body.state_dict()}, tmp_path / "pickled.pt")
-    with pytest.raises(VdiagError, match="pickled Python objects"):
+    with pytest.raises(VdiagError, match="pickled Python objects") as refused:
         build_backbone("tiny", weights=str(tmp_path / "pickled.pt"))
+    # the two lines the message offers extract the weights (run here, where the file is trusted)
+    snippet = str(refused.value).split(":\n", 1)[1]
+    assert len(snippet.splitlines()) == 2
+    exec(snippet.replace("    ", "", 1).replace("\n    ", "\n"), {})
+    assert (tmp_path / "pickled.weights.pt").is_file()
+    build_backbone("tiny", weights=str(tmp_path / "pickled.weights.pt"))
+    # a whole pickled module is extracted the same way
+    torch.save(build_backbone("tiny").body, tmp_path / "module.pt")
+    with pytest.raises(VdiagError, match="pickled Python objects") as refused:
+        build_backbone("tiny", weights=str(tmp_path / "module.pt"))
+    exec(str(refused.value).split(":\n", 1)[1].replace("    ", ""), {})
+    build_backbone("tiny", weights=str(tmp_path / "module.weights.pt"))
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(VdiagError, match="not a complete PyTorch file"):
         build_backbone("tiny", weights=str(tmp_path / "notes.txt"))

@@ -30,22 +30,32 @@ CHECKPOINT_VERSION = 1
 
 
 def read_state_file(path: str | Path, what: str = "weights file") -> dict:
-    """`torch.load(weights_only=True)` with one-line errors for missing or foreign files.
+    """Read a weights file safely: `torch.load(weights_only=True)`, or safetensors for `.safetensors` files.
+
+    A safetensors file is recognised by its suffix or by its header (8 bytes of little-endian length,
+    then a JSON object), so a renamed one loads too. Nothing is ever unpickled.
 
     Args:
         path: the file.
         what: how the error messages name it ('weights file', 'checkpoint').
 
     Returns:
-        The loaded dict, tensors on the CPU.
+        The loaded dict, tensors on the CPU (a safetensors file gives its flat name → tensor dict).
 
     Raises:
-        VdiagError: the file is missing, holds pickled objects besides tensors, is truncated or
-            not a PyTorch file, or holds something other than a dict.
+        VdiagError: the file is missing (or is a folder), holds pickled objects besides tensors, is
+            truncated or not a PyTorch / safetensors file, or holds something other than a dict.
     """
     path = Path(path)
+    if path.is_dir():
+        raise VdiagError(
+            f"{what} {path} is a folder; a Hugging Face model folder (config.json + model.safetensors) is read by the "
+            "model adapter, anything else needs the path of the weights file inside it"
+        )
     if not path.is_file():
         raise VdiagError(f"{what} {path} does not exist")
+    if is_safetensors(path):
+        return _read_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle of arbitrary objects, truncated file, not a torch file
@@ -55,12 +65,45 @@ def read_state_file(path: str | Path, what: str = "weights file") -> dict:
     return obj
 
 
+def is_safetensors(path: Path) -> bool:
+    """Whether `path` is a safetensors file: its suffix, or a header of 8-byte length + '{'."""
+    if path.suffix == ".safetensors":
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    header_length = int.from_bytes(head[:8], "little")
+    return 2 <= header_length <= min(path.stat().st_size - 8, 100_000_000)
+
+
+def _read_safetensors(path: Path) -> dict:
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError:
+        raise VdiagError(f"{path} is a safetensors file and the safetensors package is missing; pip install safetensors") from None
+    try:
+        return dict(load_file(str(path), device="cpu"))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise VdiagError(f"{path} is not a complete safetensors file ({str(err).splitlines()[0]}); copy or save it again") from None
+
+
 def load_failure_message(path: Path, err: Exception) -> str:
-    """One line for a failed `torch.load(weights_only=True)`: what the file is and what to do."""
+    """One message for a failed `torch.load(weights_only=True)`: what the file is and what to do.
+
+    For pickled objects (a training script's `args`, a whole `nn.Module`), the message carries two
+    lines of Python that extract the tensors where the user trusts the file; vdiag never unpickles.
+    """
     if "Weights only load failed" in str(err):
+        out = path.with_name(path.stem + ".weights.pt")
         return (
-            f"{path} holds pickled Python objects besides tensors, which vdiag never unpickles; "
-            "save the weights alone with torch.save(model.state_dict(), path)"
+            f"{path} holds pickled Python objects besides tensors, which vdiag never unpickles; if you trust the file, "
+            f"extract its weights in your own Python environment with these two lines, then pass {out}:\n"
+            f"    import torch; ckpt = torch.load({str(path)!r}, map_location='cpu', weights_only=False)\n"
+            "    torch.save({k: v.state_dict() if hasattr(v, 'state_dict') else v for k, v in (ckpt if isinstance(ckpt, dict) "
+            "else {'model': ckpt}).items() if hasattr(v, 'state_dict') or isinstance(v, (dict, torch.Tensor))}, "
+            f"{str(out)!r})"
         )
     return f"{path} is not a complete PyTorch file (truncated, or another format); copy or save it again"
 

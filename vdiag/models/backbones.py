@@ -168,9 +168,11 @@ def build_backbone(name: str = "tiny", keep_temporal: bool = False, weights: str
         remove_temporal_strides(body)
     backbone = VideoBackbone(name, body, embed_dim, keep_temporal=keep_temporal)
     if weights:
+        from vdiag.console import note
         from vdiag.models.weights import load_backbone_weights
 
-        load_backbone_weights(backbone, weights)
+        backbone.weights_report = load_backbone_weights(backbone, weights)
+        note(backbone.weights_report["summary"])
     return backbone
 
 
