@@ -184,3 +184,156 @@ def test_match_prefix_prefers_the_prefix_covering_most_keys():
     model_keys = ["a.weight", "b.weight"]
     assert match_prefix(["x.a.weight", "x.b.weight", "y.a.weight"], model_keys) == ("x.", 2)
     assert match_prefix(["a.weight", "b.weight"], model_keys) == ("", 2)
+
+
+# ---------------------------------------------------------------- new architectures: the body is the library's own network
+
+
+def _pre_head_tokens(model, norm, clips):
+    """The library's own forward pass, caught at its final norm (tokens, class token first)."""
+    caught = {}
+    handle = norm.register_forward_hook(lambda module, inputs, output: caught.setdefault("tokens", output))
+    with torch.no_grad():
+        model(clips)
+    handle.remove()
+    return caught["tokens"]
+
+
+@pytest.mark.parametrize("builder", ["mvit_v1_b", "mvit_v2_s"])
+def test_torchvision_mvit_tokens_are_the_library_tokens(builder):
+    """At the model's native size the feature map is the library's own token sequence laid on its grid."""
+    import torchvision
+
+    from vdiag.models.bodies import TorchvisionMViTBody
+
+    torch.manual_seed(6)
+    model = getattr(torchvision.models.video, builder)(weights=None).eval()
+    encoding = model.pos_encoding  # make 4×32×32 the native size (token grid 2×8×8) of this instance
+    encoding.temporal_size, encoding.spatial_size = 2, (8, 8)
+    if encoding.spatial_pos is not None:
+        encoding.spatial_pos = torch.nn.Parameter(torch.randn(64, encoding.spatial_pos.shape[1]))
+        encoding.temporal_pos = torch.nn.Parameter(torch.randn(2, encoding.temporal_pos.shape[1]))
+    clips = torch.randn(2, 3, 4, 32, 32)
+    tokens = _pre_head_tokens(model, model.norm, clips)
+    with torch.no_grad():
+        feature_map = TorchvisionMViTBody(model)(clips)
+    b, c, t, h, w = feature_map.shape
+    assert (t, h, w) == (2, 1, 1) and tokens.shape == (2, 1 + t * h * w, c)
+    torch.testing.assert_close(feature_map.flatten(2).transpose(1, 2), tokens[:, 1:])
+    # another input size: position tables are interpolated, the grid follows the input
+    with torch.no_grad():
+        assert TorchvisionMViTBody(model)(torch.randn(1, 3, 8, 64, 64)).shape == (1, c, 4, 2, 2)
+
+
+def test_pytorchvideo_mvit_tokens_are_the_library_tokens():
+    from pytorchvideo.models import hub
+
+    from vdiag.models.bodies import PyTorchVideoMViTBody
+
+    torch.manual_seed(7)
+    model = hub.mvit_base_16x4(pretrained=False).eval()
+    encoding = model.cls_positional_encoding  # make 4×32×32 the native size (token grid 2×8×8) of this instance
+    encoding._patch_embed_shape, encoding.num_spatial_patch, encoding.num_temporal_patch = (2, 8, 8), 64, 2
+    encoding.pos_embed_spatial = torch.nn.Parameter(torch.randn(1, 64, 96))
+    encoding.pos_embed_temporal = torch.nn.Parameter(torch.randn(1, 2, 96))
+    clips = torch.randn(2, 3, 4, 32, 32)
+    tokens = _pre_head_tokens(model, model.norm_embed, clips)
+    with torch.no_grad():
+        feature_map = PyTorchVideoMViTBody(model)(clips)
+    torch.testing.assert_close(feature_map.flatten(2).transpose(1, 2), tokens[:, 1:])
+    with torch.no_grad():
+        assert PyTorchVideoMViTBody(model)(torch.randn(1, 3, 8, 64, 64)).shape[2] == 4
+
+
+def test_swin_feature_map_pools_to_the_library_embedding():
+    import torchvision
+
+    torch.manual_seed(8)
+    model = torchvision.models.video.swin3d_t(weights=None).eval()
+    caught = {}
+    model.head.register_forward_pre_hook(lambda module, inputs: caught.setdefault("pooled", inputs[0]))
+    clips = torch.randn(2, 3, 4, 64, 64)
+    with torch.no_grad():
+        model(clips)
+        backbone = build_backbone("swin3d_t").eval()
+        backbone.body.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("head")})
+        torch.testing.assert_close(backbone(clips), caught["pooled"])
+
+
+def test_slowfast_packing_and_pooling_match_pytorchvideo():
+    """Pooled embedding = pytorchvideo's head input with its own packing (slow = every α-th frame)."""
+    from pytorchvideo.models import hub
+
+    torch.manual_seed(9)
+    model = hub.slowfast_r50(pretrained=False, head_pool_kernel_sizes=((2, 2, 2), (8, 2, 2)), head_activation=None).eval()
+    caught = {}
+    model.blocks[-1].proj.register_forward_pre_hook(lambda module, inputs: caught.setdefault("pooled", inputs[0]))
+    clips = torch.randn(2, 3, 8, 64, 64)
+    slow = clips[:, :, torch.linspace(0, 7, 2).long()]
+    with torch.no_grad():
+        model([slow, clips])
+        backbone = build_backbone("slowfast_r50").eval()
+        backbone.body.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("blocks.6")})
+        feature_map = backbone.feature_map(clips)
+        torch.testing.assert_close(backbone(clips), caught["pooled"].reshape(2, -1))
+    assert feature_map.shape == (2, 2304, 8, 2, 2)
+    assert torch.equal(feature_map[:, :2048, 0], feature_map[:, :2048, 3])  # one slow step covers α = 4 fast steps
+    with pytest.raises(VdiagError, match="multiple of α=4"):
+        backbone(torch.randn(1, 3, 6, 64, 64))
+
+
+def test_x3d_sizes_are_separate_backbones():
+    sampling = {name: BACKBONES[name].default_sampling for name in ("x3d_xs", "x3d_s", "x3d_m", "x3d_l")}
+    assert [(s["frames"], s["stride"], s["size"]) for s in sampling.values()] == [(4, 12, 182), (13, 6, 182), (16, 5, 256), (16, 5, 356)]
+    assert all(set(spec.default_sampling) >= {"frames", "stride", "size", "mean", "std"} for spec in BACKBONES.values())
+    # X3D-L is deeper: an X3D-S file does not fit it
+    assert len(build_backbone("x3d_l").body.state_dict()) > len(build_backbone("x3d_s").body.state_dict())
+
+
+# ---------------------------------------------------------------- --backbone package.module:builder
+
+USER_MODULE = """
+import torch
+from torch import nn
+
+class Pooled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(3, 6, 3, padding=1, stride=(2, 2, 2))
+    def forward(self, x):
+        return self.conv(x).mean(dim=(2, 3, 4))
+
+class Mapped(Pooled):
+    embed_dim = 6
+    def forward(self, x):
+        return self.conv(x)
+
+def pooled():
+    return Pooled()
+
+def mapped():
+    return Mapped()
+
+def not_a_module():
+    return 3
+"""
+
+
+def test_module_builder_backbones(tmp_path, monkeypatch):
+    (tmp_path / "user_video_models.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    clips = torch.randn(2, 3, 8, 16, 16)
+    pooled = build_backbone("user_video_models:pooled")
+    assert pooled.embed_dim == 6 and pooled.feature_map(clips).shape == (2, 6, 1, 1, 1)
+    torch.testing.assert_close(pooled(clips), pooled.body.model(clips))
+    mapped = build_backbone("user_video_models:mapped", keep_temporal=True)
+    assert mapped.time_features(clips).shape == (2, 6, 8)  # the temporal stride was removed
+    torch.save({"state_dict": pooled.body.model.state_dict()}, tmp_path / "user.pt")
+    loaded = build_backbone("user_video_models:mapped", weights=str(tmp_path / "user.pt"))
+    assert torch.equal(loaded.body.model.conv.weight, pooled.body.model.conv.weight)
+    with pytest.raises(VdiagError, match="not an nn.Module"):
+        build_backbone("user_video_models:not_a_module")
+    with pytest.raises(VdiagError, match="has no callable 'missing'"):
+        build_backbone("user_video_models:missing")
+    with pytest.raises(VdiagError, match="cannot import"):
+        build_backbone("no_such_package_xyz:build")

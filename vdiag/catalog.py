@@ -24,7 +24,30 @@ METHOD_NAMES = (
     "bodvcl-byol",
     "bodvcl-moco",
 )
-BACKBONE_NAMES = ("tiny", "tiny2d", "r3d_18", "r2plus1d_18", "mc3_18", "s3d", "slow_r50", "x3d_s", "r2plus1d_r50")
+BACKBONE_NAMES = (
+    "tiny",
+    "tiny2d",
+    "r3d_18",
+    "r2plus1d_18",
+    "mc3_18",
+    "s3d",
+    "mvit_v1_b",
+    "mvit_v2_s",
+    "swin3d_t",
+    "swin3d_s",
+    "swin3d_b",
+    "slow_r50",
+    "slowfast_r50",
+    "x3d_xs",
+    "x3d_s",
+    "x3d_m",
+    "x3d_l",
+    "csn_r101",
+    "i3d_r50",
+    "c2d_r50",
+    "r2plus1d_r50",
+    "mvit_base_16x4",
+)
 
-# the features concepts paper 004 probes in Table 3 (`Concepts.concept_outputs`)
+# the features the concepts paper probes in Table 3 (`Concepts.concept_outputs`)
 CONCEPT_FEATURES = ("v", "q_v", "q_v_static", "q_v_dynamic", "F_v", "F_v_static", "F_v_dynamic")

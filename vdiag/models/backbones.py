@@ -25,11 +25,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from vdiag.errors import VdiagError
+from vdiag.models.bodies import ModuleBody, PyTorchVideoMViTBody, SlowFastBody, SwinBody, TorchvisionMViTBody
 from vdiag.models.tiny import TinyVideoNet
 
 
@@ -108,6 +111,10 @@ def _torchvision(builder_name: str) -> Callable[[], tuple[nn.Module, int]]:
         model = getattr(video_models, builder_name)(weights=None)
         if builder_name == "s3d":
             return _S3DBody(model), 1024
+        if builder_name.startswith("mvit"):
+            return TorchvisionMViTBody(model), model.norm.normalized_shape[0]
+        if builder_name.startswith("swin3d"):
+            return SwinBody(model), model.norm.normalized_shape[0]
         return _VideoResNetBody(model), 512
 
     return build
@@ -117,7 +124,12 @@ def _pytorchvideo(builder_name: str, embed_dim: int) -> Callable[[], tuple[nn.Mo
     def build() -> tuple[nn.Module, int]:
         from pytorchvideo.models import hub
 
-        return _PyTorchVideoBody(getattr(hub, builder_name)(pretrained=False)), embed_dim
+        model = getattr(hub, builder_name)(pretrained=False)
+        if builder_name.startswith("slowfast"):
+            return SlowFastBody(model, alpha=4), embed_dim
+        if builder_name.startswith("mvit"):
+            return PyTorchVideoMViTBody(model), embed_dim
+        return _PyTorchVideoBody(model), embed_dim
 
     return build
 
@@ -130,43 +142,109 @@ def _tiny(frame_wise: bool = False) -> Callable[[], tuple[nn.Module, int]]:
     return build
 
 
-# name → (builder, one-line description). Plain functions, no registry magic.
-BACKBONES: dict[str, tuple[Callable[[], tuple[nn.Module, int]], str]] = {
-    "tiny": (_tiny(), "small 3-D ResNet (0.9 M parameters), the CPU default"),
-    "tiny2d": (_tiny(frame_wise=True), "tiny with 1-frame kernels: a per-frame 2-D model averaged over time (appearance-only reference)"),
-    "r3d_18": (_torchvision("r3d_18"), "torchvision R3D-18 (33 M)"),
-    "r2plus1d_18": (_torchvision("r2plus1d_18"), "torchvision R(2+1)D-18 (31 M)"),
-    "mc3_18": (_torchvision("mc3_18"), "torchvision MC3-18 (12 M)"),
-    "s3d": (_torchvision("s3d"), "torchvision S3D (8 M)"),
-    "slow_r50": (_pytorchvideo("slow_r50", 2048), "pytorchvideo Slow-only R50 (32 M), seed 000's backbone"),
-    "x3d_s": (_pytorchvideo("x3d_s", 192), "pytorchvideo X3D-S (3.8 M)"),
-    "r2plus1d_r50": (_pytorchvideo("r2plus1d_r50", 2048), "pytorchvideo R(2+1)D-50 (28 M)"),
+class BackboneSpec(NamedTuple):
+    """A `BACKBONES` entry: how to build the body, one line for `--help`, and the native sampling.
+
+    Attributes:
+        builder: () → (body, embed_dim); the body maps (B, 3, T, H, W) to the feature map.
+        description: one line (family, parameters, what the tokens / pathways are).
+        default_sampling: the clips the published weights were trained and evaluated on: `frames` (T),
+            `stride` (δ, in frames of a 30 fps video), `size` (crop side, pixels), `mean` / `std`
+            (per-channel normalisation of [0, 1] RGB), and `alpha` for SlowFast. Diagnostics default to
+            these for third-party weights (docs/backbones.md).
+    """
+
+    builder: Callable[[], tuple[nn.Module, int]]
+    description: str
+    default_sampling: dict
+
+
+_TV_MEAN, _TV_STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)  # torchvision's Kinetics statistics
+_PTV_MEAN, _PTV_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)  # pytorchvideo / PySlowFast / torchvision MViT
+_IN_MEAN, _IN_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet (torchvision Swin3D)
+
+
+def _sampling(frames: int, stride: int, size: int, mean=_PTV_MEAN, std=_PTV_STD, **extra) -> dict:
+    return {"frames": frames, "stride": stride, "size": size, "mean": mean, "std": std, **extra}
+
+
+def _spec(builder, description: str, sampling: dict) -> BackboneSpec:
+    return BackboneSpec(builder, description, sampling)
+
+
+# name → BackboneSpec. Plain functions, no registry magic. Sampling: the publishers' evaluation settings
+# (torchvision's weight metadata; pytorchvideo's model zoo and hub tutorial).
+BACKBONES: dict[str, BackboneSpec] = {
+    "tiny": _spec(_tiny(), "small 3-D ResNet (0.9 M parameters), the CPU default", _sampling(8, 2, 64, _TV_MEAN, _TV_STD)),
+    "tiny2d": _spec(
+        _tiny(frame_wise=True),
+        "tiny with 1-frame kernels: a per-frame 2-D model averaged over time (appearance-only reference)",
+        _sampling(8, 2, 64, _TV_MEAN, _TV_STD),
+    ),
+    "r3d_18": _spec(_torchvision("r3d_18"), "torchvision R3D-18 (33 M)", _sampling(16, 2, 112, _TV_MEAN, _TV_STD)),
+    "r2plus1d_18": _spec(_torchvision("r2plus1d_18"), "torchvision R(2+1)D-18 (31 M)", _sampling(16, 2, 112, _TV_MEAN, _TV_STD)),
+    "mc3_18": _spec(_torchvision("mc3_18"), "torchvision MC3-18 (12 M)", _sampling(16, 2, 112, _TV_MEAN, _TV_STD)),
+    "s3d": _spec(_torchvision("s3d"), "torchvision S3D (8 M)", _sampling(64, 2, 224, _TV_MEAN, _TV_STD)),
+    "mvit_v1_b": _spec(_torchvision("mvit_v1_b"), "torchvision MViT-V1-B (37 M), tokens on a T/2 × H/32 grid", _sampling(16, 4, 224)),
+    "mvit_v2_s": _spec(_torchvision("mvit_v2_s"), "torchvision MViT-V2-S (35 M), tokens on a T/2 × H/32 grid", _sampling(16, 4, 224)),
+    "swin3d_t": _spec(
+        _torchvision("swin3d_t"), "torchvision Video Swin-T (28 M), windowed tokens", _sampling(32, 2, 224, _IN_MEAN, _IN_STD)
+    ),
+    "swin3d_s": _spec(
+        _torchvision("swin3d_s"), "torchvision Video Swin-S (50 M), windowed tokens", _sampling(32, 2, 224, _IN_MEAN, _IN_STD)
+    ),
+    "swin3d_b": _spec(
+        _torchvision("swin3d_b"), "torchvision Video Swin-B (88 M), windowed tokens", _sampling(32, 2, 224, _IN_MEAN, _IN_STD)
+    ),
+    "slow_r50": _spec(_pytorchvideo("slow_r50", 2048), "pytorchvideo Slow-only R50 (32 M), BOLD-DI's backbone", _sampling(8, 8, 224)),
+    "slowfast_r50": _spec(
+        _pytorchvideo("slowfast_r50", 2304),
+        "pytorchvideo SlowFast-R50 8×8, α=4 (34 M): slow 2048 + fast 256 channels",
+        _sampling(32, 2, 224, alpha=4),
+    ),
+    "x3d_xs": _spec(_pytorchvideo("x3d_xs", 192), "pytorchvideo X3D-XS (3.8 M), 4×12 clips at 182 px", _sampling(4, 12, 182)),
+    "x3d_s": _spec(_pytorchvideo("x3d_s", 192), "pytorchvideo X3D-S (3.8 M), 13×6 clips at 182 px", _sampling(13, 6, 182)),
+    "x3d_m": _spec(_pytorchvideo("x3d_m", 192), "pytorchvideo X3D-M (3.8 M), 16×5 clips at 256 px", _sampling(16, 5, 256)),
+    "x3d_l": _spec(_pytorchvideo("x3d_l", 192), "pytorchvideo X3D-L (6.2 M, deeper), 16×5 clips at 356 px", _sampling(16, 5, 356)),
+    "csn_r101": _spec(_pytorchvideo("csn_r101", 2048), "pytorchvideo ir-CSN-101 (22 M), channel-separated", _sampling(32, 2, 224)),
+    "i3d_r50": _spec(_pytorchvideo("i3d_r50", 2048), "pytorchvideo I3D-R50 (28 M)", _sampling(8, 8, 224)),
+    "c2d_r50": _spec(_pytorchvideo("c2d_r50", 2048), "pytorchvideo C2D-R50 (24 M), 2-D kernels, temporal pooling", _sampling(8, 8, 224)),
+    "r2plus1d_r50": _spec(_pytorchvideo("r2plus1d_r50", 2048), "pytorchvideo R(2+1)D-50 (28 M)", _sampling(16, 4, 224)),
+    "mvit_base_16x4": _spec(
+        _pytorchvideo("mvit_base_16x4", 768), "pytorchvideo MViT-B 16×4 (37 M), tokens on a T/2 × H/32 grid", _sampling(16, 4, 224)
+    ),
 }
 
 
 def build_backbone(name: str = "tiny", keep_temporal: bool = False, weights: str | None = None) -> VideoBackbone:
-    """Build a backbone by name, optionally without temporal strides and with local weights.
+    """Build a backbone by name (or `package.module:builder`), optionally without temporal strides and with local weights.
 
     Args:
-        name: one of `BACKBONES` (`tiny`, `r3d_18`, `r2plus1d_18`, `mc3_18`, `s3d`, `slow_r50`,
-            `x3d_s`, `r2plus1d_r50`).
+        name: one of `BACKBONES` (`tiny`, `r3d_18`, `slow_r50`, `mvit_v2_s`, …; docs/backbones.md),
+            or `package.module:builder` (`build_module_backbone`).
         keep_temporal: remove temporal strides so every input frame keeps its own feature.
-        weights: a local checkpoint to load into the backbone (see `load_backbone_weights`).
+        weights: a local checkpoint to load into the backbone (`load_backbone_weights`); the line saying
+            which prefix and copy were taken is printed with `vdiag.console.note` and kept as
+            `backbone.weights_report`.
 
     Returns:
         The backbone, on the CPU: clips (N, C, T, H, W) → embeddings (N, embed_dim).
 
     Raises:
-        VdiagError: an unknown backbone name; a weights file that is missing, unreadable or does
-            not fit the architecture.
+        VdiagError: an unknown backbone name, or a builder that cannot be imported or returns no
+            module; a weights file that is missing, unreadable or does not fit the architecture.
     """
-    if name not in BACKBONES:
-        raise VdiagError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-    builder, _ = BACKBONES[name]
-    body, embed_dim = builder()
-    if keep_temporal:
-        remove_temporal_strides(body)
-    backbone = VideoBackbone(name, body, embed_dim, keep_temporal=keep_temporal)
+    if ":" in name:
+        backbone = build_module_backbone(name, keep_temporal=keep_temporal)
+    else:
+        if name not in BACKBONES:
+            raise VdiagError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}, or give package.module:builder")
+        body, embed_dim = BACKBONES[name].builder()
+        if keep_temporal:
+            remove_temporal_strides(body)
+            if hasattr(body, "keep_temporal"):
+                body.keep_temporal = True
+        backbone = VideoBackbone(name, body, embed_dim, keep_temporal=keep_temporal)
     if weights:
         from vdiag.console import note
         from vdiag.models.weights import load_backbone_weights
@@ -174,6 +252,69 @@ def build_backbone(name: str = "tiny", keep_temporal: bool = False, weights: str
         backbone.weights_report = load_backbone_weights(backbone, weights)
         note(backbone.weights_report["summary"])
     return backbone
+
+
+def build_module_backbone(spec: str, *, keep_temporal: bool = False, probe_shape: tuple[int, ...] = (1, 3, 8, 64, 64)) -> VideoBackbone:
+    """A backbone from `package.module:builder`: a callable without arguments that returns an `nn.Module`.
+
+    The module is imported like any Python module (installed, or a `.py` file in the current folder),
+    the builder called, and its output adapted (`bodies.ModuleBody`): (B, C, T', H', W') is the feature
+    map, (B, C, T') per-time-step features, (B, C) a pooled embedding. A builder may also return a
+    `VideoBackbone`, used as is. The embedding width is the module's integer `embed_dim` attribute,
+    else read from one forward pass on zeros of `probe_shape`. The backbone's state dict keeps the
+    module's own names under `body.model.`; a state dict saved from the module loads as is.
+
+    Args:
+        spec: `package.module:builder` (the builder may be a dotted attribute, `pkg.mod:Class.create`).
+        keep_temporal: set the temporal stride of the module's 3-D convolutions and pools to 1.
+        probe_shape: (B, 3, T, H, W) of the probe forward pass.
+
+    Returns:
+        The backbone, named `spec`.
+
+    Raises:
+        VdiagError: the module cannot be imported, has no such callable, or the callable does not
+            return an `nn.Module`; the module's output is not one tensor of a supported shape.
+    """
+    import importlib
+    import sys
+
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise VdiagError(f"--backbone {spec!r}: write package.module:builder (a callable returning an nn.Module)")
+    cwd = str(Path.cwd())
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise VdiagError(
+            f"--backbone {spec!r}: cannot import {module_name} ({err}); install it or run from the folder holding it"
+        ) from None
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    builder = module
+    for part in attribute.split("."):
+        builder = getattr(builder, part, None)
+    if not callable(builder):
+        raise VdiagError(f"--backbone {spec!r}: {module_name} has no callable {attribute!r}")
+    model = builder()
+    if isinstance(model, VideoBackbone):
+        return model
+    if not isinstance(model, nn.Module):
+        raise VdiagError(f"--backbone {spec!r}: {attribute}() returned a {type(model).__name__}, not an nn.Module")
+    body = ModuleBody(model, spec)
+    if keep_temporal:
+        remove_temporal_strides(body)
+    embed_dim = getattr(model, "embed_dim", None)
+    if not isinstance(embed_dim, int):
+        was_training = body.training
+        with torch.no_grad():
+            embed_dim = body.eval()(torch.zeros(probe_shape)).shape[1]
+        body.train(was_training)
+    return VideoBackbone(spec, body, int(embed_dim), keep_temporal=keep_temporal)
 
 
 def remove_temporal_strides(module: nn.Module) -> int:

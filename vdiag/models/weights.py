@@ -145,6 +145,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict:
     dino = is_dino_layout(raw)
     state = tensor_state(raw)
     body = backbone.body
+    if hasattr(body, "weights_target"):  # a user's module under `body.model`: its own names
+        body = body.weights_target()
     target = body.state_dict()
     name = getattr(backbone, "name", type(body).__name__)
     converted = ""
