@@ -26,7 +26,7 @@ class SlowFastBody(nn.Module):
     """pytorchvideo's SlowFast without its pooling and head (names unchanged: `blocks.0.multipathway_blocks…`).
 
     Input packing (pytorchvideo's `PackPathway`): the fast pathway gets all T frames, the slow pathway
-    T/α of them (indices `linspace(0, T − 1, T/α)`); with `keep_temporal` both get all T frames and
+    T/α of them (indices `linspace(0, T − 1, T/α)`; ⌈T/α⌉ when α does not divide T); with `keep_temporal` both get all T frames and
     the fast→slow fusion convolutions lose their temporal stride, so the pathways stay aligned.
 
     Output: (B, C_slow + C_fast, T_fast, H', W') on the fast pathway's time axis, each slow step
@@ -48,10 +48,9 @@ class SlowFastBody(nn.Module):
         frames = x.shape[2]
         if self.keep_temporal:
             slow = x
-        else:
-            if frames % self.alpha:
-                raise VdiagError(f"slowfast takes clips whose frame count is a multiple of α={self.alpha}, got {frames}; change --frames")
-            slow = x.index_select(2, torch.linspace(0, frames - 1, frames // self.alpha, device=x.device).long())
+        else:  # ⌈T/α⌉ frames: T/α as pytorchvideo packs, and what the fusion's stride-α convolution yields for any T
+            count = -(-frames // self.alpha)
+            slow = x.index_select(2, torch.linspace(0, frames - 1, count, device=x.device).long())
         pathways = [slow, x]
         for block in self.blocks:
             pathways = block(pathways)
