@@ -33,6 +33,7 @@ from torch import nn
 
 from vdiag.errors import VdiagError
 from vdiag.models.bodies import ModuleBody, PyTorchVideoMViTBody, SlowFastBody, SwinBody, TorchvisionMViTBody
+from vdiag.models.huggingface import is_huggingface_folder
 from vdiag.models.tiny import TinyVideoNet
 
 
@@ -52,6 +53,7 @@ class VideoBackbone(nn.Module):
         self.body = body
         self.embed_dim = embed_dim
         self.keep_temporal = keep_temporal
+        self.default_sampling: dict | None = None  # the clips its published weights take (BackboneSpec.default_sampling)
 
     def feature_map(self, clips: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) → (B, C', T', H', W')."""
@@ -221,7 +223,8 @@ def build_backbone(name: str = "tiny", keep_temporal: bool = False, weights: str
 
     Args:
         name: one of `BACKBONES` (`tiny`, `r3d_18`, `slow_r50`, `mvit_v2_s`, …; docs/backbones.md),
-            or `package.module:builder` (`build_module_backbone`).
+            `package.module:builder` (`build_module_backbone`), or a local Hugging Face model folder
+            (`build_huggingface_backbone`; its weights come with it).
         keep_temporal: remove temporal strides so every input frame keeps its own feature.
         weights: a local checkpoint to load into the backbone (`load_backbone_weights`); the line saying
             which prefix and copy were taken is printed with `vdiag.console.note` and kept as
@@ -234,7 +237,9 @@ def build_backbone(name: str = "tiny", keep_temporal: bool = False, weights: str
         VdiagError: an unknown backbone name, or a builder that cannot be imported or returns no
             module; a weights file that is missing, unreadable or does not fit the architecture.
     """
-    if ":" in name:
+    if is_huggingface_folder(name):
+        backbone = build_huggingface_backbone(name, keep_temporal=keep_temporal)
+    elif ":" in name and not Path(name).exists():
         backbone = build_module_backbone(name, keep_temporal=keep_temporal)
     else:
         if name not in BACKBONES:
@@ -245,12 +250,35 @@ def build_backbone(name: str = "tiny", keep_temporal: bool = False, weights: str
             if hasattr(body, "keep_temporal"):
                 body.keep_temporal = True
         backbone = VideoBackbone(name, body, embed_dim, keep_temporal=keep_temporal)
+        backbone.default_sampling = dict(BACKBONES[name].default_sampling)
     if weights:
         from vdiag.console import note
         from vdiag.models.weights import load_backbone_weights
 
         backbone.weights_report = load_backbone_weights(backbone, weights)
         note(backbone.weights_report["summary"])
+    return backbone
+
+
+def build_huggingface_backbone(folder: str | Path, *, keep_temporal: bool = False) -> VideoBackbone:
+    """A backbone from a local Hugging Face folder (VideoMAE, TimeSformer, ViViT, V-JEPA 2), weights included.
+
+    Args:
+        folder: `config.json` + `model.safetensors` (`vdiag.models.huggingface`).
+        keep_temporal: one token column per input frame (each frame repeated over a tubelet).
+
+    Returns:
+        The backbone, named by the folder, its weights loaded and `default_sampling` read from the folder.
+
+    Raises:
+        VdiagError: see `load_huggingface_body`.
+    """
+    from vdiag.models.huggingface import load_huggingface_body
+
+    body, embed_dim, sampling = load_huggingface_body(folder)
+    body.keep_temporal = keep_temporal
+    backbone = VideoBackbone(str(folder), body, embed_dim, keep_temporal=keep_temporal)
+    backbone.default_sampling = sampling
     return backbone
 
 

@@ -37,6 +37,32 @@ SECONDARY_COPIES = ("encoder_k", "target", "momentum", "teacher", "ema", "key_en
 DINO_COPIES = ("student", "teacher")
 
 
+def detect_checkpoint_kind(path: str | Path) -> str:
+    """What a path given where a checkpoint goes is, before reading it: 'huggingface' or 'file'.
+
+    'huggingface': a folder with `config.json` (build it with `build_backbone(str(path))`, no
+    `--backbone` needed); 'file': a weights file (vdiag checkpoint, state dict, safetensors), read
+    with `read_state_file`.
+
+    Args:
+        path: the checkpoint path.
+
+    Returns:
+        'huggingface' or 'file'.
+
+    Raises:
+        VdiagError: the path does not exist, or is a folder without `config.json`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return "huggingface"
+        raise VdiagError(f"{path} is a folder without config.json; pass a weights file, or a Hugging Face model folder")
+    if not path.is_file():
+        raise VdiagError(f"checkpoint {path} does not exist")
+    return "file"
+
+
 def tensor_state(obj: dict) -> dict[str, torch.Tensor]:
     """The flat name → tensor mapping inside a checkpoint: nested dicts become dotted names.
 
