@@ -337,3 +337,53 @@ def test_module_builder_backbones(tmp_path, monkeypatch):
         build_backbone("user_video_models:missing")
     with pytest.raises(VdiagError, match="cannot import"):
         build_backbone("no_such_package_xyz:build")
+
+
+# ---------------------------------------------------------------- PySlowFast checkpoints
+
+
+def _pyslowfast_names(two_pathways: bool) -> list[str]:
+    """PySlowFast's parameter names for Slow-R50 / SlowFast-R50, in its modules' registration order
+    (video_model_builder: s1, s1_fuse, s2, s2_fuse, …; ResStage: pathway p's blocks res0…; ResBlock:
+    branch1, branch1_bn, branch2 = a, a_bn, b, b_bn, c, c_bn; head.projection)."""
+    bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    pathways = (0, 1) if two_pathways else (0,)
+    names = []
+    for p in pathways:
+        names += [f"s1.pathway{p}_stem.conv.weight"] + [f"s1.pathway{p}_stem.bn.{b}" for b in bn]
+    if two_pathways:
+        names += ["s1_fuse.conv_f2s.weight"] + [f"s1_fuse.bn.{b}" for b in bn]
+    for stage, depth in zip((2, 3, 4, 5), (3, 4, 6, 3)):
+        for p in pathways:
+            for i in range(depth):
+                block = f"s{stage}.pathway{p}_res{i}"
+                if i == 0:
+                    names += [f"{block}.branch1.weight"] + [f"{block}.branch1_bn.{b}" for b in bn]
+                for part in "abc":
+                    names += [f"{block}.branch2.{part}.weight"] + [f"{block}.branch2.{part}_bn.{b}" for b in bn]
+        if two_pathways and stage < 5:
+            names += [f"s{stage}_fuse.conv_f2s.weight"] + [f"s{stage}_fuse.bn.{b}" for b in bn]
+    return names + ["head.projection.weight", "head.projection.bias"]
+
+
+@pytest.mark.parametrize("name", ["slow_r50", "slowfast_r50"])
+def test_pyslowfast_checkpoints_convert_on_load(name, tmp_path):
+    """A state dict in PySlowFast's naming (tensors paired with pytorchvideo's by registration order:
+    the shapes agree at every one of the ~300 positions) loads into the pytorchvideo backbone."""
+    from pytorchvideo.models import hub
+
+    torch.manual_seed(10)
+    reference = getattr(hub, name)(pretrained=False)
+    tensors = list(reference.state_dict().values())
+    names = _pyslowfast_names(two_pathways=name == "slowfast_r50")
+    assert len(names) == len(tensors)
+    state = {f"module.{key}": tensor for key, tensor in zip(names, tensors)}
+    torch.save({"model_state": state, "epoch": 200, "cfg": "MODEL:\n  ARCH: slow\n"}, tmp_path / "pyslowfast.pyth")
+    backbone = build_backbone(name)
+    report = load_backbone_weights(backbone, tmp_path / "pyslowfast.pyth")
+    assert report["converted"] == "pyslowfast" and "PySlowFast" in report["summary"] and report["prefix"] == "model_state.module."
+    assert report["ignored"] == 2  # the classifier
+    for key, value in backbone.body.state_dict().items():
+        assert torch.equal(value, reference.state_dict()[key]), key
+    with pytest.raises(VdiagError, match="PySlowFast's parameter names"):
+        build_backbone("r3d_18", weights=str(tmp_path / "pyslowfast.pyth"))

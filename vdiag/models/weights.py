@@ -32,6 +32,7 @@ from torch import nn
 
 from vdiag.checkpoint import read_state_file
 from vdiag.errors import VdiagError
+from vdiag.models.pyslowfast import convert_pyslowfast, is_pyslowfast
 
 SECONDARY_COPIES = ("encoder_k", "target", "momentum", "teacher", "ema", "key_encoder")
 DINO_COPIES = ("student", "teacher")
@@ -176,6 +177,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict:
     target = body.state_dict()
     name = getattr(backbone, "name", type(body).__name__)
     converted = ""
+    if is_pyslowfast(state):
+        state = convert_pyslowfast(state, name)
+        converted = "pyslowfast"
     prefix, _ = match_prefix(list(state), list(target), prefer_teacher=dino)
     mapped = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
     needed = [k for k in target if not k.endswith("num_batches_tracked")]
