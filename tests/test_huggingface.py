@@ -128,16 +128,24 @@ def test_bad_folders_are_clear_errors(tmp_path):
 
 
 def test_diagnostics_run_on_a_huggingface_folder(tiny_synth, tmp_path):
-    from pathlib import Path
-
     from vdiag.diagnostics.data import DataRef
     from vdiag.diagnostics.features import Extractor, Sampling
-    from vdiag.diagnostics.model import DiagnosticModel
+    from vdiag.diagnostics.model import load_huggingface_model
     from vdiag.diagnostics.static_bias import static_bias
+    from vdiag.viz.eig import viz_eig
 
     root, _ = tiny_synth
     folder = tmp_path / "vjepa2"
     _save("vjepa2", folder)
-    model = DiagnosticModel(build_backbone(str(folder)).eval(), Path(folder), fingerprint="vjepa2-test")
+    model = load_huggingface_model(folder)
+    assert model.fingerprint == load_huggingface_model(folder).fingerprint != load_huggingface_model(folder, keep_temporal=True).fingerprint
     metrics = static_bias(Extractor(model, Sampling(4, 1, 32, 1), workers=0), DataRef(str(root)), target="bg_color").metrics
     assert np.isfinite(metrics["acc_real"]) and np.isfinite(metrics["sim_shuffled"])
+    temporal = Extractor(load_huggingface_model(folder, keep_temporal=True), Sampling(4, 1, 32, 1), workers=0)
+    eig = viz_eig(temporal, DataRef(str(root)), tmp_path / "eig", figure_format="svg")
+    assert eig.metrics
+    from vdiag.viz.saliency import viz_saliency
+
+    video = next((root / "videos" / "test").glob("*.mp4"))
+    saliency = viz_saliency(Extractor(model, Sampling(4, 1, 32, 1)), video, tmp_path / "saliency", frames_shown=2)
+    assert all(np.isfinite(v) for v in saliency.metrics.values())

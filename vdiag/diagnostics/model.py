@@ -179,3 +179,37 @@ def _fingerprint(path: Path, model: DiagnosticModel) -> str:
             digest.update(chunk)
     digest.update(f"|{model.name}|{model.layer}|{model.backbone.keep_temporal}".encode())
     return digest.hexdigest()[:24]
+
+
+def load_huggingface_model(path: str | Path, *, keep_temporal: bool | None = None, device: str = "cpu") -> DiagnosticModel:
+    """A local Hugging Face video model folder (VideoMAE, TimeSformer, ViViT, V-JEPA 2) as a frozen `DiagnosticModel`.
+
+    `load_model` dispatches here when `vdiag.models.weights.detect_checkpoint_kind(path)` is
+    'huggingface': the folder needs no `--backbone`, its architecture is in `config.json`.
+
+    Args:
+        path: the folder (`config.json` + `model.safetensors` or `pytorch_model.bin`).
+        keep_temporal: one token column per input frame (`vdiag.models.huggingface`); None means False.
+        device: where the model runs.
+
+    Returns:
+        The model; its fingerprint hashes every file of the folder, the folder name and keep_temporal.
+
+    Raises:
+        VdiagError: see `vdiag.models.backbones.build_huggingface_backbone`.
+    """
+    from vdiag.models.backbones import build_huggingface_backbone
+
+    path = Path(path)
+    model = DiagnosticModel(build_huggingface_backbone(path, keep_temporal=bool(keep_temporal)), path)
+    model.backbone.to(device).eval()
+    model.device = device
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.iterdir() if p.is_file()):
+        digest.update(file.name.encode())
+        with open(file, "rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                digest.update(chunk)
+    digest.update(f"|huggingface|{model.backbone.keep_temporal}".encode())
+    model.fingerprint = digest.hexdigest()[:24]
+    return model
