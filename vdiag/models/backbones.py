@@ -186,7 +186,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     "r3d_18": _spec(_torchvision("r3d_18"), "torchvision R3D-18 (33 M)", _sampling(16, 2, 112, _TV_MEAN, _TV_STD)),
     "r2plus1d_18": _spec(_torchvision("r2plus1d_18"), "torchvision R(2+1)D-18 (31 M)", _sampling(16, 2, 112, _TV_MEAN, _TV_STD)),
     "mc3_18": _spec(_torchvision("mc3_18"), "torchvision MC3-18 (12 M)", _sampling(16, 2, 112, _TV_MEAN, _TV_STD)),
-    "s3d": _spec(_torchvision("s3d"), "torchvision S3D (8 M)", _sampling(64, 2, 224, _TV_MEAN, _TV_STD)),
+    "s3d": _spec(_torchvision("s3d"), "torchvision S3D (8 M)", _sampling(128, 2, 224, _TV_MEAN, _TV_STD)),
     "mvit_v1_b": _spec(_torchvision("mvit_v1_b"), "torchvision MViT-V1-B (37 M), tokens on a T/2 × H/32 grid", _sampling(16, 4, 224)),
     "mvit_v2_s": _spec(_torchvision("mvit_v2_s"), "torchvision MViT-V2-S (35 M), tokens on a T/2 × H/32 grid", _sampling(16, 4, 224)),
     "swin3d_t": _spec(
