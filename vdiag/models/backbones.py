@@ -3,9 +3,14 @@
 Every backbone is a `VideoBackbone` wrapping the library's own model without its classifier, under
 the attribute `body`, so that the library's parameter names are kept (`body.layer1.0.conv1.0.weight`
 for torchvision, `body.blocks.1.res_blocks…` for pytorchvideo) and its published checkpoints load
-with only a prefix change. It offers the three outputs of the design's backbone contract:
+with only a prefix change. The families: vdiag's `tiny`; torchvision's video ResNets, S3D, MViT and
+Video Swin; pytorchvideo's ResNets, SlowFast, X3D, CSN and MViT (`BACKBONES`, each with the clips its
+published weights take, `default_sampling`); a local Hugging Face folder (`build_huggingface_backbone`);
+any module of yours (`build_module_backbone`). Two-pathway and token models are made to fit the
+contract in `vdiag.models.bodies` (docs/backbones.md says what their outputs mean). It offers the
+three outputs of the design's backbone contract:
 
-- `feature_map(x)`: `(B, C', T', H', W')`, the last convolutional stage;
+- `feature_map(x)`: `(B, C', T', H', W')`, the last stage (a token model's tokens laid on their grid);
 - `forward(x)` / `embed(x)`: the pooled embedding `(B, C')` (global average over time and space);
 - `time_features(x)`: `(B, C', T'')`, spatially pooled, one vector per time step.
 
@@ -56,7 +61,7 @@ class VideoBackbone(nn.Module):
         self.default_sampling: dict | None = None  # the clips its published weights take (BackboneSpec.default_sampling)
 
     def feature_map(self, clips: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T, H, W) → (B, C', T', H', W')."""
+        """(B, 3, T, H, W) → (B, C', T', H', W'): the last stage, or the last layer's tokens on their grid."""
         return self.body(clips)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
