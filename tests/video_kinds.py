@@ -19,6 +19,7 @@ import warnings
 from fractions import Fraction
 from pathlib import Path
 
+import av  # (imported before decord: decord's bundled old libvpx would otherwise take over PyAV's VP9 encoder)
 import numpy as np
 
 HEIGHT, WIDTH = 32, 64
@@ -77,8 +78,6 @@ def _ffmpeg(*args: str) -> None:
 
 def write_pyav(path: Path, frames: np.ndarray, codec: str, fps: int = 25, options: dict | None = None, pts=None, **attrs) -> Path:
     """Encode `frames` with PyAV; `pts` (in 1/1000 s) gives irregular timestamps."""
-    import av
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
