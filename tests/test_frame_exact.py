@@ -4,13 +4,12 @@ Every frame carries its own index (tests/video_kinds.py); a clip read through ei
 return exactly the asked frames, displayed as a player shows them (rotation applied), on every kind.
 """
 
-import subprocess
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from video_kinds import FFMPEG_KINDS, KINDS, coded_frames, ffmpeg_exe, frame_indices, make_kind
+from video_kinds import FFMPEG_KINDS, KINDS, coded_frames, ffmpeg_codes, ffmpeg_exe, frame_indices, make_kind
 
 from vdiag.data import decode, frameindex
 from vdiag.data.datasets import FailureTracker, VideoClipDataset, collate_clips
@@ -36,19 +35,9 @@ def kinds(tmp_path_factory):
         path, count, rotation = make_kind(kind, root / kind)
         codes = list(range(count))
         if kind == "editlist-trim":  # the truth is what ffmpeg itself presents
-            codes = _ffmpeg_codes(path)
+            codes = ffmpeg_codes(path)
         built[kind] = (path, codes, rotation)
     return built
-
-
-def _ffmpeg_codes(path):
-    raw = subprocess.run(
-        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    height, width = coded_frames(1).shape[1:3]
-    return frame_indices(np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3))
 
 
 def _kind(kinds, kind):

@@ -76,6 +76,16 @@ def _ffmpeg(*args: str) -> None:
     subprocess.run([exe, "-v", "error", "-y", *args], check=True, capture_output=True)
 
 
+def ffmpeg_codes(path: Path) -> list[int]:
+    """The codes of the frames the ffmpeg binary presents (every frame once, in presentation order)."""
+    raw = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return frame_indices(np.frombuffer(raw, np.uint8).reshape(-1, HEIGHT, WIDTH, 3))
+
+
 def write_pyav(path: Path, frames: np.ndarray, codec: str, fps: int = 25, options: dict | None = None, pts=None, **attrs) -> Path:
     """Encode `frames` with PyAV; `pts` (in 1/1000 s) gives irregular timestamps."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +119,8 @@ def write_pyav(path: Path, frames: np.ndarray, codec: str, fps: int = 25, option
 def make_kind(kind: str, folder: Path, num_frames: int = 60) -> tuple[Path, int, int]:
     """Write one video of `kind` under `folder`: (path, presented frame count, display rotation).
 
-    Frame k of the presented stream carries code k for every kind.
+    Frame k of the presented stream carries code k for every kind but the edit-list trim, whose
+    presented frames are those the ffmpeg binary shows (`ffmpeg_codes`; the count returned is theirs).
     """
     frames = coded_frames(num_frames)
     folder.mkdir(parents=True, exist_ok=True)
@@ -145,7 +156,7 @@ def make_kind(kind: str, folder: Path, num_frames: int = 60) -> tuple[Path, int,
         source = write_pyav(folder / "long.mp4", frames, "libx264", options={"crf": "16", "bf": "2", "g": "250", "keyint_min": "250"})
         path = folder / "trim.mp4"
         _ffmpeg("-ss", "1.0", "-i", str(source), "-t", "0.8", "-c", "copy", str(path))
-        return path, 20, 0
+        return path, len(ffmpeg_codes(path)), 0
     if kind == "rotation":
         source = write_pyav(folder / "upright.mp4", frames, "libx264", options={"crf": "16", "bf": "2", "g": "12"})
         path = folder / "rotated.mp4"

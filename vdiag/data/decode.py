@@ -18,7 +18,6 @@ rounding differs. A folder of images (one per frame) is read as a video with Pil
 
 from __future__ import annotations
 
-import bisect
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vdiag.data.frameindex import FrameIndex, first_line, frame_files, frame_index, pyav_stream, rotate
+from vdiag.data.frameindex import FrameIndex, first_line, frame_files, frame_index
+from vdiag.data.frameindex import pyav_read as _pyav_read
 from vdiag.errors import DecodeError, VdiagError
 
 DECODERS = ("auto", "decord", "pyav")
@@ -191,99 +191,6 @@ def _decord_read(path: Path, entry: FrameIndex, indices: list[int]) -> np.ndarra
 
 
 # --- PyAV ---------------------------------------------------------------------------------
-
-
-class _SeekMissed(Exception):
-    """A seek landed after the wanted frame, or the wanted frame never came out: seek earlier."""
-
-
-def _pyav_read(path: Path, entry: FrameIndex, indices: list[int]) -> np.ndarray:
-    """Decode the wanted frames, identifying each decoded frame by its presentation timestamp.
-
-    For each wanted frame (in order), decoding continues from where it is when no key frame lies
-    between (cheaper than a seek), else seeks to the frame's timestamp (landing on the key frame
-    before it). A seek that lands too late, or a wanted frame the decoder drops after a seek (a
-    B-frame whose reference lies before the key frame), is retried from an earlier key frame, down
-    to the start of the file. Files without usable timestamps are decoded from the start.
-    """
-    wanted = sorted(set(indices))
-    found: dict[int, np.ndarray] = {}
-    with pyav_stream(path) as (container, stream):
-        if entry.pts is None:
-            _pyav_sequential(path, container, stream, wanted, found)
-        else:
-            _pyav_seeking(path, entry, container, stream, wanted, found)
-    frames = np.stack([found[i] for i in indices])
-    return rotate(frames, entry.rotation)
-
-
-def _pyav_sequential(path, container, stream, wanted, found, start_over: bool = False) -> None:
-    if start_over:
-        container.seek(0)
-    wanted_set, last = set(wanted), wanted[-1]
-    for k, frame in enumerate(container.decode(stream)):
-        if k in wanted_set:
-            found[k] = frame.to_ndarray(format="rgb24")
-        if k >= last:
-            return
-    raise DecodeError(path, f"PyAV: frame {last} not found (the file has changed since it was indexed?)")
-
-
-def _pyav_seeking(path, entry, container, stream, wanted, found) -> None:
-    pts = entry.pts
-    lookup = {p: i for i, p in enumerate(pts)}
-    keyframes = list(entry.keyframes)
-    wanted_set = set(wanted)
-    state = {"frames": None, "position": -1}
-
-    def keyframe_before(i: int) -> int:
-        k = bisect.bisect_right(keyframes, i) - 1
-        return keyframes[k] if k >= 0 else 0
-
-    def seek(target: int) -> None:
-        if target <= 0:
-            container.seek(0)  # the start of the file, in the container's own time
-        else:
-            container.seek(pts[target], stream=stream, backward=True, any_frame=False)
-        state["frames"], state["position"] = container.decode(stream), -1
-
-    def advance_to(w: int, after_seek: bool) -> None:
-        for frame in state["frames"]:
-            i = lookup.get(frame.pts)
-            if i is None:
-                continue
-            if after_seek and state["position"] < 0 and i > w:
-                raise _SeekMissed
-            state["position"] = i
-            if i in wanted_set and i not in found:
-                found[i] = frame.to_ndarray(format="rgb24")
-            if i >= w:
-                if w not in found:
-                    raise _SeekMissed
-                return
-        raise _SeekMissed
-
-    for w in wanted:
-        if w in found:
-            continue
-        position = state["position"]
-        if state["frames"] is not None and position < w and keyframe_before(w) <= position + 1:
-            try:
-                advance_to(w, after_seek=False)
-                continue
-            except _SeekMissed:
-                pass
-        target = w
-        while True:
-            try:
-                seek(target)
-                advance_to(w, after_seek=True)
-                break
-            except _SeekMissed:
-                if target <= 0:
-                    raise DecodeError(path, f"PyAV: frame {w} not found (the file has changed since it was indexed?)") from None
-                key = keyframe_before(target)
-                target = keyframe_before(key - 1) if key > 0 else 0
 
 
 def _images_read(path: Path, entry: FrameIndex, indices: list[int]) -> np.ndarray:
