@@ -322,6 +322,15 @@ def normal_rotation(value) -> int:
     return int(round(float(value or 0) / 90.0)) % 4 * 90
 
 
+def _rotation(frame, stream) -> int:
+    """The display rotation: PyAV's `frame.rotation` (from the display matrix), else the old `rotate` tag."""
+    value = getattr(frame, "rotation", None)
+    if value is None:
+        value = (stream.metadata or {}).get("rotate", 0)
+        value = -float(value or 0)  # the tag is clockwise, the display matrix counter-clockwise
+    return normal_rotation(value)
+
+
 def rotate(frames: np.ndarray, rotation: int) -> np.ndarray:
     """Apply a display rotation (degrees counter-clockwise) to `(..., H, W, C)` frames."""
     if not rotation:
@@ -359,7 +368,7 @@ def build_index(path: str | Path, check_decord: bool = True) -> FrameIndex:
             for frame in container.decode(stream):
                 k = len(pts)
                 if k == 0:
-                    rotation = normal_rotation(getattr(frame, "rotation", 0))
+                    rotation = _rotation(frame, stream)
                     height, width = frame.height, frame.width
                 pts.append(frame.pts)
                 if frame.key_frame:
