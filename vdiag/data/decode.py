@@ -80,7 +80,7 @@ def video_info(path: str | Path, decoder: str = "auto") -> VideoInfo:
         VdiagError: unknown or missing decoder.
     """
     resolve_decoder(decoder)
-    entry = frame_index(_existing(path), check_decord=False)
+    entry = frame_index(path, check_decord=False)
     return VideoInfo(entry.num_frames, entry.fps, entry.height, entry.width)
 
 
@@ -114,15 +114,16 @@ def read_frames(path: str | Path, indices: FrameSelection, decoder: str = "auto"
         VdiagError: unknown or missing decoder.
         ValueError: no index, or a negative one.
     """
-    path = _existing(path)
+    path = Path(path)
     decoder = resolve_decoder(decoder)
-    entry = frame_index(path, check_decord=decoder != "pyav" and decord_available())
+    has_decord = decoder != "pyav" and decord_available()
+    entry = frame_index(path, check_decord=has_decord)
     select = indices if callable(indices) else (lambda _count, fixed=list(indices): fixed)
     wanted = _checked(path, select(entry.num_frames), entry.num_frames)
     switched = None
     if entry.kind == "frames":
         used, frames = "images", _images_read(path, entry, wanted)
-    elif decoder == "pyav" or not decord_available():
+    elif not has_decord:
         used, frames = "pyav", _pyav_read(path, entry, wanted)
     elif entry.decord != "ok":
         switched = f"decord not used: {entry.decord}"
@@ -161,13 +162,6 @@ def _checked(path: Path, indices: Sequence[int], num_frames: int) -> list[int]:
     if max(indices) >= num_frames:
         raise DecodeError(path, f"frame {max(indices)} requested but the video has {num_frames} decodable frames")
     return indices
-
-
-def _existing(path) -> Path:
-    path = Path(path)
-    if not path.is_file() and not path.is_dir():
-        raise DecodeError(path, "no such file")
-    return path
 
 
 # --- decord -------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import threading
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 
 import numpy as np
 
@@ -190,13 +191,14 @@ def frame_files(folder: Path) -> list[Path]:
     return sorted(files, key=key)
 
 
-def cached_index(path: str | Path) -> FrameIndex | None:
+def cached_index(path: str | Path, stat: os.stat_result | None = None) -> FrameIndex | None:
     """The cached index of `path` if it is still valid (same size and mtime), else None."""
     path = Path(path).absolute()
     try:
-        size, mtime = _stamp(path)
+        stat = stat or path.stat()
     except OSError:
         return None
+    size, mtime = stat.st_size, stat.st_mtime_ns
     key = str(path)
     with _MEMO_LOCK:
         memo = _MEMO.get(key)
@@ -230,11 +232,15 @@ def frame_index(path: str | Path, check_decord: bool = True) -> FrameIndex:
         DecodeError: the file does not exist, or no frame of it decodes.
     """
     path = Path(path).absolute()
-    if path.is_dir():
+    try:
+        stat = path.stat()
+    except OSError:
+        raise DecodeError(path, "no such file") from None
+    if S_ISDIR(stat.st_mode):
         return _folder_index(path)
-    if not path.is_file():
-        raise DecodeError(path, "no such file")
-    entry = cached_index(path)
+    if not S_ISREG(stat.st_mode):
+        raise DecodeError(path, "not a regular file")
+    entry = cached_index(path, stat)
     if entry is None:
         entry = build_index(path, check_decord=check_decord)
     elif entry.decord is not None or not check_decord or not _decord_available():
