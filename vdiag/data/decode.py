@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vdiag.console import warn
 from vdiag.data.frameindex import FrameIndex, first_line, frame_files, frame_index
 from vdiag.data.frameindex import pyav_read as _pyav_read
 from vdiag.errors import DecodeError, VdiagError
@@ -104,7 +105,7 @@ def read_frames(path: str | Path, indices: FrameSelection, decoder: str = "auto"
         decoder: 'auto' (decord where it agrees with the frame index, else PyAV), 'decord' or 'pyav'.
         report: optional dict, filled with 'decoder' (the one used), 'switched' (why decord was not
             used for this file, else None), 'num_frames', 'metadata_frames' and 'count_mismatch'.
-            Without it, a switch away from decord is reported once per file as a warning.
+            Without it, a switch away from decord is reported once per file (a warning on stderr).
 
     Returns:
         uint8 array `(T, H, W, 3)`, RGB, rotation applied.
@@ -141,7 +142,7 @@ def read_frames(path: str | Path, indices: FrameSelection, decoder: str = "auto"
             new = str(path) not in _SWITCHES
             _SWITCHES[str(path)] = switched
         if new and report is None:
-            warnings.warn(f"{path}: read with PyAV ({switched})", stacklevel=2)
+            warn(f"{path}: read with PyAV ({switched})")
     if report is not None:
         report.update(
             decoder=used,
