@@ -31,6 +31,7 @@ from vdiag.data.formats import DatasetIndex
 from vdiag.data.sampling import ClipSpec, random_starts, uniform_starts
 from vdiag.errors import DecodeError, VdiagError
 
+READING_WARNINGS = 20  # files warned about one by one (count mismatch, decoder switch); the rest are counted
 ClipTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
@@ -186,6 +187,7 @@ class FailureTracker:
         self.padded_videos: set[str] = set()
         self.switched: dict[str, str] = {}
         self.count_mismatches: dict[str, tuple[int, int]] = {}
+        self.reading_warnings = 0
 
     def update(self, batch: dict) -> None:
         """Take in one collated batch (see `collate_clips`).
@@ -200,16 +202,16 @@ class FailureTracker:
             path = notes["path"]
             if padded is not None and bool(padded[k].any()):
                 self.padded_videos.add(path)
+            said = []
             if notes.get("switched") and path not in self.switched:
                 self.switched[path] = notes["switched"]
-                self.warn(f"{path}: read with PyAV ({notes['switched']})")
+                said.append(f"read with PyAV ({notes['switched']})")
             expected = notes.get("metadata_frames", notes.get("declared_frames"))
             if expected is not None and path not in self.count_mismatches:
                 self.count_mismatches[path] = (expected, notes["num_frames"])
-                self.warn(
-                    f"{path}: {expected} frames recorded but {notes['num_frames']} decode; clips are sampled from the "
-                    "decodable frames (`vdiag check-data` lists every such file)"
-                )
+                said.insert(0, f"{expected} frames recorded but {notes['num_frames']} decode, clips come from those")
+            if said:
+                self._warn_reading(f"{path}: {'; '.join(said)}")
         for failure in batch.get("failures", []):
             path = failure["path"]
             if path not in self.errors:
@@ -217,6 +219,14 @@ class FailureTracker:
             self.errors[path] = failure["error"]
             self.counts[path] += 1
         self.check()
+
+    def _warn_reading(self, message: str) -> None:
+        """One line per file, up to READING_WARNINGS files; then one line saying where the rest are."""
+        self.reading_warnings += 1
+        if self.reading_warnings <= READING_WARNINGS:
+            self.warn(message)
+        elif self.reading_warnings == READING_WARNINGS + 1:
+            self.warn("more files with frame-count mismatches or decoder switches; `vdiag check-data DATA` lists them all")
 
     @property
     def failed(self) -> int:
