@@ -68,11 +68,15 @@ def _decoder_checks(workdir: Path) -> list[Check]:
     decoded = {}
     for decoder, required in (("pyav", True), ("decord", False)):
         try:
-            frames = read_frames(path, [0, 3, 7], decoder)
+            report: dict = {}
+            frames = read_frames(path, [0, 3, 7], decoder, report=report)
             error = np.abs(frames[:, 16, 16, 0].astype(int) - [0, 90, 210]).max()
-            ok = bool(error <= 4)
+            ok = bool(error <= 4) and report["decoder"] == decoder
             decoded[decoder] = frames
-            checks.append(Check(f"{decoder} decoder", ok, "decodes the right frames" if ok else f"frames off by {error} levels", required))
+            detail = "decodes the right frames" if ok else f"frames off by {error} levels"
+            if report["decoder"] != decoder:
+                detail = f"not usable: {report['switched']}"
+            checks.append(Check(f"{decoder} decoder", ok, detail, required))
         except Exception as err:
             checks.append(Check(f"{decoder} decoder", False, str(err).splitlines()[0][:120], required))
     if len(decoded) == 2:
