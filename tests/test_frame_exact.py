@@ -155,6 +155,14 @@ def test_files_without_timestamps_are_read_sequentially(kinds):
     assert frame_indices(decode._pyav_read(path, entry, wanted)) == [codes[i] for i in wanted]
 
 
+def test_when_seeking_finds_other_timestamps_frames_are_counted_from_the_start(kinds):
+    path, codes, _ = _kind(kinds, "mpeg2-ps")
+    entry = frameindex.frame_index(path)
+    shifted = replace(entry, pts=tuple(p + 1 for p in entry.pts))  # no decoded frame matches a timestamp
+    wanted = [40, 2, 41]
+    assert frame_indices(decode._pyav_read(path, shifted, wanted)) == [codes[i] for i in wanted]
+
+
 def test_the_index_is_cached_by_size_and_mtime(tmp_path, monkeypatch):
     path, count, _ = make_kind("h264-mp4", tmp_path, num_frames=20)
     first = frameindex.frame_index(path)

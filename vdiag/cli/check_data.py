@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from vdiag.cli.common import emit, json_option
+from vdiag.cli.common import emit, json_option, metrics_table
 from vdiag.console import track
 from vdiag.data.check import check_data
 from vdiag.data.formats import FORMATS
@@ -58,7 +58,13 @@ def check_data_command(settings, data, data_format, split, split_id, video_root,
     if as_json:
         emit(result, True)
     else:
-        emit(result, False, table=_files_table(result, all_files), footer=_footer(result))
+        table = _files_table(result, all_files)
+        emit(
+            result,
+            False,
+            table=table if table.row_count else metrics_table(result, "check-data: every file reads right"),
+            footer=_footer(result),
+        )
     if result.metrics["exceeded"]:
         raise click.exceptions.Exit(1)
 

@@ -502,14 +502,20 @@ def pyav_read(path: Path, entry: FrameIndex, indices: list[int]) -> np.ndarray:
         if entry.pts is None:
             _pyav_sequential(path, container, stream, wanted, found)
         else:
-            _pyav_seeking(path, entry, container, stream, wanted, found)
+            try:
+                _pyav_seeking(path, entry, container, stream, wanted, found)
+            except DecodeError:
+                seeking_failed = True
+            else:
+                seeking_failed = False
+    if entry.pts is not None and seeking_failed:  # timestamps after a seek differ from the index's: count frames
+        with pyav_stream(path) as (container, stream):
+            _pyav_sequential(path, container, stream, wanted, found)
     frames = np.stack([found[i] for i in indices])
     return rotate(frames, entry.rotation)
 
 
-def _pyav_sequential(path, container, stream, wanted, found, start_over: bool = False) -> None:
-    if start_over:
-        container.seek(0)
+def _pyav_sequential(path, container, stream, wanted, found) -> None:
     wanted_set, last = set(wanted), wanted[-1]
     for k, frame in enumerate(container.decode(stream)):
         if k in wanted_set:
