@@ -32,7 +32,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
@@ -44,6 +44,8 @@ from vdiag.io import cache_dir
 
 INDEX_VERSION = 1
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+# Pixel formats whose first plane is 8-bit luma (read directly; others are converted to grey).
+EIGHT_BIT_LUMA_FIRST = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv411p", "yuv440p", "nv12", "nv21", "gray")
 # Frames a decord check compares: 4 pairs of consecutive frames spread over the video, and the last.
 DECORD_CHECK_PAIRS = 4
 # Largest mean absolute difference (0–255 levels) between decord's and PyAV's RGB of the same
@@ -95,7 +97,6 @@ class FrameIndex:
     codec: str = ""
     size: int = 0
     mtime_ns: int = 0
-    extras: dict = field(default_factory=dict)
 
     @property
     def count_mismatch(self) -> bool:
@@ -326,7 +327,7 @@ def first_line(err: BaseException) -> str:
 
 def _luma(frame) -> np.ndarray:
     """The luma plane (or a grey conversion) of a PyAV frame, as a (H, W) uint8 array."""
-    if frame.format.name.startswith(("yuv", "yuvj", "nv12", "gray")):
+    if frame.format.name in EIGHT_BIT_LUMA_FIRST:
         plane = frame.planes[0]
         rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
         return rows[: frame.height, : frame.width]
@@ -500,7 +501,7 @@ def pyav_read(path: Path, entry: FrameIndex, indices: list[int]) -> np.ndarray:
     found: dict[int, np.ndarray] = {}
     with pyav_stream(path) as (container, stream):
         if entry.pts is None:
-            _pyav_sequential(path, container, stream, wanted, found)
+            _pyav_sequential(path, entry, container, stream, wanted, found)
         else:
             try:
                 _pyav_seeking(path, entry, container, stream, wanted, found)
@@ -510,16 +511,24 @@ def pyav_read(path: Path, entry: FrameIndex, indices: list[int]) -> np.ndarray:
                 seeking_failed = False
     if entry.pts is not None and seeking_failed:  # timestamps after a seek differ from the index's: count frames
         with pyav_stream(path) as (container, stream):
-            _pyav_sequential(path, container, stream, wanted, found)
+            _pyav_sequential(path, entry, container, stream, wanted, found)
     frames = np.stack([found[i] for i in indices])
     return rotate(frames, entry.rotation)
 
 
-def _pyav_sequential(path, container, stream, wanted, found) -> None:
+def _rgb(frame, entry: FrameIndex) -> np.ndarray:
+    """A decoded frame as uint8 RGB in stored orientation, at the index's size (a stream may change size midway)."""
+    width, height = (entry.height, entry.width) if entry.rotation % 180 else (entry.width, entry.height)
+    if (frame.width, frame.height) == (width, height):
+        return frame.to_ndarray(format="rgb24")
+    return frame.to_ndarray(format="rgb24", width=width, height=height)
+
+
+def _pyav_sequential(path, entry, container, stream, wanted, found) -> None:
     wanted_set, last = set(wanted), wanted[-1]
     for k, frame in enumerate(container.decode(stream)):
         if k in wanted_set:
-            found[k] = frame.to_ndarray(format="rgb24")
+            found[k] = _rgb(frame, entry)
         if k >= last:
             return
     raise DecodeError(path, f"PyAV: frame {last} not found (the file has changed since it was indexed?)")
@@ -558,7 +567,7 @@ def _pyav_seeking(path, entry, container, stream, wanted, found) -> None:
                 raise _SeekMissed
             state["position"] = i
             if i in wanted_set and i not in found:
-                found[i] = frame.to_ndarray(format="rgb24")
+                found[i] = _rgb(frame, entry)
             if i >= w:
                 if w not in found:
                     raise _SeekMissed
