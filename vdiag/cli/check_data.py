@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from vdiag.cli.common import emit, json_option, metrics_table
@@ -78,7 +79,7 @@ def _files_table(result, all_files: bool) -> Table:
     for row in result.details["files"]:
         if not (all_files or row["problems"] or row["notes"]):
             continue
-        tags = [f"[red]{t[1:]}[/red]" if t.startswith("!") else f"[yellow]{t}[/yellow]" for t in row["tags"]]
+        tags = [f"[red]{escape(t[1:])}[/red]" if t.startswith("!") else f"[yellow]{escape(t)}[/yellow]" for t in row["tags"]]
         recorded = "" if row["metadata_frames"] is None else str(row["metadata_frames"])
         fps = "" if row["fps"] is None else f"{row['fps']:g}"
         table.add_row(

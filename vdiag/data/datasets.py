@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch.utils.data import Dataset, default_collate
 
 from vdiag.data.decode import read_frames, resolve_decoder
@@ -169,7 +170,8 @@ class FailureTracker:
     the videos they came from), files read with PyAV because decord disagrees with their frame
     index (`switched`, warned once per file) and files whose container records another frame
     count than the frames that decode (`count_mismatches`, warned once per file). `summary()`
-    gives the numbers a result should carry.
+    gives the numbers a result should carry. Messages reach `warn` as rich markup (file names and
+    decoder errors escaped), as `vdiag.console.warn` prints them.
 
     Raises:
         VdiagError: (from `update`) when more than the allowed share of videos has failed.
@@ -215,7 +217,7 @@ class FailureTracker:
         for failure in batch.get("failures", []):
             path = failure["path"]
             if path not in self.errors:
-                self.warn(f"skipping unreadable video {path}: {failure['error']}")
+                self.warn(escape(f"skipping unreadable video {path}: {failure['error']}"))
             self.errors[path] = failure["error"]
             self.counts[path] += 1
         self.check()
@@ -224,7 +226,7 @@ class FailureTracker:
         """One line per file, up to READING_WARNINGS files; then one line saying where the rest are."""
         self.reading_warnings += 1
         if self.reading_warnings <= READING_WARNINGS:
-            self.warn(message)
+            self.warn(escape(message))
         elif self.reading_warnings == READING_WARNINGS + 1:
             self.warn("more files with frame-count mismatches or decoder switches; `vdiag check-data DATA` lists them all")
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 
 from vdiag.console import warn
 from vdiag.data.frameindex import FrameIndex, first_line, frame_files, frame_index
@@ -142,7 +143,7 @@ def read_frames(path: str | Path, indices: FrameSelection, decoder: str = "auto"
             new = str(path) not in _SWITCHES
             _SWITCHES[str(path)] = switched
         if new and report is None:
-            warn(f"{path}: read with PyAV ({switched})")
+            warn(escape(f"{path}: read with PyAV ({switched})"))
     if report is not None:
         report.update(
             decoder=used,
