@@ -130,3 +130,12 @@ def test_reading_warnings_are_one_per_file_and_capped():
     assert "12 frames recorded but 10 decode" in warned[0] and "read with PyAV" in warned[0]
     summary = tracker.summary()
     assert summary["decoder_switches"] == 30 and summary["frame_count_mismatches"] == 30
+
+
+def test_warnings_survive_brackets_in_names_and_errors():
+    from vdiag.console import warn
+
+    tracker = FailureTracker(10, warn=warn)  # rich markup: "[/x]" in a name must not be read as a tag
+    notes = [{"path": "clips[/odd].gif", "num_frames": 3, "switched": "decord fails: [/clips[/odd].gif] broken metadata"}]
+    tracker.update({"size": 1, "failures": [{"path": "[/bad].mp4", "error": "[/x] no"}], "reading": notes, "padded_clips": 0})
+    assert tracker.summary()["decoder_switches"] == 1 and tracker.failed == 1
