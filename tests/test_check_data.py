@@ -68,6 +68,15 @@ def test_each_kind_of_problem_is_found(dataset):
     assert check_data(dataset, max_problems=expected_problems).metrics["exceeded"] == 0
 
 
+def test_parallel_scan_gives_the_same_reports(dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("VDIAG_CACHE_DIR", str(tmp_path / "cache"))
+    frameindex.forget()
+    parallel = check_data(dataset, workers=2)
+    serial = check_data(dataset)  # from the cache the workers wrote
+    assert parallel.details["files"] == serial.details["files"]
+    assert frameindex.cached_index(dataset / "walk" / "clean.mp4") is not None
+
+
 def test_the_scan_builds_the_frame_index_cache(dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("VDIAG_CACHE_DIR", str(tmp_path / "cache"))
     frameindex.forget()

@@ -22,6 +22,7 @@ Examples:
   vdiag check-data data/ucf101                  # every file of every split
   vdiag check-data k400/train.csv --max-problems 50
   vdiag check-data data/ssv2 --json > check.json
+  vdiag check-data k400/train.csv --workers 8      # 8 processes (the scan decodes every file once)
   vdiag --decoder pyav check-data data/hmdb51 --split test""",
 )
 @click.argument("data", type=click.Path())
@@ -33,10 +34,13 @@ Examples:
 @click.option("--stride", type=click.IntRange(1), default=2, show_default=True, help="Clip stride.")
 @click.option("--clips", type=click.IntRange(1), default=2, show_default=True, help="Clips per file compared between decord and PyAV.")
 @click.option("--max-problems", type=click.IntRange(0), default=0, show_default=True, help="Files with problems allowed before exit 1.")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Processes scanning files in parallel (0: one).")
 @click.option("--all-files", is_flag=True, help="List every file, not only those with problems or notes.")
 @json_option
 @click.pass_obj
-def check_data_command(settings, data, data_format, split, split_id, video_root, frames, stride, clips, max_problems, all_files, as_json):
+def check_data_command(
+    settings, data, data_format, split, split_id, video_root, frames, stride, clips, max_problems, workers, all_files, as_json
+):
     """Read every file of a dataset once and report what would make clips wrong.
 
     Per file: decodable frames vs the count the container (or list) records, rotation, variable
@@ -54,7 +58,8 @@ def check_data_command(settings, data, data_format, split, split_id, video_root,
         clip=ClipSpec(frames, stride=stride),
         clips=clips,
         max_problems=max_problems,
-        progress=None if as_json else (lambda items: track(items, description="checking", unit="files")),
+        progress=None if as_json else (lambda items, total: track(items, total=total, description="checking", unit="files")),
+        workers=workers,
     )
     if as_json:
         emit(result, True)

@@ -14,7 +14,9 @@ of repeated frames, videos shorter than one clip (their clips are padded).
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,6 +148,10 @@ def _agreement(path, entry: FrameIndex, clip: ClipSpec, clips: int, decoder: str
             return
 
 
+def _check_job(job) -> FileReport:
+    return check_file(*job)
+
+
 def check_data(
     path: str | Path,
     format: str = "auto",
@@ -157,6 +163,7 @@ def check_data(
     clips: int = 2,
     max_problems: int = 0,
     progress=None,
+    workers: int = 0,
 ) -> Result:
     """Scan every file of a dataset split once (filling the frame-index cache) and report per file.
 
@@ -167,7 +174,8 @@ def check_data(
         clip: clip shape for the agreement clips and the too-short note (default 8 frames, stride 2).
         clips: clips per file compared between the decoders.
         max_problems: files with problems allowed before `metrics["exceeded"]` is 1.
-        progress: optional callable wrapping the file iterator (a progress bar).
+        progress: optional callable `(iterable, total)` wrapping the reports as they come (a progress bar).
+        workers: processes that scan files in parallel (0: this process).
 
     Returns:
         A Result with metrics (files, problem counts by kind, notes, throughput) and one row per
@@ -180,11 +188,16 @@ def check_data(
     clip = clip or ClipSpec(8, stride=2)
     index = load_index(path, format=format, split=split, split_id=split_id, video_root=video_root)
     records = index.records
-    iterator = progress(records) if progress is not None else records
+    jobs = [(record.path, clip, clips, decoder, record.declared_frames) for record in records]
     started = time.perf_counter()
-    reports = []
-    for record in iterator:
-        reports.append(check_file(record.path, clip, clips, decoder, record.declared_frames))
+    if workers > 1 and len(jobs) > 1:
+        context = multiprocessing.get_context("spawn")  # no decoder state shared with the parent
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            found = pool.map(_check_job, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers))))
+            reports = list(progress(found, len(jobs)) if progress is not None else found)
+    else:
+        found = (_check_job(job) for job in jobs)
+        reports = list(progress(found, len(jobs)) if progress is not None else found)
     seconds = time.perf_counter() - started
     frames = sum(r.frames or 0 for r in reports)
     with_problems = sum(1 for r in reports if r.problems)
