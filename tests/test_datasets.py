@@ -69,6 +69,8 @@ def test_short_video_is_padded_not_a_crash(tmp_path):
     short = next(i for i, r in enumerate(index.records) if r.path.name == "v0.mp4")
     sample = VideoClipDataset(index, ClipSpec(8, 2), clips_per_video=2)[short]
     assert ids_of(sample["clips"])[0] == [0, 2, 4, 4, 4, 4, 4, 4]
+    assert sample["padded"].tolist() == [True, True]  # marked, never presented as real
+    assert collate_clips([sample])["padded_clips"] == 2
 
 
 def test_transform_runs_per_clip_in_the_dataset(tmp_path):
@@ -116,3 +118,24 @@ def test_synthetic_dataset_samples_carry_factors(tiny_synth):
     sample = dataset[0]
     assert sample["clips"].shape == (1, 3, 8, 32, 32)
     assert set(sample["factors"]) == {"bg_color", "fg_shape", "bg_brightness", "fg_trajectory"}
+
+
+def test_reading_warnings_are_one_per_file_and_capped():
+    warned = []
+    tracker = FailureTracker(100, warn=warned.append)
+    notes = [{"path": f"v{k}.mp4", "num_frames": 10, "metadata_frames": 12, "switched": "decord not used: x"} for k in range(30)]
+    for _ in range(2):  # the same files again: no new warning
+        tracker.update({"size": 30, "failures": [], "reading": notes, "padded_clips": 0})
+    assert len(warned) == 21 and "check-data" in warned[-1]
+    assert "12 frames recorded but 10 decode" in warned[0] and "read with PyAV" in warned[0]
+    summary = tracker.summary()
+    assert summary["decoder_switches"] == 30 and summary["frame_count_mismatches"] == 30
+
+
+def test_warnings_survive_brackets_in_names_and_errors():
+    from vdiag.console import warn
+
+    tracker = FailureTracker(10, warn=warn)  # rich markup: "[/x]" in a name must not be read as a tag
+    notes = [{"path": "clips[/odd].gif", "num_frames": 3, "switched": "decord fails: [/clips[/odd].gif] broken metadata"}]
+    tracker.update({"size": 1, "failures": [{"path": "[/bad].mp4", "error": "[/x] no"}], "reading": notes, "padded_clips": 0})
+    assert tracker.summary()["decoder_switches"] == 1 and tracker.failed == 1

@@ -71,7 +71,7 @@ def test_frame_past_the_end_is_an_error(tmp_path):
 def test_auto_falls_back_to_pyav_when_decord_fails(tmp_path, monkeypatch):
     path = write_indexed_video(tmp_path / "v.mp4", num_frames=10)
 
-    def broken(path, select):
+    def broken(path, entry, indices):
         raise DecodeError(path, "decord: simulated failure")
 
     monkeypatch.setattr(decode, "_decord_read", broken)

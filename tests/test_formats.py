@@ -193,3 +193,83 @@ def test_every_format_loads_real_clips_through_each_decoder(tmp_path, tiny_synth
         assert "failed" not in sample, (index.format, sample)
         assert sample["clips"].shape[:3] == (2, 3, 4), index.format
         assert sample["label"] == index.records[-1].label
+
+
+def _frame_folder(folder: Path, count: int, start: int = 0) -> Path:
+    from PIL import Image
+    from video_kinds import coded_frames
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for t, frame in enumerate(coded_frames(count)[start:]):
+        Image.fromarray(frame).save(folder / f"img_{t + 1:05d}.jpg", quality=95)
+    return folder
+
+
+def test_class_folders_of_gifs_load_like_videos(tmp_path):
+    from video_kinds import make_kind
+
+    for name in ("hop", "skip"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for k in range(2):
+            path, _, _ = make_kind("gif", tmp_path / "tmp" / f"{name}{k}", num_frames=12)
+            path.rename(tmp_path / "data" / name / f"{k}.gif")
+    root = tmp_path / "data"
+    assert detect_format(root) == "folder"
+    index = load_index(root, split="all")
+    assert index.class_names == ["hop", "skip"] and len(index) == 4
+    assert all(r.path.suffix == ".gif" for r in index.records)
+
+
+def test_class_folders_of_frame_folders_load_like_videos(tmp_path):
+    from video_kinds import frame_indices
+
+    from vdiag.data.datasets import VideoClipDataset
+    from vdiag.data.sampling import ClipSpec
+
+    root = tmp_path / "frames"
+    for name in ("hop", "skip"):
+        for k in range(2):
+            _frame_folder(root / name / f"video_{k}", 20 + k)
+    assert detect_format(root) == "folder"
+    index = load_index(root, split="all")
+    assert [r.video_id for r in index.records] == ["hop/video_0", "hop/video_1", "skip/video_0", "skip/video_1"]
+    sample = VideoClipDataset(index, ClipSpec(4, stride=3), clips_per_video=2)[1]
+    for clip, start in zip(sample["clips"], sample["starts"].tolist()):
+        assert frame_indices(clip.permute(1, 2, 3, 0).numpy()) == [start + 3 * k for k in range(4)]
+
+
+def test_one_frame_folder_alone_gets_a_hint(tmp_path):
+    _frame_folder(tmp_path / "v", 3)
+    with pytest.raises(VdiagError, match="frame-folder dataset is <class>/<video>/<frames>"):
+        detect_format(tmp_path / "v")
+
+
+def test_rawframes_list(tmp_path):
+    from vdiag.data.datasets import FailureTracker, VideoClipDataset, collate_clips
+    from vdiag.data.sampling import ClipSpec
+
+    _frame_folder(tmp_path / "rawframes" / "jump" / "a", 12)
+    _frame_folder(tmp_path / "rawframes" / "run" / "b", 10)
+    listing = tmp_path / "train_list_rawframes.txt"
+    listing.write_text("jump/a 12 0\nrun/b 15 1\n")  # b states 15 frames, 10 are there
+    assert detect_format(listing) == "rawframes"
+    index = load_index(listing)
+    assert index.format == "rawframes" and index.class_names == ["0", "1"]
+    assert [(r.path.name, r.label, r.declared_frames) for r in index.records] == [("a", 0, 12), ("b", 1, 15)]
+    dataset = VideoClipDataset(index, ClipSpec(4, 2), clips_per_video=1)
+    warned = []
+    tracker = FailureTracker(2, warn=warned.append)
+    tracker.update(collate_clips([dataset[0], dataset[1]]))
+    assert tracker.count_mismatches == {str(index.records[1].path): (15, 10)}
+    assert len(warned) == 1 and "15 frames recorded but 10 decode" in warned[0]
+
+
+def test_rawframes_errors_name_file_and_line(tmp_path):
+    _frame_folder(tmp_path / "a", 3)
+    listing = tmp_path / "list.txt"
+    listing.write_text("a 3 0\na three 0\n")
+    with pytest.raises(VdiagError, match=r"list.txt:2: expected 'folder num_frames label'"):
+        load_index(listing, format="rawframes")
+    listing.write_text("missing 3 0\n")
+    with pytest.raises(VdiagError, match=r"list.txt:1: missing.*--video-root"):
+        load_index(listing, format="rawframes")

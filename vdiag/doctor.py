@@ -3,6 +3,10 @@
 Each decoder is tested by writing a tiny H.264 clip with PyAV and decoding it back; the two
 decoders must also agree on it. Known traps are detected by trying them (an import that fails, a
 torch / torchvision pair whose compiled operators do not load).
+
+This checks the environment only, on vdiag's own clean file: whether a dataset's files read right
+(edit-list trims, B-frame AVI, rotation, VFR, unreadable files) is what `vdiag check-data DATA`
+checks, file by file.
 """
 
 from __future__ import annotations
@@ -19,11 +23,14 @@ import numpy as np
 from vdiag import __version__
 from vdiag.results import Result
 
+CHECK_DATA_HINT = "this checks the environment; to check a dataset's files run: vdiag check-data DATA"
 PACKAGES = ("torch", "torchvision", "pytorchvideo", "decord", "av", "captum", "numpy", "sklearn", "matplotlib", "rich", "click")
 
 
 @dataclass
 class Check:
+    """One doctor check: its name, whether it passed, what was seen, and whether vdiag needs it."""
+
     name: str
     ok: bool
     detail: str
@@ -61,11 +68,15 @@ def _decoder_checks(workdir: Path) -> list[Check]:
     decoded = {}
     for decoder, required in (("pyav", True), ("decord", False)):
         try:
-            frames = read_frames(path, [0, 3, 7], decoder)
+            report: dict = {}
+            frames = read_frames(path, [0, 3, 7], decoder, report=report)
             error = np.abs(frames[:, 16, 16, 0].astype(int) - [0, 90, 210]).max()
-            ok = bool(error <= 4)
+            ok = bool(error <= 4) and report["decoder"] == decoder
             decoded[decoder] = frames
-            checks.append(Check(f"{decoder} decoder", ok, "decodes the right frames" if ok else f"frames off by {error} levels", required))
+            detail = "decodes the right frames" if ok else f"frames off by {error} levels"
+            if report["decoder"] != decoder:
+                detail = f"not usable: {report['switched']}"
+            checks.append(Check(f"{decoder} decoder", ok, detail, required))
         except Exception as err:
             checks.append(Check(f"{decoder} decoder", False, str(err).splitlines()[0][:120], required))
     if len(decoded) == 2:
@@ -131,6 +142,12 @@ def _cuda_checks() -> tuple[list[Check], dict]:
 
 
 def run_doctor() -> Result:
+    """Run every check: package versions, decoders (for real), import traps, CUDA.
+
+    Returns:
+        A Result with `metrics["problems"]` = required checks that failed, the checks under
+        `details["checks"]` and a pointer to `vdiag check-data` under `details["hint"]`.
+    """
     versions = {name: _version(name) for name in PACKAGES}
     with tempfile.TemporaryDirectory() as tmp:
         checks = _decoder_checks(Path(tmp))
@@ -151,5 +168,6 @@ def run_doctor() -> Result:
             "versions": versions,
             "checks": [{"name": c.name, "ok": c.ok, "required": c.required, "detail": c.detail} for c in checks],
             "cuda": cuda,
+            "hint": CHECK_DATA_HINT,
         },
     )

@@ -21,7 +21,8 @@ def doctor(as_json: bool) -> None:
     """Check the environment: package versions, working decoders, CUDA, known traps.
 
     Decoders are tested for real: a tiny H.264 clip is written with PyAV and read back with decord
-    and with PyAV. Exits 1 when something vdiag needs is broken.
+    and with PyAV. Exits 1 when something vdiag needs is broken. To check the files of a dataset
+    (frame counts, rotation, VFR, decoder agreement, unreadable files), run `vdiag check-data DATA`.
     """
     result = run_doctor()
     if as_json:
@@ -50,3 +51,4 @@ def _print_tables(result) -> None:
     stdout.print(checks)
     problems = result.metrics["problems"]
     stdout.print("all required checks pass" if not problems else f"[red]{problems} required check(s) failed[/red]")
+    stdout.print(details.get("hint", ""), highlight=False)

@@ -63,6 +63,7 @@ def _register() -> None:
 
     for command in (pretrain, probe, evaluate, viz, report_command, synth_dataset, doctor, demo):
         cli.add_command(command)
+    cli.add_command(__import__("vdiag.cli.check_data", fromlist=["check_data_command"]).check_data_command)
 
 
 _register()

@@ -3,13 +3,18 @@
 `VideoClipDataset` turns a `DatasetIndex` into samples:
 
     {"clips": uint8 (ρ, C, T, H, W) or float after a transform, "label": int, "video_id": str,
-     "index": int, "factors": {name: int}}
+     "index": int, "factors": {name: int}, "starts": (ρ,), "padded": bool (ρ,),
+     "reading": {path, num_frames, [switched], [metadata_frames], [declared_frames]}}
 
 Clip start times come from a generator seeded by (seed, epoch, item index), so a sample does not
-depend on which worker or rank reads it. A video that cannot be decoded does not kill the epoch:
-the sample comes back as `{"failed": path, "error": reason, "index": i}`, `collate_clips` sets it
-aside, and a `FailureTracker` in the main process warns once per file and raises a clear error
-when more than a set share of the videos has failed.
+depend on which worker or rank reads it. Frame indices are positions in the decoded stream of the
+file (vdiag.data.frameindex), so a clip's frames are always real, distinct frames of the video,
+except where a video is shorter than a clip: then the short-video policy ('pad' or 'loop') fills
+the clip, and the sample says so (`"padded"`: one bool per clip), counted by `FailureTracker`.
+
+A video that cannot be decoded does not kill the epoch: the sample comes back as
+`{"failed": path, "error": reason, "index": i}`, `collate_clips` sets it aside, and a
+`FailureTracker` in the main process warns once per file and raises a clear error when more than a set share of the videos has failed.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch.utils.data import Dataset, default_collate
 
 from vdiag.data.decode import read_frames, resolve_decoder
@@ -26,6 +32,7 @@ from vdiag.data.formats import DatasetIndex
 from vdiag.data.sampling import ClipSpec, random_starts, uniform_starts
 from vdiag.errors import DecodeError, VdiagError
 
+READING_WARNINGS = 20  # files warned about one by one (count mismatch, decoder switch); the rest are counted
 ClipTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
@@ -79,6 +86,7 @@ class VideoClipDataset(Dataset):
         self.epoch = epoch
 
     def generator(self, item: int) -> torch.Generator:
+        """The random generator of one item in the current epoch (clip starts and augmentation)."""
         seed = int(np.random.SeedSequence([self.seed, self.epoch, item]).generate_state(1, np.uint64)[0] >> 1)
         return torch.Generator().manual_seed(seed)
 
@@ -99,11 +107,13 @@ class VideoClipDataset(Dataset):
             chosen["indices"] = np.stack([self.clip.indices(s, frame_count) for s in starts])  # (ρ, T)
             return chosen["indices"].reshape(-1)
 
+        report: dict = {}
         try:
-            frames = torch.from_numpy(read_frames(record.path, select, self.decoder))  # (ρ·T, H, W, C)
+            frames = torch.from_numpy(read_frames(record.path, select, self.decoder, report=report))  # (ρ·T, H, W, C)
         except DecodeError as err:
             return {"failed": str(record.path), "error": err.reason, "index": item}
         starts = chosen["starts"]
+        padded = [self.clip.padded(s, report["num_frames"]) for s in starts]
         clips = frames.view(*chosen["indices"].shape, *frames.shape[1:])  # (ρ, T, H, W, C)
         clips = clips.permute(0, 4, 1, 2, 3).contiguous()  # (ρ, C, T, H, W)
         if self.transform is not None:
@@ -115,16 +125,38 @@ class VideoClipDataset(Dataset):
             "index": item,
             "factors": dict(record.factors),
             "starts": torch.tensor(starts),
+            "padded": torch.tensor(padded),  # (ρ,) bool: the clip repeats (pad) or wraps (loop) frames
+            "reading": _reading_notes(record, report),
         }
 
 
+def _reading_notes(record, report: dict) -> dict:
+    """What the main process should hear about how this file was read (decoder switch, count mismatch)."""
+    notes = {"path": str(record.path), "num_frames": report["num_frames"]}
+    if report.get("switched"):
+        notes["switched"] = report["switched"]
+    if report.get("count_mismatch"):
+        notes["metadata_frames"] = report["metadata_frames"]
+    declared = getattr(record, "declared_frames", None)
+    if declared is not None and declared != report["num_frames"]:
+        notes["declared_frames"] = declared
+    return notes
+
+
 def collate_clips(samples: list[dict]) -> dict:
-    """Batch the good samples; failed ones are listed under 'failures' (possibly an empty batch)."""
-    good = [s for s in samples if "failed" not in s]
+    """Batch the good samples; failed ones are listed under 'failures' (possibly an empty batch).
+
+    The batch also carries 'padded_clips' (clips filled by the short-video policy) and 'reading'
+    (one dict per sample: decoder switches and frame-count mismatches, for `FailureTracker`).
+    """
+    good = [dict(s) for s in samples if "failed" not in s]
     failures = [{"path": s["failed"], "error": s["error"]} for s in samples if "failed" in s]
+    reading = [s.pop("reading") for s in good if "reading" in s]
     batch = default_collate(good) if good else {}
     batch["failures"] = failures
     batch["size"] = len(good)
+    batch["padded_clips"] = int(batch["padded"].sum()) if "padded" in batch else 0
+    batch["reading"] = reading
     return batch
 
 
@@ -133,6 +165,16 @@ class FailureTracker:
 
     `max_failure_share` is the share of distinct videos that may fail before the run stops with an
     error naming the files (default 5%). `min_seen` keeps one early failure from tripping it.
+
+    It also counts, from each batch: clips filled by the short-video policy (`padded_clips`, and
+    the videos they came from), files read with PyAV because decord disagrees with their frame
+    index (`switched`, warned once per file) and files whose container records another frame
+    count than the frames that decode (`count_mismatches`, warned once per file). `summary()`
+    gives the numbers a result should carry. Messages reach `warn` as rich markup (file names and
+    decoder errors escaped), as `vdiag.console.warn` prints them.
+
+    Raises:
+        VdiagError: (from `update`) when more than the allowed share of videos has failed.
     """
 
     def __init__(self, total_videos: int, max_failure_share: float = 0.05, warn: Callable[[str], None] | None = None, min_seen: int = 20):
@@ -143,22 +185,71 @@ class FailureTracker:
         self.errors: dict[str, str] = {}
         self.counts: Counter[str] = Counter()
         self.seen = 0
+        self.padded_clips = 0
+        self.padded_videos: set[str] = set()
+        self.switched: dict[str, str] = {}
+        self.count_mismatches: dict[str, tuple[int, int]] = {}
+        self.reading_warnings = 0
 
     def update(self, batch: dict) -> None:
+        """Take in one collated batch (see `collate_clips`).
+
+        Raises:
+            VdiagError: more than the allowed share of the videos seen so far failed to decode.
+        """
         self.seen += batch.get("size", 0) + len(batch.get("failures", []))
+        self.padded_clips += int(batch.get("padded_clips", 0))
+        padded = batch.get("padded")
+        for k, notes in enumerate(batch.get("reading", [])):
+            path = notes["path"]
+            if padded is not None and bool(padded[k].any()):
+                self.padded_videos.add(path)
+            said = []
+            if notes.get("switched") and path not in self.switched:
+                self.switched[path] = notes["switched"]
+                said.append(f"read with PyAV ({notes['switched']})")
+            expected = notes.get("metadata_frames", notes.get("declared_frames"))
+            if expected is not None and path not in self.count_mismatches:
+                self.count_mismatches[path] = (expected, notes["num_frames"])
+                said.insert(0, f"{expected} frames recorded but {notes['num_frames']} decode, clips come from those")
+            if said:
+                self._warn_reading(f"{path}: {'; '.join(said)}")
         for failure in batch.get("failures", []):
             path = failure["path"]
             if path not in self.errors:
-                self.warn(f"skipping unreadable video {path}: {failure['error']}")
+                self.warn(escape(f"skipping unreadable video {path}: {failure['error']}"))
             self.errors[path] = failure["error"]
             self.counts[path] += 1
         self.check()
+
+    def _warn_reading(self, message: str) -> None:
+        """One line per file, up to READING_WARNINGS files; then one line saying where the rest are."""
+        self.reading_warnings += 1
+        if self.reading_warnings <= READING_WARNINGS:
+            self.warn(escape(message))
+        elif self.reading_warnings == READING_WARNINGS + 1:
+            self.warn("more files with frame-count mismatches or decoder switches; `vdiag check-data DATA` lists them all")
 
     @property
     def failed(self) -> int:
         return len(self.errors)
 
+    def summary(self) -> dict[str, int]:
+        """Counts for a run's results: failed videos, padded clips and videos, decoder switches, count mismatches."""
+        return {
+            "failed_videos": self.failed,
+            "padded_clips": self.padded_clips,
+            "padded_videos": len(self.padded_videos),
+            "decoder_switches": len(self.switched),
+            "frame_count_mismatches": len(self.count_mismatches),
+        }
+
     def check(self) -> None:
+        """Stop the run when too many videos have failed.
+
+        Raises:
+            VdiagError: more than `max_failure_share` of the videos seen so far failed to decode.
+        """
         share = self.failed / min(self.total_videos, max(self.seen, 1))
         if self.seen >= min(self.min_seen, self.total_videos) and share > self.max_failure_share:
             worst = ", ".join(f"{p} ({self.errors[p]})" for p, _ in self.counts.most_common(3))

@@ -1,33 +1,48 @@
-"""Video decoding: decord by default, PyAV as the fallback.
+"""Frame-exact video reading: `video_info` and `read_frames`, through one frame index per file.
 
-Both readers are opened per call (safe in DataLoader workers: nothing is shared between
-processes) and decode only the frames a clip needs. Frames come back as uint8 arrays of shape
-`(T, H, W, 3)` in RGB order, indexed from 0 in presentation order; the two decoders agree on the
-same file (tests/test_decode.py checks this on H.264 mp4 and MPEG-4 avi).
+Frame *i* of a video is the *i*-th frame a player shows: the count and each frame's position come
+from the decoded stream (vdiag.data.frameindex, built once per file by a sequential decode and
+cached), never from container metadata. Both decoders read through that index:
+
+- PyAV seeks to the wanted frame's presentation timestamp and identifies every decoded frame by its
+  timestamp, so B-frames, edit lists, variable frame rates and codecs without a recorded count read
+  exactly (files without usable timestamps are read sequentially);
+- decord is used for a file only when its random access agrees with the index there (checked once
+  per file when the index is built); on any other file vdiag switches to PyAV, and says so once.
+
+Frames come back as uint8 `(T, H, W, 3)` RGB as displayed: the display rotation is applied by both
+decoders. On every file kind of tests/test_frame_exact.py the two decoders give the same frames
+within 2 levels (mean) per frame: they convert the same decoded YUV, only the colour-conversion
+rounding differs. A folder of images (one per frame) is read as a video with Pillow.
 """
 
 from __future__ import annotations
 
-import contextlib
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 
+from vdiag.console import warn
+from vdiag.data.frameindex import FrameIndex, first_line, frame_files, frame_index
+from vdiag.data.frameindex import pyav_read as _pyav_read
 from vdiag.errors import DecodeError, VdiagError
 
 DECODERS = ("auto", "decord", "pyav")
 
 # Frame indices, or a function from the video's frame count to frame indices (lets the caller pick
-# clip positions without opening the file twice).
+# clip positions from the true frame count without a second call).
 FrameSelection = Sequence[int] | Callable[[int], Sequence[int]]
 
 
 @dataclass(frozen=True)
 class VideoInfo:
+    """A video's decodable frame count, average frame rate and displayed size (after rotation)."""
+
     num_frames: int
     fps: float
     height: int
@@ -35,6 +50,7 @@ class VideoInfo:
 
 
 def decord_available() -> bool:
+    """Whether decord imports here (it has no wheels for macOS / ARM)."""
     try:
         import decord  # noqa: F401
     except Exception:  # ImportError, or a broken native library
@@ -43,7 +59,11 @@ def decord_available() -> bool:
 
 
 def resolve_decoder(decoder: str) -> str:
-    """Map 'auto' to the best decoder present; reject unknown names with a fix."""
+    """Check a decoder name ('auto', 'decord' or 'pyav') against what is installed.
+
+    Raises:
+        VdiagError: the name is unknown, or decord is asked for but not installed.
+    """
     if decoder not in DECODERS:
         raise VdiagError(f"unknown decoder {decoder!r}; choose one of: {', '.join(DECODERS)}")
     if decoder == "decord" and not decord_available():
@@ -52,20 +72,87 @@ def resolve_decoder(decoder: str) -> str:
 
 
 def video_info(path: str | Path, decoder: str = "auto") -> VideoInfo:
-    """Frame count, frame rate and size of a video, without decoding its frames."""
-    path = _existing(path)
-    return _with_fallback(path, decoder, _decord_info, _pyav_info)
+    """Decodable frame count, frame rate and displayed size of a video (or frame folder).
 
+    The count is the frames that decode, from the file's frame index (built on first use), the
+    same whichever decoder reads the frames.
 
-def read_frames(path: str | Path, indices: FrameSelection, decoder: str = "auto") -> np.ndarray:
-    """Decode the frames at `indices` (any order, repeats allowed) as uint8 `(T, H, W, 3)`.
-
-    `indices` may be a function of the video's frame count returning the indices. With decoder
-    'auto', decord is tried first and PyAV takes over if decord is missing or fails on this file.
+    Raises:
+        DecodeError: the file does not exist or does not decode.
+        VdiagError: unknown or missing decoder.
     """
-    path = _existing(path)
+    resolve_decoder(decoder)
+    entry = frame_index(path, check_decord=False)
+    return VideoInfo(entry.num_frames, entry.fps, entry.height, entry.width)
+
+
+_SWITCHES: dict[str, str] = {}
+_SWITCH_LOCK = threading.Lock()
+
+
+def decoder_switches() -> dict[str, str]:
+    """Files this process read with PyAV instead of decord, and why (decord disagrees with the index)."""
+    with _SWITCH_LOCK:
+        return dict(_SWITCHES)
+
+
+def read_frames(path: str | Path, indices: FrameSelection, decoder: str = "auto", report: dict | None = None) -> np.ndarray:
+    """Decode the displayed frames at `indices` (any order, repeats allowed) as uint8 `(T, H, W, 3)`.
+
+    Args:
+        path: a video file, or a folder of JPEG/PNG frames.
+        indices: frame indices in presentation order (0 = first frame shown), or a function of the
+            video's decodable frame count returning them.
+        decoder: 'auto' (decord where it agrees with the frame index, else PyAV), 'decord' or 'pyav'.
+        report: optional dict, filled with 'decoder' (the one used), 'switched' (why decord was not
+            used for this file, else None), 'num_frames', 'metadata_frames' and 'count_mismatch'.
+            Without it, a switch away from decord is reported once per file (a warning on stderr).
+
+    Returns:
+        uint8 array `(T, H, W, 3)`, RGB, rotation applied.
+
+    Raises:
+        DecodeError: the file does not exist or does not decode, or an index is past the last frame.
+        VdiagError: unknown or missing decoder.
+        ValueError: no index, or a negative one.
+    """
+    path = Path(path)
+    decoder = resolve_decoder(decoder)
+    has_decord = decoder != "pyav" and decord_available()
+    entry = frame_index(path, check_decord=has_decord)
     select = indices if callable(indices) else (lambda _count, fixed=list(indices): fixed)
-    return _with_fallback(path, decoder, lambda p: _decord_read(p, select), lambda p: _pyav_read(p, select))
+    wanted = _checked(path, select(entry.num_frames), entry.num_frames)
+    switched = None
+    if entry.kind == "frames":
+        used, frames = "images", _images_read(path, entry, wanted)
+    elif not has_decord:
+        used, frames = "pyav", _pyav_read(path, entry, wanted)
+    elif entry.decord != "ok":
+        switched = f"decord not used: {entry.decord}"
+        used, frames = "pyav", _pyav_read(path, entry, wanted)
+    else:
+        try:
+            used, frames = "decord", _decord_read(path, entry, wanted)
+        except DecodeError as err:
+            if decoder == "decord":
+                raise
+            switched = f"decord failed: {err.reason}"
+            used, frames = "pyav", _pyav_read(path, entry, wanted)
+    if switched:
+        with _SWITCH_LOCK:
+            new = str(path) not in _SWITCHES
+            _SWITCHES[str(path)] = switched
+        if new and report is None:
+            warn(escape(f"{path}: read with PyAV ({switched})"))
+    if report is not None:
+        report.update(
+            decoder=used,
+            switched=switched,
+            num_frames=entry.num_frames,
+            metadata_frames=entry.metadata_frames,
+            count_mismatch=entry.count_mismatch,
+        )
+    return frames
 
 
 def _checked(path: Path, indices: Sequence[int], num_frames: int) -> list[int]:
@@ -75,61 +162,26 @@ def _checked(path: Path, indices: Sequence[int], num_frames: int) -> list[int]:
     if min(indices) < 0:
         raise ValueError(f"negative frame index in {indices}")
     if max(indices) >= num_frames:
-        raise DecodeError(path, f"frame {max(indices)} requested but the video has {num_frames}")
+        raise DecodeError(path, f"frame {max(indices)} requested but the video has {num_frames} decodable frames")
     return indices
-
-
-def _existing(path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise DecodeError(path, "no such file")
-    return path
-
-
-def _with_fallback(path: Path, decoder: str, with_decord, with_pyav):
-    decoder = resolve_decoder(decoder)
-    if decoder == "pyav" or (decoder == "auto" and not decord_available()):
-        return with_pyav(path)
-    try:
-        return with_decord(path)
-    except DecodeError:
-        if decoder == "decord":
-            raise
-        return with_pyav(path)
 
 
 # --- decord -------------------------------------------------------------------------------
 
 
-def _decord_reader(path: Path):
+def _decord_read(path: Path, entry: FrameIndex, indices: list[int]) -> np.ndarray:
     import decord
 
     try:
-        return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    except Exception as err:  # decord raises DECORDError / RuntimeError on bad files
-        raise DecodeError(path, f"decord: {_first_line(err)}") from err
-
-
-def _decord_info(path: Path) -> VideoInfo:
-    reader = _decord_reader(path)
-    num_frames = len(reader)
-    if num_frames == 0:
-        raise DecodeError(path, "decord: the video has no frames")
-    height, width = reader[0].shape[:2]
-    return VideoInfo(num_frames, float(reader.get_avg_fps()), int(height), int(width))
-
-
-def _decord_read(path: Path, select) -> np.ndarray:
-    reader = _decord_reader(path)
-    num_frames = len(reader)
-    if num_frames == 0:
-        raise DecodeError(path, "decord: the video has no frames")
-    indices = _checked(path, select(num_frames), num_frames)
-    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        if len(reader) != entry.num_frames:
+            raise DecodeError(path, f"decord counts {len(reader)} frames, {entry.num_frames} decode")
         unique = sorted(set(indices))
         frames = reader.get_batch(unique).asnumpy()
-    except Exception as err:
-        raise DecodeError(path, f"decord: {_first_line(err)}") from err
+    except DecodeError:
+        raise
+    except Exception as err:  # decord raises DECORDError / RuntimeError on bad files
+        raise DecodeError(path, f"decord: {first_line(err)}") from err
     position = {index: k for k, index in enumerate(unique)}
     return np.ascontiguousarray(frames[[position[i] for i in indices]])
 
@@ -137,93 +189,22 @@ def _decord_read(path: Path, select) -> np.ndarray:
 # --- PyAV ---------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _pyav_stream(path: Path):
-    """Open a file's first video stream with PyAV; any failure becomes a DecodeError."""
-    import av
+def _images_read(path: Path, entry: FrameIndex, indices: list[int]) -> np.ndarray:
+    from PIL import Image
 
-    try:
-        container = av.open(str(path))
-    except Exception as err:  # av.error.InvalidDataError, FileNotFoundError, ...
-        raise DecodeError(path, f"PyAV: {_first_line(err)}") from err
-    try:
-        if not container.streams.video:
-            raise DecodeError(path, "PyAV: the file has no video stream")
-        yield container, container.streams.video[0]
-    except DecodeError:
-        raise
-    except Exception as err:
-        raise DecodeError(path, f"PyAV: {_first_line(err)}") from err
-    finally:
-        container.close()
-
-
-def _frame_rate(stream) -> Fraction:
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    if not rate:
-        raise ValueError("unknown frame rate")
-    return Fraction(rate)
-
-
-def _pyav_frame_count(path: Path, container, stream) -> int:
-    num_frames = int(stream.frames or 0)
-    if num_frames == 0:  # some containers do not record a count: decode to count, then rewind
-        num_frames = sum(1 for _ in container.decode(stream))
-        container.seek(stream.start_time or 0, stream=stream, backward=True, any_frame=False)
-    if num_frames == 0:
-        raise DecodeError(path, "PyAV: the video has no frames")
-    return num_frames
-
-
-def _pyav_info(path: Path) -> VideoInfo:
-    with _pyav_stream(path) as (container, stream):
-        num_frames = _pyav_frame_count(path, container, stream)
-        return VideoInfo(num_frames, float(_frame_rate(stream)), stream.height, stream.width)
-
-
-def _pyav_read(path: Path, select) -> np.ndarray:
-    """Decode from the key frame before the first wanted frame up to the last wanted one.
-
-    A frame's index is computed from its presentation time, which is what keeps PyAV in step with
-    decord after a seek (decoding order differs from presentation order with B-frames).
-    """
-    found: dict[int, np.ndarray] = {}
-    with _pyav_stream(path) as (container, stream):
-        num_frames = _pyav_frame_count(path, container, stream)
-        indices = _checked(path, select(num_frames), num_frames)
-        wanted = set(indices)
-        first, last = min(wanted), max(wanted)
-        stream.thread_type = "AUTO"
-        rate = _frame_rate(stream)
-        start = stream.start_time or 0
-        time_base = stream.time_base
-
-        def index_of(frame) -> int:
-            return int(round((frame.pts - start) * time_base * rate))
-
-        if first > 0:
-            # Seek a little before the first wanted frame; `backward` lands on a key frame.
-            target_pts = start + int((Fraction(max(first - 1, 0)) / rate) / time_base)
-            container.seek(target_pts, stream=stream, backward=True, any_frame=False)
-        sequential = 0
-        for frame in container.decode(stream):
-            index = index_of(frame) if frame.pts is not None else sequential
-            sequential = index + 1
-            if index in wanted and index not in found:
-                found[index] = frame.to_ndarray(format="rgb24")
-            if index >= last and len(found) == len(wanted):
-                break
-            if index > last + 16:  # well past the last wanted frame: stop decoding
-                break
-    missing = sorted(wanted - found.keys())
-    if missing:
-        raise DecodeError(path, f"PyAV: frames {missing[:5]} not found (the video may be shorter or truncated)")
+    files = frame_files(path)
+    if len(files) != entry.num_frames:
+        raise DecodeError(path, f"the folder now holds {len(files)} frames, {entry.num_frames} when listed")
+    found = {}
+    for i in sorted(set(indices)):
+        try:
+            with Image.open(files[i]) as image:
+                found[i] = np.asarray(image.convert("RGB"))
+        except Exception as err:
+            raise DecodeError(files[i], f"cannot read the image: {first_line(err)}") from err
+        if found[i].shape[:2] != (entry.height, entry.width):
+            raise DecodeError(files[i], f"frame of {found[i].shape[1]}x{found[i].shape[0]}, the first is {entry.width}x{entry.height}")
     return np.stack([found[i] for i in indices])
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0][:300]
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: int = 8, codec: str = "libx264", crf: int = 18) -> None:

@@ -1,12 +1,16 @@
 """Dataset indexes: which videos a dataset has, their labels and splits.
 
-Five layouts are read (docs/data-formats.md shows each):
+Six layouts are read (docs/data-formats.md shows each):
 - `synthetic`: a folder written by `vdiag synth-dataset` (manifest.json + labels.csv);
-- `folder`: one sub-folder per class (optionally under train/ val/ test/);
+- `folder`: one sub-folder per class (optionally under train/ val/ test/) holding video files
+  (GIF included) or per-video folders of JPEG/PNG frames;
 - `ucf101`: the official layout (classInd.txt, trainlist0N.txt, testlist0N.txt; splits 1–3);
 - `hmdb51`: the official layout (per-class `<class>_test_splitN.txt`, 1 = train, 2 = test, 0 = unused);
 - `csv`: `path,label[,split]` rows, or a Kinetics annotation file
-  (`label,youtube_id,time_start,time_end,split`) with the clips stored as files.
+  (`label,youtube_id,time_start,time_end,split`) with the clips stored as files;
+- `rawframes`: mmaction2's frame-folder list, lines "folder num_frames label".
+
+A "video" is a file FFmpeg reads or a folder of images, one per frame (vdiag.data.decode reads both).
 
 `load_index(path, format="auto", split=…)` detects the layout where that is unambiguous and
 returns a `DatasetIndex`. Every error names the file and the fix.
@@ -16,24 +20,33 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vdiag.data.frameindex import IMAGE_EXTENSIONS
 from vdiag.errors import VdiagError
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
-FORMATS = ("auto", "synthetic", "folder", "ucf101", "hmdb51", "csv")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".gif")
+FORMATS = ("auto", "synthetic", "folder", "ucf101", "hmdb51", "csv", "rawframes")
 SPLITS = ("train", "val", "test", "all")
 SYNTHETIC_GENERATOR = "vdiag-synth"
 
 
 @dataclass(frozen=True)
 class VideoRecord:
+    """One video of a dataset: its file (or frame folder), label, id, split and factor labels.
+
+    `declared_frames` is the frame count an annotation file states (mmaction rawframes lists), checked
+    against the frames found when the video is read.
+    """
+
     path: Path
     label: int
     video_id: str
     split: str | None = None
     factors: dict[str, int] = field(default_factory=dict)
+    declared_frames: int | None = None
 
 
 @dataclass
@@ -66,7 +79,22 @@ def load_index(
     split_id: int = 1,
     video_root: str | Path | None = None,
 ) -> DatasetIndex:
-    """Read the index of a dataset split. `split_id` picks UCF-101 / HMDB-51 split 1–3."""
+    """Read the index of a dataset split.
+
+    Args:
+        path: the dataset folder, or a CSV / list file.
+        format: one of FORMATS; 'auto' detects the layout.
+        split: 'train', 'val', 'test' or 'all'.
+        split_id: UCF-101 / HMDB-51 split 1–3.
+        video_root: where the videos are, for layouts that list them in annotation files.
+
+    Returns:
+        The `DatasetIndex` of that split.
+
+    Raises:
+        VdiagError: the path is missing, the layout unclear or malformed (naming file:line), or no
+            video is found.
+    """
     path = Path(path).expanduser()
     if not path.exists():
         raise VdiagError(f"dataset path {path} does not exist; check --data")
@@ -82,6 +110,7 @@ def load_index(
         "ucf101": lambda: load_ucf101(path, split, split_id, video_root),
         "hmdb51": lambda: load_hmdb51(path, split, split_id, video_root),
         "csv": lambda: load_csv(path, split, video_root),
+        "rawframes": lambda: load_rawframes(path, split, video_root),
     }
     index = loaders[format]()
     if not index.records:
@@ -90,10 +119,14 @@ def load_index(
 
 
 def detect_format(path: Path) -> str:
-    """The layout of `path`, or an error asking for --format when it is unclear."""
+    """The layout of `path`, or an error asking for --format when it is unclear.
+
+    Raises:
+        VdiagError: the layout cannot be told, or two layouts match.
+    """
     if path.is_file():
         if path.suffix.lower() in (".csv", ".txt", ".tsv"):
-            return "csv"
+            return "rawframes" if _looks_like_rawframes(path) else "csv"
         raise VdiagError(f"{path} is a file but not a CSV; pass a dataset folder or a CSV file")
     manifest = path / "manifest.json"
     if manifest.is_file() and _is_synthetic_manifest(manifest):
@@ -111,12 +144,17 @@ def detect_format(path: Path) -> str:
         return "folder"
     if _videos_in(path):
         raise VdiagError(
-            f"{path} holds videos but no class sub-folders or split files; put each class in its own sub-folder "
-            "or describe the videos in a CSV (path,label[,split])"
+            f"{path} holds videos (or frame folders) but no class sub-folders or split files; put each class in its own "
+            "sub-folder or describe the videos in a CSV (path,label[,split])"
+        )
+    if _images_in(path):
+        raise VdiagError(
+            f"{path} holds image frames of one video; a frame-folder dataset is <class>/<video>/<frames> "
+            "(or a rawframes list 'folder num_frames label')"
         )
     raise VdiagError(
-        f"cannot tell the dataset format of {path} (no manifest.json, split files, class folders or videos); "
-        "check the path or pass --format"
+        f"cannot tell the dataset format of {path} (no manifest.json, split files, class folders of videos, GIFs or "
+        f"frame folders); supported video files: {' '.join(VIDEO_EXTENSIONS)}; check the path or pass --format"
     )
 
 
@@ -131,6 +169,11 @@ def _is_synthetic_manifest(path: Path) -> bool:
 
 
 def load_synthetic(root: Path, split: str) -> DatasetIndex:
+    """A folder written by `vdiag synth-dataset` (manifest.json, labels.csv).
+
+    Raises:
+        VdiagError: the manifest or labels file is unreadable or malformed (naming file:line).
+    """
     manifest_path = root / "manifest.json"
     labels_path = root / "labels.csv"
     try:
@@ -158,7 +201,11 @@ def load_synthetic(root: Path, split: str) -> DatasetIndex:
 
 
 def load_folder(root: Path, split: str) -> DatasetIndex:
-    """`root/<class>/<video>` or `root/<split>/<class>/<video>`."""
+    """`root/<class>/<video>` or `root/<split>/<class>/<video>`; a video is a file or a folder of frames.
+
+    Raises:
+        VdiagError: split folders exist but not the one asked for.
+    """
     split_dirs = [s for s in ("train", "val", "test") if any(_videos_in(d) for d in _subdirs(root / s))]
     if split_dirs:
         wanted = split_dirs if split == "all" else [split]
@@ -187,7 +234,11 @@ def _find_ucf_split_dir(root: Path) -> Path | None:
 
 
 def load_ucf101(root: Path, split: str, split_id: int, video_root=None) -> DatasetIndex:
-    """UCF-101: `classInd.txt` ("1 ApplyEyeMakeup"), `trainlist0N.txt` ("Class/v_….avi 1"), `testlist0N.txt`."""
+    """UCF-101: `classInd.txt` ("1 ApplyEyeMakeup"), `trainlist0N.txt` ("Class/v_….avi 1"), `testlist0N.txt`.
+
+    Raises:
+        VdiagError: split files missing or malformed (naming file:line), or a 'val' split asked for.
+    """
     _check_split_id(split_id)
     split_dir = _find_ucf_split_dir(root)
     if split_dir is None:
@@ -234,7 +285,11 @@ def _find_hmdb_split_dir(root: Path) -> Path | None:
 
 
 def load_hmdb51(root: Path, split: str, split_id: int, video_root=None) -> DatasetIndex:
-    """HMDB-51: `<class>_test_split<N>.txt` lines "video.avi 1|2|0" (1 train, 2 test, 0 unused)."""
+    """HMDB-51: `<class>_test_split<N>.txt` lines "video.avi 1|2|0" (1 train, 2 test, 0 unused).
+
+    Raises:
+        VdiagError: split files missing or malformed (naming file:line), or a 'val' split asked for.
+    """
     _check_split_id(split_id)
     split_dir = _find_hmdb_split_dir(root)
     if split_dir is None:
@@ -273,6 +328,9 @@ def load_csv(csv_path: Path, split: str, video_root=None) -> DatasetIndex:
     Relative paths are taken from `video_root`, else from the CSV's folder. Kinetics clips are found
     by file name `<youtube_id>_<start:06d>_<end:06d>.<ext>` (the usual downloader's naming) or
     `<youtube_id>.<ext>`, anywhere under the video root.
+
+    Raises:
+        VdiagError: the CSV is a folder, empty or malformed (naming file:line), or no clip is found.
     """
     if csv_path.is_dir():
         raise VdiagError(f"{csv_path} is a folder; the csv format takes a CSV file")
@@ -338,6 +396,51 @@ def _load_kinetics(csv_path: Path, rows, header, split, base: Path) -> DatasetIn
     return DatasetIndex("csv", csv_path, split, records, classes, missing=missing)
 
 
+# --- mmaction rawframes lists -------------------------------------------------------------
+
+
+def _looks_like_rawframes(path: Path) -> bool:
+    """The first line reads 'folder num_frames label' (whitespace separated, two integers)."""
+    for _, line in _lines(path)[:1]:
+        parts = line.split()
+        return len(parts) == 3 and parts[1].isdigit() and parts[2].lstrip("-").isdigit() and "," not in line
+    return False
+
+
+def load_rawframes(list_path: Path, split: str, video_root=None) -> DatasetIndex:
+    """An mmaction2 rawframes list: lines "folder num_frames label" (label 0-based; one list per split).
+
+    Folders are taken from `video_root`, else the list's folder (or its `rawframes/` sub-folder).
+    The stated frame counts are kept (`VideoRecord.declared_frames`) and checked when read.
+
+    Raises:
+        VdiagError: the list is a folder or malformed (naming file:line), or no folder is found.
+    """
+    if list_path.is_dir():
+        raise VdiagError(f"{list_path} is a folder; the rawframes format takes a list file 'folder num_frames label'")
+    base = Path(video_root).expanduser() if video_root else list_path.parent
+    if not video_root and (base / "rawframes").is_dir():
+        candidates = [base, base / "rawframes"]
+    else:
+        candidates = [base]
+    entries, missing = [], []
+    for number, line in _lines(list_path):
+        parts = line.split()
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            raise VdiagError(f"{list_path}:{number}: expected 'folder num_frames label' (two integers), got {line!r}")
+        folder = next((c / parts[0] for c in candidates if (c / parts[0]).is_dir()), None)
+        if folder is None:
+            missing.append(f"{list_path.name}:{number}: {parts[0]}")
+            continue
+        entries.append((folder, int(parts[1]), int(parts[2]), parts[0]))
+    if not entries:
+        first = missing[0] if missing else "no lines"
+        raise VdiagError(f"none of the frame folders of {list_path} were found under {base} (e.g. {first}); pass --video-root")
+    classes = [str(k) for k in range(max(label for _, _, label, _ in entries) + 1)]
+    records = [VideoRecord(folder, label, name.rstrip("/"), None, declared_frames=count) for folder, count, label, name in entries]
+    return DatasetIndex("rawframes", list_path, split, records, classes, missing=missing)
+
+
 # --- helpers ------------------------------------------------------------------------------
 
 
@@ -396,13 +499,32 @@ def _subdirs(path: Path) -> list[Path]:
 
 
 def _videos_in(path: Path) -> list[Path]:
+    """Video files and frame folders (sub-folders holding images) directly in `path`."""
     if not path.is_dir():
         return []
-    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    found = []
+    for p in path.iterdir():
+        if p.name.startswith("."):
+            continue
+        if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS:
+            found.append(p)
+        elif p.is_dir() and _images_in(p):
+            found.append(p)
+    return sorted(found)
+
+
+def _images_in(path: Path) -> bool:
+    """Whether `path` holds at least one image file (stops at the first)."""
+    try:
+        with os.scandir(path) as entries:
+            return any(e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS for e in entries)
+    except OSError:
+        return False
 
 
 def _video_id(root: Path, video: Path) -> str:
-    return str(video.relative_to(root).with_suffix("")).replace("\\", "/")
+    relative = video.relative_to(root)
+    return str(relative if video.is_dir() else relative.with_suffix("")).replace("\\", "/")
 
 
 def _join(base: Path, path: str) -> Path:

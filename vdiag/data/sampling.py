@@ -12,7 +12,9 @@ without wrapping the last frame onto the first.
 Short videos. When a video has fewer frames than the clip spans, the `short_video` policy decides:
 - "pad" (default, as SlowFast's sampler does): indices past the end repeat the last frame;
 - "loop": indices wrap around to the start of the video.
-Neither raises: a short video never crashes a run.
+Neither raises: a short video never crashes a run, and neither is silent: `ClipSpec.padded` tells
+which clips were filled, the dataset marks them (`sample["padded"]`) and `FailureTracker` counts
+them (`padded_clips`).
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ class ClipSpec:
         if self.short_video == "loop":
             return raw % video_frames
         return np.minimum(raw, video_frames - 1)
+
+    def padded(self, start: int, video_frames: int) -> bool:
+        """Whether the clip at `start` runs past the video's last frame (the short-video policy fills it)."""
+        return start + self.stride * (self.total_frames - 1) >= video_frames
 
 
 def random_starts(video_frames: int, spec: ClipSpec, num_clips: int, generator: torch.Generator) -> list[int]:

@@ -102,7 +102,11 @@ def resize_short_side(clip: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def center_crop(clip: torch.Tensor, size: int) -> torch.Tensor:
-    """The central `size × size` square of every frame. `(C, T, H, W)` or `(B, C, T, H, W)`."""
+    """The central `size × size` square of every frame. `(C, T, H, W)` or `(B, C, T, H, W)`.
+
+    Raises:
+        VdiagError: the frames are smaller than the crop.
+    """
     height, width = clip.shape[-2:]
     if height < size or width < size:
         raise VdiagError(f"frames of {height}×{width} are smaller than the crop {size}×{size}; lower the crop size")
@@ -137,6 +141,9 @@ def static_clip(clip: torch.Tensor, frame: str = "first", generator: torch.Gener
     """Every frame replaced by one frame of the clip: 'first' (seed 000 §3.2), 'middle' or 'random' (DCLR Eq. 3).
 
     For a batch, 'random' draws one frame per clip.
+
+    Raises:
+        VdiagError: an unknown `frame` choice.
     """
     axis = _time_axis(clip)
     length = clip.shape[axis]
@@ -157,7 +164,11 @@ def static_clip(clip: torch.Tensor, frame: str = "first", generator: torch.Gener
 
 
 def random_permutation(length: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A uniformly random permutation of `range(length)` other than the identity (length ≥ 2)."""
+    """A uniformly random permutation of `range(length)` other than the identity (length ≥ 2).
+
+    Raises:
+        VdiagError: `length` < 2 (one frame cannot be shuffled).
+    """
     if length < 2:
         raise VdiagError("a clip of one frame cannot be shuffled; use clips of at least 2 frames")
     identity = torch.arange(length)
@@ -188,6 +199,10 @@ def temporal_derivative(clip: torch.Tensor, order: int = 1, length: int | None =
     A clip of T frames gives T − order frames; `length` keeps the first `length` of them and
     requires T ≥ length + order (sample `extra_frames = order` to keep the clip length). Order 0
     returns the clip (trimmed to `length`). Integer clips are converted to float first.
+
+    Raises:
+        VdiagError: the clip has fewer than `length + order` frames.
+        ValueError: a negative order.
     """
     if order < 0:
         raise ValueError(f"derivative order must be >= 0, got {order}")
