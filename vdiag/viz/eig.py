@@ -118,7 +118,7 @@ def plot_eigenvalues(
         fig.suptitle(title, fontsize=9)
 
         modulus = fig.add_subplot(grid[0, 1])
-        modulus.hist(np.abs(eigenvalues), bins=40, color="#0072B2")
+        modulus.hist(np.abs(eigenvalues), bins=40, range=(0, extent), color="#0072B2")  # a fixed range: |λ| may all be equal
         modulus.axvline(xi, color=STATIC_COLOURS["bolddi"], lw=1, label=f"ξ = {xi:g}")
         modulus.axvline(1, color="0.35", ls="--", lw=0.8, label="|λ| = 1")
         modulus.set_xlabel("|λ| (per-step growth)")
