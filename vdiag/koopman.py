@@ -118,8 +118,9 @@ def _warn_if_exact(equations: int, unknowns: int, frames: int) -> None:
     clips = -(-(unknowns + 1) // (frames - 1))
     warn(
         f"the shared Koopman fit has {equations} transitions (clips × (frames − 1), all processes) for M = {unknowns} "
-        f"unknowns per row, so it is exact: the prediction loss is ~0 and gives no training signal. Use at least "
-        f"{clips} clips per step (a larger --batch-size or --positives) or fewer feature dimensions M (a narrower projector)."
+        f"unknowns per row, so it is exact: the prediction loss is ~0 and gives no training signal (and the operator fits "
+        f"any sequence). Use at least {clips} clips per fit (training: a larger --batch-size or --positives; a diagnostic: "
+        f"more videos or --clips) or fewer feature dimensions M (a narrower projector or --layer)."
     )
 
 
