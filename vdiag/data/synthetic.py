@@ -240,7 +240,7 @@ def _trajectory(kind: str, rng: np.random.Generator, size: int, frames: int, rad
         angles = angle0 + rng.uniform(math.pi, 2 * math.pi) * rng.choice([-1, 1]) * t
     elif kind in ("linear", "bounce"):  # straight at constant speed, reflected at the walls
         direction = rng.uniform(0, 2 * math.pi)
-        distance = rng.uniform(0.3, 0.45) * size if kind == "linear" else rng.uniform(1.0, 1.5) * size
+        distance = rng.uniform(0.35, 0.55) * size if kind == "linear" else rng.uniform(1.0, 1.5) * size
         dx, dy = math.cos(direction) * distance * t, math.sin(direction) * distance * t
     elif kind == "orbit":  # circle around a point: half a turn to a full turn
         orbit = rng.uniform(0.12, 0.2) * size
