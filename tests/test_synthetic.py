@@ -31,12 +31,24 @@ def test_background_colour_is_what_the_label_says():
 
 
 def test_brightness_change_direction():
+    """Every frame step moves the background level the labelled way, except at most one reset
+    (the level is cyclic, so that single frames do not show the direction: generator version 2)."""
     config = SynthConfig(size=48, frames=8)
-    for k in range(4):
-        (video, masks), _ = rendered(config, {"bg_brightness": "brightening"}, k)
-        assert video[-1][~masks[-1]].mean() > video[0][~masks[0]].mean() + 15
-        (video, masks), _ = rendered(config, {"bg_brightness": "darkening"}, k)
-        assert video[-1][~masks[-1]].mean() < video[0][~masks[0]].mean() - 15
+    resets = 0
+    for k in range(8):
+        for value, sign in (("brightening", 1), ("darkening", -1), ("steady", 0)):
+            (video, masks), params = rendered(
+                dataclasses.replace(config, bg_brightness=["brightening", "darkening", "steady"]), {"bg_brightness": value}, k
+            )
+            level = np.array([video[t][~masks[t]].mean() for t in range(config.frames)])
+            steps = np.diff(level) * (sign or 1)
+            if sign == 0:
+                assert np.abs(steps).max() < 1.0
+                continue
+            wrong = steps < 0
+            assert wrong.sum() <= 1 and steps[~wrong].min() > 1.0 and steps[~wrong].sum() > 12
+            resets += int(wrong.sum())
+    assert 0 < resets < 16  # about a third of the clips restart their ramp once
 
 
 def test_shape_area_matches_the_geometry():
@@ -54,7 +66,8 @@ def test_trajectory_moves_the_mask_as_labelled():
         (_, masks), params = rendered(config, {"fg_trajectory": "linear"}, k)
         centres = np.array([np.argwhere(m).mean(0) for m in masks])
         steps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
-        assert steps.sum() > 0.3 * 64 and steps.std() < 0.5  # moved far, at constant speed
+        # moved far at constant speed; a reflection at a wall (generator version 2) shortens one step
+        assert steps.sum() > 0.25 * 64 and np.median(np.abs(steps - np.median(steps))) < 0.5
         (_, masks), _ = rendered(config, {"fg_trajectory": "rotation"}, k)
         centres = np.array([np.argwhere(m).mean(0) for m in masks])
         assert np.abs(centres - centres[0]).max() < 1.5  # spins in place

@@ -45,13 +45,26 @@ from __future__ import annotations
 import torch
 
 from vdiag import distributed as dist
+from vdiag.console import warn
 from vdiag.errors import VdiagError
 
 RULES = ("bolddi", "bodvcl")
+NOISE_FLOOR = 1e-3  # singular values below NOISE_FLOOR × the largest (energy < 1e-6 of it) are noise
+_warned: set[str] = set()  # conditions already warned about in this process
 
 
 def transitions(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, L, M) → (U_back, U_fore) as rows (B, L − 1, M): frames 1..L−1 and 2..L (seed 000 Eq. 5)."""
+    """(B, L, M) → (U_back, U_fore) as rows (B, L − 1, M): frames 1..L−1 and 2..L (seed 000 Eq. 5).
+
+    Args:
+        features: (B, L, M) per-frame features, time along dim 1.
+
+    Returns:
+        (U_back, U_fore), each (B, L − 1, M), views of `features`.
+
+    Raises:
+        VdiagError: `features` is not 3-D or has fewer than 2 frames.
+    """
     if features.dim() != 3 or features.shape[1] < 2:
         raise VdiagError(f"Koopman estimation needs features of shape (clips, frames ≥ 2, M); got {tuple(features.shape)}")
     return features[:, :-1], features[:, 1:]
@@ -69,6 +82,13 @@ def fit_operator(features: torch.Tensor, estimator: str = "shared", ridge: float
 
     Returns:
         (M, M) for 'shared', (B, M, M) for 'clip'; float32 or wider.
+
+    Raises:
+        VdiagError: bad `features` shape or an unknown estimator.
+
+    With 'shared', B(L − 1) transitions over all ranks give B(L − 1) equations per row of K̂ for M
+    unknowns: when B(L − 1) ≤ M the fit is exact (up to the ridge), the prediction loss is ~0 and
+    carries no training signal. That is warned about once per process (with the fix).
     """
     back, fore = transitions(features)
     dtype = torch.promote_types(features.dtype, torch.float32)
@@ -79,6 +99,7 @@ def fit_operator(features: torch.Tensor, estimator: str = "shared", ridge: float
     if estimator != "shared":
         raise VdiagError(f"unknown Koopman estimator {estimator!r}; choose 'shared' or 'clip'")
     x, y = back.reshape(-1, back.shape[-1]), fore.reshape(-1, fore.shape[-1])
+    _warn_if_exact(x.shape[0] * dist.world_size(), x.shape[1], features.shape[1])
     gram = dist.all_reduce_sum_with_grad(x.T @ x)  # Σ u_t u_tᵀ over the global batch, (M, M)
     cross = dist.all_reduce_sum_with_grad(y.T @ x)  # Σ u_{t+1} u_tᵀ
     dim = gram.shape[0]
@@ -87,6 +108,20 @@ def fit_operator(features: torch.Tensor, estimator: str = "shared", ridge: float
     # K̂ (XᵀX + λI) = YᵀX  ⇔  (XᵀX + λI) K̂ᵀ = (YᵀX)ᵀ, a symmetric positive-definite solve.
     factor = torch.linalg.cholesky(regularised)
     return torch.cholesky_solve(cross.T, factor).T
+
+
+def _warn_if_exact(equations: int, unknowns: int, frames: int) -> None:
+    """Warn once when the shared regression has no more equations (transitions) than unknowns (M)."""
+    if equations > unknowns or "exact-shared-fit" in _warned:
+        return
+    _warned.add("exact-shared-fit")
+    clips = -(-(unknowns + 1) // (frames - 1))
+    warn(
+        f"the shared Koopman fit has {equations} transitions (clips × (frames − 1), all processes) for M = {unknowns} "
+        f"unknowns per row, so it is exact: the prediction loss is ~0 and gives no training signal (and the operator fits "
+        f"any sequence). Use at least {clips} clips per fit (training: a larger --batch-size or --positives; a diagnostic: "
+        f"more videos or --clips) or fewer feature dimensions M (a narrower projector or --layer)."
+    )
 
 
 def prediction_loss(features: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
@@ -113,6 +148,18 @@ def static_modes(eigenvalues: torch.Tensor, rule: str = "bolddi", xi: float = 0.
     bolddi (seed 000 §4.2): |λ| ≥ ξ and |Arg λ| ≤ ω. bodvcl: |λ − 1| ≤ radius.
     (Algorithm 1, line 11, calls a mode dynamic only when |λ| < ξ *and* Arg λ > ω, which is not
     the complement of §4.2's rule; we follow §4.2, so every mode is either static or dynamic.)
+
+    Args:
+        eigenvalues: complex eigenvalues, any shape.
+        rule: 'bolddi' or 'bodvcl'.
+        xi, omega: the BOLD-DI thresholds ξ (modulus) and ω (radians).
+        radius: the BOD-VCL radius around 1.
+
+    Returns:
+        bool tensor of the eigenvalues' shape.
+
+    Raises:
+        VdiagError: an unknown rule.
     """
     if rule == "bolddi":
         return (eigenvalues.abs() >= xi) & (eigenvalues.angle().abs() <= omega)
@@ -182,13 +229,35 @@ def dmd(features: torch.Tensor, rank: int | None = None, rtol: float = 1e-4) -> 
     return eigenvalues, modes
 
 
-def eigenvalue_summary(eigenvalues: torch.Tensor, xi: float = 0.9, omega: float = 0.1, radius: float = 0.1) -> dict[str, float]:
-    """Scalar summaries of a set of eigenvalues: static fraction per rule, spectral radius stats."""
+def eigenvalue_summary(
+    eigenvalues: torch.Tensor, xi: float = 0.9, omega: float = 0.1, radius: float = 0.1, below_noise_floor: int | None = None
+) -> dict[str, float]:
+    """Scalar summaries of a set of eigenvalues: static fraction per rule, spectral radius stats.
+
+    The static fractions are the papers' eigenvalue counts (seed 000 §4.2; BOD-VCL): the share of
+    eigenvalues in each static region. They count modes, not how much of the trajectory each mode
+    carries; `static_energy` measures that.
+
+    Args:
+        eigenvalues: complex eigenvalues (…, K), after any noise-floor truncation.
+        xi, omega, radius: the split rules' thresholds (see `static_modes`).
+        below_noise_floor: how many eigenvalues were dropped before (directions below the noise
+            floor); reported as `eigenvalues_below_noise_floor` when given.
+
+    Returns:
+        dict: static_fraction_bolddi, static_fraction_bodvcl, spectral_radius_mean / _max,
+        modulus_mean, argument_abs_mean (and eigenvalues_below_noise_floor).
+
+    Raises:
+        VdiagError: no eigenvalues.
+    """
     flat = eigenvalues.reshape(-1)
     if flat.numel() == 0:
         raise VdiagError("no eigenvalues to summarise")
     per_operator = eigenvalues.abs().reshape(-1, eigenvalues.shape[-1]).amax(dim=1)
+    dropped = {} if below_noise_floor is None else {"eigenvalues_below_noise_floor": float(below_noise_floor)}
     return {
+        **dropped,
         "static_fraction_bolddi": float(static_modes(flat, "bolddi", xi, omega).double().mean()),
         "static_fraction_bodvcl": float(static_modes(flat, "bodvcl", radius=radius).double().mean()),
         "spectral_radius_mean": float(per_operator.double().mean()),
@@ -196,3 +265,73 @@ def eigenvalue_summary(eigenvalues: torch.Tensor, xi: float = 0.9, omega: float 
         "modulus_mean": float(flat.abs().double().mean()),
         "argument_abs_mean": float(flat.angle().abs().double().mean()),
     }
+
+
+def static_energy(
+    features: torch.Tensor,
+    rule: str = "bodvcl",
+    xi: float = 0.9,
+    omega: float = 0.1,
+    radius: float = 0.1,
+    noise_floor: float = NOISE_FLOOR,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Share of each clip's feature trajectory carried by its static (time-invariant) DMD modes.
+
+    Counting eigenvalues (`eigenvalue_summary`'s static fractions) is a step function of the data:
+    a mode holding 99 % of a clip and one holding 0.001 % count the same. Here each mode is weighted
+    by its energy in the trajectory:
+
+    1. per clip, the SVD of U_back (columns u_1 … u_{L−1}); directions with σ_i < noise_floor · σ_1
+       are noise (dropped and counted);
+    2. exact DMD on the kept rank-r subspace (Tu et al. 2014; `dmd`): Ã = Qᵀ U_fore V Σ^{-1} = W Λ W^{-1};
+    3. every frame's coordinates c_t = Qᵀ u_t (t = 1 … L) split along the eigenvectors:
+       c_t = W_S b_S(t) + W_D b_D(t), b(t) = W^{-1} c_t, S the static modes under `rule`
+       (seed 000 §4.2 or BOD-VCL, as in `static_modes`); conjugate pairs fall on one side, so both
+       parts are real;
+    4. static_energy = Σ_t ‖W_S b_S(t)‖² / (Σ_t ‖W_S b_S(t)‖² + Σ_t ‖W_D b_D(t)‖²).
+
+    For u_t = c + (a part that rotates or decays), it is ‖c‖²·L / (‖c‖²·L + Σ_t ‖moving part‖²)
+    (exact when the two parts lie in orthogonal subspaces): 1 for features that do not change,
+    0 for features that only move, and monotone in between. The split is oblique when the modes are
+    not orthogonal, so the two energies need not add up to Σ‖u_t‖²; the share is still in [0, 1].
+
+    Args:
+        features: (B, L, M) per-frame features, L ≥ 3.
+        rule: 'bolddi' or 'bodvcl'.
+        xi, omega, radius: the rule's thresholds.
+        noise_floor: relative singular-value floor (default 1e-3: directions with less than 1e-6
+            of the leading direction's energy are not resolved).
+
+    Returns:
+        (share (B,) float64, NaN for an all-zero clip; dropped (B,) int64, directions below the floor).
+
+    Raises:
+        VdiagError: bad shape, fewer than 3 frames, or an unknown rule.
+    """
+    if rule not in RULES:
+        raise VdiagError(f"unknown eigen-split rule {rule!r}; choose one of {', '.join(RULES)}")
+    back, fore = transitions(features.detach().double())
+    if features.shape[1] < 3:
+        raise VdiagError(f"a static-energy split needs at least 3 frames per clip, got {features.shape[1]}")
+    frames = features.detach().double()
+    shares = torch.full((features.shape[0],), float("nan"), dtype=torch.float64)
+    dropped = torch.zeros(features.shape[0], dtype=torch.int64)
+    for clip in range(features.shape[0]):
+        x, y = back[clip].T, fore[clip].T  # columns, (M, L − 1)
+        left, singular, right_h = torch.linalg.svd(x, full_matrices=False)
+        if singular.numel() == 0 or singular[0] <= 0:
+            dropped[clip] = singular.numel()
+            continue
+        keep = int((singular >= noise_floor * singular[0]).sum())
+        dropped[clip] = singular.numel() - keep
+        basis, scale, right = left[:, :keep], singular[:keep], right_h[:keep].T
+        reduced = basis.T @ y @ right / scale  # Ã, (r, r)
+        eigenvalues, vectors = torch.linalg.eig(reduced)
+        static = static_modes(eigenvalues, rule, xi, omega, radius)
+        coordinates = (basis.T @ frames[clip].T).to(vectors.dtype)  # c_t as columns, (r, L)
+        amplitudes = torch.linalg.solve(vectors, coordinates)  # b(t), (r, L)
+        static_part = (vectors[:, static] @ amplitudes[static]).real
+        dynamic_part = (vectors[:, ~static] @ amplitudes[~static]).real
+        energy_static, energy_dynamic = static_part.pow(2).sum(), dynamic_part.pow(2).sum()
+        shares[clip] = energy_static / (energy_static + energy_dynamic).clamp_min(torch.finfo(torch.float64).tiny)
+    return shares, dropped

@@ -10,13 +10,24 @@ Every video is drawn from four generative factors whose truth is known:
 | `fg_trajectory` | dynamic, complex| rotation, linear     | orbit, bounce                            |
 
 "rotation" spins the shape in place. A spinning circle would look still, so every shape carries a
-dark marker dot off its centre: the spin is visible for every shape, and a single frame says
-nothing about the trajectory.
+dark marker dot off its centre: the spin is visible for every shape.
+
+The truth does not leak (generator version 2): **a single frame says nothing about a dynamic
+factor**. At every frame, the background level is uniform on [0.3, 1.1) and the shape's position
+uniform over the frame and its angle uniform, for every value of `bg_brightness` and
+`fg_trajectory`. Two consequences of that, both forced (a monotone ramp or a path that stays inside
+a bounded frame cannot have the same distribution at every frame): the brightness level is cyclic
+(a brightening clip that reaches the top restarts at the bottom, about a third of the clips once),
+and every path is reflected at the walls ("linear" is a straight path at constant speed, reflected
+like a billiard ball; "bounce" the same, 2–5× faster). Conversely the generator is stationary and
+time-reversible given the static factors, so a signed frame difference Δ is distributed like −Δ
+for every static class: odd features of differences (Δ, clipped Δ) say nothing about a static
+factor. (Even features, |Δ|, show where edges moved and how large the brightness step is, which
+reveals shape and colour in any video.) tests/test_synthetic_truth.py checks all of this with probes.
 
 Nuisance variation keeps the task from being solvable from one pixel: position, size, speed,
-direction, start angle, foreground colour, a per-video offset of the background colour, the start
-level and amount of the brightness ramp (so one frame's brightness overlaps between brightening and
-darkening videos), and per-frame pixel noise.
+direction, start angle, foreground colour, a per-video offset of the background colour, the phase
+and amount of the brightness ramp, and per-frame pixel noise.
 
 Confounding (the BOD-VCL argument: static and dynamic semantics co-occur in real data). In the
 `train` split, each dynamic factor copies its static partner's value index (modulo its number of
@@ -50,7 +61,7 @@ from vdiag.data.formats import SYNTHETIC_GENERATOR
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_dir, cache_dir
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: single frames say nothing about the dynamic factors (cyclic brightness, folded paths)
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
 COLORS = {  # RGB at full brightness
@@ -172,10 +183,7 @@ def draw_video_params(config: SynthConfig, split: str, index: int) -> dict:
     fg_color = _hsv_to_rgb(hue, rng.uniform(0.0, 0.45), rng.uniform(0.88, 1.0))
     values = {name: factors[name][chosen[name]] for name in FACTOR_KINDS}
     path = _trajectory(values["fg_trajectory"], rng, size, frames, radius)
-    # Brightness ramp as a multiple of the background colour; random start level and amount, so a
-    # single frame's brightness overlaps between brightening and darkening videos.
-    level, amount = float(rng.uniform(0.45, 0.62)), float(rng.uniform(0.3, 0.42))
-    ramp = {"brightening": (level, level + amount), "darkening": (level + amount, level), "steady": (level + amount / 2,) * 2}
+    levels = _brightness_levels(values["bg_brightness"], rng, frames)
     return {
         "split": split,
         "index": index,
@@ -184,55 +192,65 @@ def draw_video_params(config: SynthConfig, split: str, index: int) -> dict:
         "radius": radius,
         "fg_color": [round(c, 2) for c in fg_color],
         "bg_offset": [int(v) for v in rng.integers(-12, 13, 3)],
-        "brightness_start": ramp[values["bg_brightness"]][0],
-        "brightness_end": ramp[values["bg_brightness"]][1],
+        "brightness": [round(float(v), 5) for v in levels],
+        "brightness_start": round(float(levels[0]), 5),
+        "brightness_end": round(float(levels[-1]), 5),
         "noise_seed": int(rng.integers(2**31)),
         **path,
     }
 
 
+BRIGHTNESS_RANGE = (0.3, 1.1)  # background level, as a multiple of the background colour
+
+
+def _brightness_levels(kind: str, rng: np.random.Generator, frames: int) -> np.ndarray:
+    """Background level per frame: a constant-rate ramp on a cyclic scale, from a uniform phase.
+
+    A monotone ramp inside a bounded range cannot hide its direction from every single frame (its
+    mean level must rise over the clip for brightening and fall for darkening). So the level lives
+    on a cycle [low, high): it rises (falls) by 0.20–0.30 of full level over the clip, and on
+    reaching the top (bottom) it restarts at the bottom (top), which happens once in about a third
+    of the clips. The phase is uniform, so the level at every single frame is uniform on
+    [low, high) for every value of the factor: one frame says nothing about the direction.
+    """
+    low, high = BRIGHTNESS_RANGE
+    width = high - low
+    phase = rng.random()
+    amount = float(rng.uniform(0.2, 0.3)) / width  # change over the clip, as a fraction of the cycle
+    sign = {"brightening": 1.0, "darkening": -1.0, "steady": 0.0}[kind]
+    return low + width * np.mod(phase + sign * amount * np.arange(frames) / (frames - 1), 1.0)
+
+
 def _trajectory(kind: str, rng: np.random.Generator, size: int, frames: int, radius: float) -> dict:
-    """Centre positions (x, y) and orientation angles per frame, kept inside the frame."""
+    """Centre positions (x, y) and orientation angles per frame, kept inside the frame.
+
+    Every path is an offset from a centre drawn uniformly on the unfolded square of side 2·(high −
+    low), folded back into [low, high] (a reflection at the walls). Folding a uniform point, moved
+    by any offset, gives a uniform point: at every single frame the shape's position is uniform over
+    the frame and its angle uniform, whatever the trajectory, so one frame says nothing about it.
+    """
     margin = radius + 1.5
     low, high = margin, size - margin
-    t = np.arange(frames)
+    t = np.arange(frames) / (frames - 1)
+    cx, cy = rng.uniform(low, low + 2 * (high - low), 2)
     angle0 = float(rng.uniform(0, 2 * math.pi))
     angles = np.full(frames, angle0)
     if kind == "rotation":  # spin in place: half a turn to a full turn over the clip
-        x = np.full(frames, rng.uniform(low, high))
-        y = np.full(frames, rng.uniform(low, high))
-        turn = rng.uniform(math.pi, 2 * math.pi) * rng.choice([-1, 1])
-        angles = angle0 + turn * t / (frames - 1)
-    elif kind in ("linear", "bounce"):
+        dx = dy = np.zeros(frames)
+        angles = angle0 + rng.uniform(math.pi, 2 * math.pi) * rng.choice([-1, 1]) * t
+    elif kind in ("linear", "bounce"):  # straight at constant speed, reflected at the walls
         direction = rng.uniform(0, 2 * math.pi)
-        dx, dy = math.cos(direction), math.sin(direction)
-        if kind == "linear":  # travel 35–55% of the frame, entirely inside it
-            distance = rng.uniform(0.35, 0.55) * size
-            distance = min(distance, 0.95 * _room(dx, dy, high - low))
-            x0 = rng.uniform(low - min(0, dx * distance), high - max(0, dx * distance))
-            y0 = rng.uniform(low - min(0, dy * distance), high - max(0, dy * distance))
-            x = x0 + dx * distance * t / (frames - 1)
-            y = y0 + dy * distance * t / (frames - 1)
-        else:  # bounce: a longer straight path folded back at the walls
-            distance = rng.uniform(1.0, 1.5) * size
-            x = _fold(rng.uniform(low, high) + dx * distance * t / (frames - 1), low, high)
-            y = _fold(rng.uniform(low, high) + dy * distance * t / (frames - 1), low, high)
+        distance = rng.uniform(0.35, 0.55) * size if kind == "linear" else rng.uniform(1.0, 1.5) * size
+        dx, dy = math.cos(direction) * distance * t, math.sin(direction) * distance * t
     elif kind == "orbit":  # circle around a point: half a turn to a full turn
         orbit = rng.uniform(0.12, 0.2) * size
-        cx = rng.uniform(low + orbit, high - orbit) if high - low > 2 * orbit else size / 2
-        cy = rng.uniform(low + orbit, high - orbit) if high - low > 2 * orbit else size / 2
         start = rng.uniform(0, 2 * math.pi)
-        turn = rng.uniform(math.pi, 2 * math.pi) * rng.choice([-1, 1])
-        phase = start + turn * t / (frames - 1)
-        x, y = cx + orbit * np.cos(phase), cy + orbit * np.sin(phase)
+        phase = start + rng.uniform(math.pi, 2 * math.pi) * rng.choice([-1, 1]) * t
+        dx, dy = orbit * (np.cos(phase) - math.cos(start)), orbit * (np.sin(phase) - math.sin(start))
     else:
         raise ValueError(f"unknown trajectory {kind}")
+    x, y = _fold(cx + dx, low, high), _fold(cy + dy, low, high)
     return {"x": [round(float(v), 3) for v in x], "y": [round(float(v), 3) for v in y], "angle": [round(float(v), 4) for v in angles]}
-
-
-def _room(dx: float, dy: float, extent: float) -> float:
-    """The longest path in direction (dx, dy) that fits in a square of side `extent`."""
-    return min(extent / abs(dx) if abs(dx) > 1e-6 else math.inf, extent / abs(dy) if abs(dy) > 1e-6 else math.inf)
 
 
 def _fold(values: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -293,7 +311,7 @@ def render_video(config: SynthConfig, params: dict) -> tuple[np.ndarray, np.ndar
     """
     size, frames, sub = config.size, config.frames, 2
     base = np.clip(np.array(COLORS[params["factors"]["bg_color"]], float) + params["bg_offset"], 0, 255)
-    levels = np.linspace(params["brightness_start"], params["brightness_end"], frames)
+    levels = np.asarray(params["brightness"], float)
     fg = np.array(params["fg_color"])
     marker = np.array([25.0, 25.0, 25.0])
     shape, radius = params["factors"]["fg_shape"], params["radius"]
@@ -337,6 +355,15 @@ def _write_one(job: tuple[dict, str, int, str]) -> dict:
 
 
 def manifest_for(config: SynthConfig) -> dict:
+    """The manifest.json content of a dataset made with `config` (without its measured summary).
+
+    Args:
+        config: the dataset's parameters.
+
+    Returns:
+        dict with the generator name and version, every parameter, the factor values and kinds,
+        the label factor and the file layout.
+    """
     factors = config.factors()
     return {
         "generator": SYNTHETIC_GENERATOR,
@@ -362,6 +389,19 @@ def generate_dataset(config: SynthConfig, out: str | Path | None = None, workers
     If `out` already holds a dataset with the same parameters, nothing is regenerated. The folder is
     written beside its final name and renamed when complete, so an interrupted run leaves nothing
     half-written under `out`.
+
+    Args:
+        config: every parameter of the dataset (validated first).
+        out: destination folder; default: a cache folder named by the parameters.
+        workers: processes that render videos (default: up to 8, one per CPU).
+        overwrite: replace a dataset with other parameters already at `out`.
+
+    Returns:
+        dict with `out`, `reused`, per-split `counts`, the achieved `correlation`, and timing.
+
+    Raises:
+        VdiagError: bad parameters, `out` holding a dataset with other parameters (without
+            `overwrite`), or `out` being a non-empty folder that is not a synthetic dataset.
     """
     config.validate()
     out = Path(out).expanduser() if out else default_dataset_dir(config)
@@ -471,7 +511,18 @@ def cramers_v(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def load_mask(dataset_root: str | Path, video_id: str) -> np.ndarray:
-    """The foreground masks bool `(T, H, W)` of one video of a synthetic dataset."""
+    """The foreground masks of one video of a synthetic dataset.
+
+    Args:
+        dataset_root: the dataset's folder.
+        video_id: the video's id, e.g. `test_00003`.
+
+    Returns:
+        bool array `(T, H, W)`, True on the foreground shape.
+
+    Raises:
+        VdiagError: no mask file for that video (not a vdiag synthetic dataset).
+    """
     split = video_id.split("_")[0]
     path = Path(dataset_root) / "masks" / split / f"{video_id}.npz"
     if not path.is_file():

@@ -10,6 +10,14 @@ and each clip predicts the codes of the video's other clips:
     ℓ = − Σ_k q_k^(b) log softmax(z^(a)ᵀ c / τ)_k        for every ordered pair a ≠ b
 
 averaged over videos and pairs (ρ = 2 is SwAV's two-crop loss divided by 2).
+
+**One Sinkhorn per view** (`swav_codes`, default): SwAV's reference code (facebookresearch/swav,
+main_swav.py: `q = distributed_sinkhorn(out)[-bs:]` for each crop in `crops_for_assign`) and
+lightly's `SwaVLoss` (one `sinkhorn` call per high-resolution crop) solve the equal-partition
+problem separately for each view's batch, so each view's codes spread the batch over the
+prototypes on their own. `per_view=False` solves one problem over all clips of all views (vdiag's
+earlier behaviour; not a paper's form): two views that favour different prototypes then balance
+each other and keep their sharp codes.
 """
 
 from __future__ import annotations
@@ -22,7 +30,17 @@ from vdiag.distributed import all_reduce_sum
 
 @torch.no_grad()
 def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
-    """Codes `(B, K)` (rows sum to 1) from scores `(B, K)`; B is summed over ranks under DDP."""
+    """Sinkhorn-Knopp codes (SwAV §3.1, Eq. 3; facebookresearch/swav `distributed_sinkhorn`).
+
+    Args:
+        scores: `(B, K)` cosine scores (≤ 1) of B samples against K prototypes; B is summed over
+            ranks under DDP.
+        epsilon: entropy ε.
+        iterations: alternating normalisations.
+
+    Returns:
+        `(B, K)` codes, each row a distribution; at convergence every prototype receives B/K.
+    """
     # scores are cosines (≤ 1): shifting by 1 keeps exp finite for small ε and is the same
     # constant on every rank, so the normalisations below are unchanged
     q = torch.exp((scores.float() - 1.0) / epsilon).T  # (K, B)
@@ -37,6 +55,25 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -
     return (q * batch).T
 
 
+@torch.no_grad()
+def swav_codes(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3, per_view: bool = True) -> torch.Tensor:
+    """Codes `(n, ρ, K)` of every clip: one Sinkhorn problem per view (the reference), or one overall.
+
+    Args:
+        scores: `(n, ρ, K)` cosine scores of this rank's clips (n videos × ρ views) against K
+            prototypes.
+        epsilon, iterations: Sinkhorn's ε and number of iterations.
+        per_view: True (default): `sinkhorn` on each view's `(n, K)` batch separately, as
+            facebookresearch/swav and lightly do; False: one problem over all n·ρ clips.
+
+    Returns:
+        `(n, ρ, K)` codes, no gradient.
+    """
+    if per_view:
+        return torch.stack([sinkhorn(scores[:, view], epsilon, iterations) for view in range(scores.shape[1])], dim=1)
+    return sinkhorn(scores.flatten(0, 1), epsilon, iterations).view_as(scores)
+
+
 def swav_loss(scores: torch.Tensor, codes: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """Swapped prediction over ordered pairs of clips.
 
@@ -45,8 +82,14 @@ def swav_loss(scores: torch.Tensor, codes: torch.Tensor, temperature: float = 0.
         codes: `(n, ρ, K)` Sinkhorn codes of the same clips (targets, no gradient).
         temperature: τ (0.1, seed 000 §5.1).
 
+    Returns:
+        Scalar: the cross-entropy averaged over videos and ordered pairs of clips.
+
+    Raises:
+        ValueError: fewer than 2 clips per video.
+
     Example:
-        >>> scores = torch.randn(8, 2, 100); swav_loss(scores, sinkhorn(scores.flatten(0, 1)).view(8, 2, 100))
+        >>> scores = torch.randn(8, 2, 100); swav_loss(scores, swav_codes(scores))
     """
     n, positives, _ = scores.shape
     if positives < 2:

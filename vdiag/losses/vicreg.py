@@ -1,13 +1,29 @@
 """VICReg (Bardes et al. 2022; ViDiDi App. A.4, Eq. 8–11): invariance, variance, covariance.
 
-    s(Z, Z') = 1/B Σ_i ‖z_i − z'_i‖²                               invariance (Eq. 8)
-    v(Z)     = 1/D Σ_j max(0, γ − √(Var(z^j) + ε))                 variance   (Eq. 9)
-    c(Z)     = 1/D Σ_{i≠j} C(Z)_{ij}²                              covariance (Eq. 10)
-    L = λ s(Z, Z') + μ [v(Z) + v(Z')] + ν [c(Z) + c(Z')]           (Eq. 11)
+Two normalisations of the same three terms exist, and the weights mean different things in each:
+
+- `form="reference"` (default): the VICReg reference implementation (facebookresearch/vicreg,
+  main_vicreg.py, `VICReg.forward`; solo-learn and lightly's `VICRegLoss` do the same)::
+
+      repr = 1/(B·D) Σ_i ‖z_i − z'_i‖²                    F.mse_loss(x, y)
+      std  = ½ [1/D Σ_j max(0, γ − √(Var(z^j) + ε))] + ½ [same for Z']
+      cov  = 1/D Σ_{i≠j} C(Z)_{ij}² + 1/D Σ_{i≠j} C(Z')_{ij}²
+      L    = λ repr + μ std + ν cov                        λ, μ, ν = 25, 25, 1 in the reference
+
+- `form="paper"`: the equations as printed (VICReg paper Eq. 1–6; ViDiDi Eq. 8–11)::
+
+      s(Z, Z') = 1/B Σ_i ‖z_i − z'_i‖²                    (summed over the D dimensions)
+      v(Z)     = 1/D Σ_j max(0, γ − √(Var(z^j) + ε))
+      c(Z)     = 1/D Σ_{i≠j} C(Z)_{ij}²
+      L = λ s(Z, Z') + μ [v(Z) + v(Z')] + ν [c(Z) + c(Z')]
+
+  so the paper form with (λ, μ, ν) equals the reference form with (λ·D, 2μ, ν): the printed
+  (25, 25, 1) with the printed equations is not what the authors trained.
 
 With ρ clips per video, invariance averages over the ρ(ρ−1)/2 pairs and variance / covariance
-average over the ρ views, so ρ = 2 is Eq. 11 exactly. Batch statistics (Var, C) are computed over
-the global batch, gathered across ranks with gradient, as in the VICReg reference code.
+average over the ρ views (times 2 for the sums over two views), so ρ = 2 is each form exactly.
+Batch statistics (Var, C) are computed over the global batch, gathered across ranks with gradient,
+as in the reference code.
 """
 
 from __future__ import annotations
@@ -19,15 +35,33 @@ import torch.nn.functional as F
 
 from vdiag.distributed import gather_with_grad
 
+FORMS = ("reference", "paper")
+
 
 def variance_term(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
-    """Eq. 9 for one view `(B, D)`: hinge on the regularised standard deviation of each dimension."""
+    """v(Z) for one view (VICReg Eq. 1; ViDiDi Eq. 9): hinge on each dimension's regularised std.
+
+    Args:
+        z: `(B, D)` embeddings of one view.
+        gamma: target standard deviation γ.
+        eps: ε added to the variance (unbiased, over the batch).
+
+    Returns:
+        Scalar 1/D Σ_j max(0, γ − √(Var(z^j) + ε)).
+    """
     std = torch.sqrt(z.var(dim=0) + eps)
     return F.relu(gamma - std).mean()
 
 
 def covariance_term(z: torch.Tensor) -> torch.Tensor:
-    """Eq. 10 for one view `(B, D)`: squared off-diagonal covariances, divided by D."""
+    """c(Z) for one view (VICReg Eq. 3–4; ViDiDi Eq. 10): squared off-diagonal covariances / D.
+
+    Args:
+        z: `(B, D)` embeddings of one view.
+
+    Returns:
+        Scalar 1/D Σ_{i≠j} C(Z)_{ij}², C the unbiased batch covariance.
+    """
     batch, dim = z.shape
     centred = z - z.mean(dim=0)
     cov = centred.T @ centred / (batch - 1)
@@ -42,25 +76,38 @@ def vicreg_loss(
     covariance_weight: float = 0.05,
     gamma: float = 1.0,
     eps: float = 1e-4,
+    form: str = "reference",
 ) -> dict[str, torch.Tensor]:
-    """Eq. 11 over ρ views; returns {'loss', 'invariance', 'variance', 'covariance'} (unweighted parts).
+    """VICReg over ρ views; returns {'loss', 'invariance', 'variance', 'covariance'} (unweighted parts).
 
     Args:
         embeddings: `(n, ρ, D)` expander outputs.
-        invariance_weight, variance_weight, covariance_weight: λ, μ, ν (ViDiDi B.3: 1, 1, 0.05;
-            the VICReg paper: 25, 25, 1).
+        invariance_weight, variance_weight, covariance_weight: λ, μ, ν (the reference code and the
+            VICReg paper: 25, 25, 1; ViDiDi B.3: 1, 1, 0.05).
+        gamma, eps: the variance hinge's target γ and ε.
+        form: 'reference' (facebookresearch/vicreg's normalisation, the default) or 'paper' (the
+            printed equations); see the module docstring.
+
+    Returns:
+        dict of scalars: the weighted `loss` and its three unweighted terms in the chosen form.
+
+    Raises:
+        ValueError: fewer than 2 clips per video, or an unknown form.
 
     Example:
-        >>> vicreg_loss(torch.randn(32, 2, 2048))["loss"]
+        >>> vicreg_loss(torch.randn(32, 2, 2048), 25.0, 25.0, 1.0)["loss"]
     """
-    n, positives, _ = embeddings.shape
+    n, positives, dim = embeddings.shape
     if positives < 2:
         raise ValueError("VICReg needs at least 2 clips per video (ρ ≥ 2)")
+    if form not in FORMS:
+        raise ValueError(f"unknown VICReg form {form!r}; choose one of {', '.join(FORMS)}")
     pairs = list(itertools.combinations(range(positives), 2))
-    invariance = torch.stack([F.mse_loss(embeddings[:, j], embeddings[:, k], reduction="none").sum(1).mean() for j, k in pairs]).mean()
+    invariance = torch.stack([F.mse_loss(embeddings[:, j], embeddings[:, k]) for j, k in pairs]).mean()  # mean over B·D
     views = [gather_with_grad(embeddings[:, j]) for j in range(positives)]
-    # Eq. 11 sums v and c over the two views; for ρ views: 2 × their mean, so ρ = 2 is Eq. 11
-    variance = 2 * torch.stack([variance_term(z, gamma, eps) for z in views]).mean()
-    covariance = 2 * torch.stack([covariance_term(z) for z in views]).mean()
+    variance = torch.stack([variance_term(z, gamma, eps) for z in views]).mean()  # reference: ½ v(Z) + ½ v(Z')
+    covariance = 2 * torch.stack([covariance_term(z) for z in views]).mean()  # both forms: c(Z) + c(Z')
+    if form == "paper":  # sums over dimensions (s) and over the two views (v), as printed
+        invariance, variance = invariance * dim, variance * 2
     loss = invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance
     return {"loss": loss, "invariance": invariance, "variance": variance, "covariance": covariance}

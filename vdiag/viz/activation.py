@@ -7,9 +7,12 @@ video: the clip v, its static clip s (the middle frame repeated) and its frame d
 upsampled (trilinear) to the input's T × H × W and drawn over the frames.
 
 On a video of a vdiag synthetic dataset the foreground masks are known, and `fg_mass_<input>` is
-the share of the map's total on the foreground (for d, the union of the object in the two frames
-it differences); `fg_area` is the foreground's share of the pixels, what a map spread evenly would
-score. A model that attends to the moving object has fg_mass_video well above fg_area.
+the share of the *raw* map's total (Eq. 11, before min-max) on the foreground (for d, the union of
+the object in the two frames it differences); `fg_area_<input>` beside it is the foreground's share
+of that input's pixels, the score of a map spread evenly (chance level; `fg_area` is the video's).
+A model that attends to the moving object has fg_mass_video well above fg_area_video. The mass is
+a share of |F| summed over channels, so it also counts a uniform response to every pixel: it says
+where the response is larger, not what the model uses (docs/diagnostics/foreground-mass.md).
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ import torch.nn.functional as F
 
 from vdiag.data.decode import read_frames
 from vdiag.data.sampling import ClipSpec, uniform_starts
-from vdiag.data.views import center_crop, eval_view, normalize
+from vdiag.data.views import center_crop, eval_view, frame_difference, normalize, static_clip
 from vdiag.diagnostics.features import Extractor, Sampling
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
-from vdiag.methods.dclr import decoupled_activation_maps
+from vdiag.methods.dclr import activation_map, minmax
 from vdiag.results import Result
 from vdiag.viz.style import overlay_grid, save_figure
 
@@ -100,9 +103,43 @@ def upsample(maps: torch.Tensor, frames: int, size: int) -> np.ndarray:
     return F.interpolate(maps[None, None].float(), size=(frames, size, size), mode="trilinear", align_corners=False)[0, 0].numpy()
 
 
+def raw_activation_maps(backbone: torch.nn.Module, clips: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A_v, A_s, A_d of DCLR Eq. 11 *before* §3.3's min-max: Σ_c |F[c, t, h, w]| of the clip, its
+    middle frame repeated and its frame difference.
+
+    Masses need these: min-max sends a uniform map to 0 and stretches a 1 % preference to the whole
+    range (`vdiag.methods.dclr.decoupled_activation_maps` keeps min-max for training and figures).
+
+    Args:
+        backbone: any model with `feature_map(clips) -> (B, C, T', H', W')`.
+        clips: `(B, C, T, H, W)` normalised clips.
+
+    Returns:
+        {'video', 'static', 'difference'}: `(B, T', H', W')` float, ≥ 0 (the difference map has the
+        temporal size of a (T − 1)-frame input).
+    """
+    views = {"video": clips, "static": static_clip(clips, "middle"), "difference": frame_difference(clips)}
+    return {name: activation_map(backbone.feature_map(view).float()) for name, view in views.items()}
+
+
 def foreground_mass(maps: np.ndarray, mask: np.ndarray) -> float:
-    """The share of a non-negative map's total that lies on the mask: `(T, H, W)` × 2 → [0, 1]."""
-    return float((maps * mask).sum() / max(maps.sum(), 1e-12))
+    """Share of a non-negative map's total on the foreground: Σ map·mask / Σ map, in [0, 1].
+
+    Args:
+        maps: raw non-negative attribution or activation, any shape.
+        mask: bool foreground mask of the same shape.
+
+    Returns:
+        The share; the foreground's area share `mask.mean()` for a uniform map (the chance level),
+        1 for a map that is zero off the foreground, 0 for an all-zero map.
+
+    Raises:
+        VdiagError: a negative map (normalise or take |·| first: a signed map has no mass).
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    if (maps < 0).any():
+        raise VdiagError("a foreground mass needs a non-negative map; take |attribution| or ReLU first")
+    return float((maps * mask).sum() / max(maps.sum(), 1e-300))
 
 
 def viz_activation(
@@ -116,8 +153,9 @@ def viz_activation(
 ) -> Result:
     """Class-agnostic activation maps of a clip, its static frame and its frame difference (DCLR Eq. 11, Fig. 3).
 
-    A[t, h, w] = Σ_c |F[c, t, h, w]| of the last stage (or `--layer`), min-max normalised per map,
-    upsampled to the input's frames and drawn over them. Any model: only the feature map is needed.
+    A[t, h, w] = Σ_c |F[c, t, h, w]| of the last stage (or `--layer`), upsampled to the input's frames;
+    the figure draws each map min-max normalised, the foreground masses use the raw maps (a uniform
+    map scores the foreground's area share). Any model: only the feature map is needed.
 
     Args:
         extractor: the model and its `sampling` (frames, stride, crop size) and `decoder`.
@@ -129,29 +167,28 @@ def viz_activation(
 
     Returns:
         `Result` "viz activation"; on a video of a vdiag synthetic dataset, metrics
-        `fg_mass_video` / `_static` / `_difference` (share of each map on the true foreground,
-        in [0, 1]) and `fg_area` (the foreground's share of the pixels, what an even map scores);
-        else no metrics.
+        `fg_mass_video` / `_static` / `_difference` (share of each raw map on the true foreground,
+        in [0, 1]) beside `fg_area_video` / `_static` / `_difference` (the foreground's share of the
+        pixels, what an even map scores; `fg_area` = the video's); else no metrics.
     """
     model, sampling = extractor.model, extractor.sampling
     video = Path(video)
     raw, indices = read_clip(video, sampling, decoder=extractor.decoder, start=start)
     shown = eval_view(raw, sampling.size)  # (C, T, S, S) in [0, 1]
     with torch.inference_mode():
-        maps = decoupled_activation_maps(model, normalize(shown)[None].to(model.device))
+        maps = raw_activation_maps(model, normalize(shown)[None].to(model.device))  # masses: raw; figure: min-max
     length, size = shown.shape[1], sampling.size
-    upsampled = {
-        "video": upsample(maps["video"][0].cpu(), length, size),
-        "static": upsample(maps["static"][0].cpu(), length, size),
-        "difference": upsample(maps["difference"][0].cpu(), length - 1, size),
-    }
+    raw_maps = {name: upsample(maps[name][0].cpu(), length - (name == "difference"), size) for name in INPUTS}
+    upsampled = {name: upsample(minmax(maps[name])[0].cpu(), length - (name == "difference"), size) for name in INPUTS}
     metrics: dict[str, float] = {}
     mask = synthetic_mask(video, indices, size)
     if mask is not None:
         middle = length // 2
         masks = {"video": mask, "static": np.repeat(mask[middle : middle + 1], length, 0), "difference": mask[1:] | mask[:-1]}
-        metrics = {f"fg_mass_{name}": foreground_mass(upsampled[name], masks[name]) for name in INPUTS}
-        metrics["fg_area"] = float(mask.mean())
+        for name in INPUTS:  # each mass beside its chance level: the foreground's share of that input's pixels
+            metrics[f"fg_mass_{name}"] = foreground_mass(raw_maps[name], masks[name])
+            metrics[f"fg_area_{name}"] = float(masks[name].mean())
+        metrics["fg_area"] = metrics["fg_area_video"]
     figure = Path(out) / f"activation-{video.stem}.{figure_format}"
     saved = Path(out) / f"activation-{video.stem}.npz"
     save_figure(
@@ -172,6 +209,7 @@ def viz_activation(
                 frames=shown.permute(1, 2, 3, 0).numpy(),
                 frame_indices=indices,
                 **{f"map_{k}": v for k, v in upsampled.items()},
+                **{f"raw_{k}": v for k, v in raw_maps.items()},
                 **({"mask": mask} if mask is not None else {}),
             )
     return Result(

@@ -63,7 +63,7 @@ def clip_eigenvalues(per_frame: np.ndarray, *, estimator: str = "clip", ridge: f
         return eigenvalues.numpy(), np.full(len(eigenvalues), -1)
     if estimator != "clip":
         raise VdiagError(f"unknown estimator {estimator!r}; choose clip or shared")
-    eigenvalues, _ = koopman.dmd(features)
+    eigenvalues, _ = koopman.dmd(features, rtol=koopman.NOISE_FLOOR)  # directions below the noise floor give 0: dropped
     values = eigenvalues.numpy()
     clip = np.broadcast_to(np.arange(len(values))[:, None], values.shape)
     keep = np.abs(values) > 0
@@ -143,7 +143,7 @@ def plot_eigenvalues(
         fig.suptitle(title, fontsize=9)
 
         modulus = fig.add_subplot(grid[0, 1])
-        modulus.hist(np.abs(eigenvalues), bins=40, color="#0072B2")
+        modulus.hist(np.abs(eigenvalues), bins=40, range=(0, extent), color="#0072B2")  # a fixed range: |λ| may all be equal
         modulus.axvline(xi, color=STATIC_COLOURS["bolddi"], lw=1, label=f"ξ = {xi:g}")
         modulus.axvline(1, color="0.35", ls="--", lw=0.8, label="|λ| = 1")
         modulus.set_xlabel("|λ| (per-step growth)")
@@ -213,7 +213,11 @@ def viz_eig(
     if colour_by and estimator == "clip":
         labels, names = targets(features, colour_by)
         groups = labels[clip // clips]
-    summary = koopman.eigenvalue_summary(torch.from_numpy(eigenvalues), xi, omega, radius)
+    dropped = videos * clips * min(steps - 1, channels) - len(eigenvalues) if estimator == "clip" else None
+    summary = koopman.eigenvalue_summary(torch.from_numpy(eigenvalues), xi, omega, radius, below_noise_floor=dropped)
+    for rule in koopman.RULES:  # energy-weighted: how much of each clip's trajectory its static modes carry
+        shares, _ = koopman.static_energy(torch.from_numpy(per_frame), rule, xi, omega, radius)
+        summary[f"static_energy_{rule}"] = float(np.nanmean(shares.numpy())) if not shares.isnan().all() else float("nan")
     if estimator == "clip":  # the spectral radius of each clip's operator, not of the pooled set
         radii = np.zeros(videos * clips)
         np.maximum.at(radii, clip, np.abs(eigenvalues))

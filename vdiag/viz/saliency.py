@@ -167,7 +167,9 @@ def viz_saliency(
     mask = synthetic_mask(video, indices, sampling.size)
     if mask is not None:
         metrics = {f"fg_mass_{name}": foreground_mass(tube, mask) for name, tube in tubes.items()}
-        metrics["fg_area"] = float(mask.mean())
+        metrics["fg_area"] = float(mask.mean())  # chance level of a uniform attribution (gradient saliency)
+        # IG of a model that weighs every pixel equally: the share of |x − baseline| on the foreground
+        metrics["fg_input_share"] = foreground_mass(clip[0].detach().abs().sum(0).cpu().numpy(), mask)
     stem = f"saliency-{video.stem}"
     figure, animation, saved = Path(out) / f"{stem}.{figure_format}", Path(out) / f"{stem}.gif", Path(out) / f"{stem}.npz"
     pictures = shown.permute(1, 2, 3, 0).numpy()

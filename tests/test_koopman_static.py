@@ -1,0 +1,166 @@
+"""Koopman numbers that cannot mislead: figures for features that do not move, a static measure
+that ranks by how static a trajectory is, and a warning when the shared fit is exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vdiag import koopman
+from vdiag.errors import VdiagError
+from vdiag.viz.eig import clip_eigenvalues, plot_eigenvalues, viz_eig
+
+
+@pytest.mark.parametrize("kind", ["constant", "one value", "two values"])
+def test_eigenvalue_figure_draws_features_that_do_not_move(kind):
+    """A time-blind model's clips have eigenvalues equal to 1 up to ~1e-16: the histograms used to
+    raise "Too many bins for data range" on exactly the model the figure exists to show."""
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    if kind == "constant":
+        per_frame = np.repeat(rng.random((12, 1, 35)), 8, axis=1)  # (clips, T, C), the same at every step
+        eigenvalues, _ = clip_eigenvalues(per_frame)
+        assert len(eigenvalues) == 12 and np.abs(eigenvalues - 1).max() < 1e-9
+    else:
+        eigenvalues = np.array([1.0 + 0j] if kind == "one value" else [0.5 + 0j] * 3 + [1.0 + 0j] * 4)
+    figure = plot_eigenvalues(eigenvalues, title=kind)
+    modulus = figure.axes[1]
+    counts = [patch.get_height() for patch in modulus.patches]
+    assert sum(counts) == len(eigenvalues)  # every eigenvalue is in the |λ| histogram
+    plt.close(figure)
+
+
+def _constant(rng, clips, frames, dim):
+    return np.repeat(rng.normal(size=(clips, 1, dim)), frames, axis=1)
+
+
+def _rotation(rng, clips, frames, dim, amplitude=1.0, omega=0.5, avoid=None):
+    """Features turning at omega rad/frame in a random plane (orthogonal to `avoid`'s rows)."""
+    out = np.zeros((clips, frames, dim))
+    t = np.arange(frames)
+    for clip in range(clips):
+        vectors = rng.normal(size=(dim, 2))
+        if avoid is not None:
+            direction = avoid[clip] / np.linalg.norm(avoid[clip])
+            vectors -= np.outer(direction, direction @ vectors)
+        plane = np.linalg.qr(vectors)[0]
+        phase = rng.uniform(0, 2 * np.pi)
+        radius = amplitude * np.sqrt(dim)
+        out[clip] = radius * (np.cos(phase + omega * t)[:, None] * plane[:, 0] + np.sin(phase + omega * t)[:, None] * plane[:, 1])
+    return out
+
+
+@pytest.mark.parametrize("rule", koopman.RULES)
+def test_static_energy_is_the_energy_share_of_the_constant_part(rule):
+    """u_t = α·c + (a rotation orthogonal to c): the share is α²‖c‖²L / (α²‖c‖²L + Σ‖r_t‖²), exactly."""
+    rng = np.random.default_rng(0)
+    clips, frames, dim = 6, 8, 32
+    constant = rng.normal(size=(clips, dim))
+    moving = _rotation(rng, clips, frames, dim, avoid=constant)
+    previous = -1.0
+    for alpha in (0.0, 0.25, 0.5, 1.0, 2.0, 4.0):
+        features = alpha * constant[:, None, :] + moving
+        share, dropped = koopman.static_energy(torch.from_numpy(features), rule)
+        still = alpha**2 * (constant**2).sum(1) * frames
+        expected = still / (still + (moving**2).sum((1, 2)))
+        np.testing.assert_allclose(share.numpy(), expected, atol=1e-8)
+        assert (dropped == (frames - 1) - (2 if alpha == 0 else 3)).all()  # rank 2 (+1 with the constant)
+        assert share.mean() > previous  # more static energy, higher score
+        previous = float(share.mean())
+
+
+def test_static_energy_ranks_by_how_static_the_trajectory_is():
+    """constant + 0.1 % noise > constant + 10 % noise > constant + rotation > rotation; the papers'
+    eigenvalue counts tie the first two (one static mode out of L − 1) without the noise floor."""
+    rng = np.random.default_rng(1)
+    clips, frames, dim = 16, 8, 64
+    cases = {
+        "0.1 % noise": _constant(rng, clips, frames, dim) + 1e-3 * rng.normal(size=(clips, frames, dim)),
+        "10 % noise": _constant(rng, clips, frames, dim) + 0.1 * rng.normal(size=(clips, frames, dim)),
+        "+ rotation": _constant(rng, clips, frames, dim) + _rotation(rng, clips, frames, dim),
+        "rotation": _rotation(rng, clips, frames, dim),
+    }
+    energy = {
+        name: {rule: float(koopman.static_energy(torch.from_numpy(f), rule)[0].mean()) for rule in koopman.RULES}
+        for name, f in cases.items()
+    }
+    for rule in koopman.RULES:
+        scores = [energy[name][rule] for name in cases]
+        assert scores == sorted(scores, reverse=True) and len(set(scores)) == 4, (rule, energy)
+        assert energy["0.1 % noise"][rule] > 0.999 and energy["rotation"][rule] < 1e-6
+        assert 0.97 < energy["10 % noise"][rule] < 0.995  # 1 / (1 + 0.1²) up to the noise's own modes
+        assert 0.35 < energy["+ rotation"][rule] < 0.65  # equal energies in the two parts
+    counts = {}
+    for name in ("0.1 % noise", "10 % noise"):
+        old, _ = koopman.dmd(torch.from_numpy(cases[name]), rtol=1e-4)
+        counts[name] = koopman.eigenvalue_summary(old[old.abs() > 0])["static_fraction_bodvcl"]
+    assert counts["0.1 % noise"] == counts["10 % noise"] == pytest.approx(1 / (frames - 1))  # the step function
+    floored, _ = koopman.dmd(torch.from_numpy(cases["0.1 % noise"]), rtol=koopman.NOISE_FLOOR)
+    kept = floored[floored.abs() > 0]
+    assert len(kept) == clips and koopman.eigenvalue_summary(kept)["static_fraction_bodvcl"] == 1.0  # round-off modes dropped
+
+
+def test_static_energy_of_degenerate_clips():
+    features = torch.zeros(3, 6, 8, dtype=torch.float64)
+    features[1] = 1.0  # constant
+    share, dropped = koopman.static_energy(features)
+    assert torch.isnan(share[0]) and share[1] == pytest.approx(1.0) and dropped.tolist() == [5, 4, 5]
+    with pytest.raises(VdiagError, match="rule"):
+        koopman.static_energy(features, "nope")
+    with pytest.raises(VdiagError, match="3 frames"):
+        koopman.static_energy(features[:, :2])
+
+
+class TimeBlind(torch.nn.Module):
+    """Per-frame features that do not change in time: each channel's mean over the whole clip,
+    plus a per-channel constant, repeated at every frame (B, 4, T, 1, 1)."""
+
+    def forward(self, clips):
+        pooled = clips.mean(dim=(2, 3, 4), keepdim=True)  # (B, 3, 1, 1, 1)
+        channels = torch.cat([pooled, pooled.mean(1, keepdim=True) + 2.0], 1)
+        return channels.expand(-1, -1, clips.shape[2], 1, 1)
+
+
+def test_viz_eig_on_a_time_blind_model(tiny_synth, tmp_path):
+    """The model `viz eig` exists to show: every clip's features are constant. The figure is drawn,
+    the static measures are 1, and the directions below the noise floor are counted, not plotted."""
+    from pathlib import Path
+
+    from vdiag.diagnostics.data import DataRef
+    from vdiag.diagnostics.features import Extractor, Sampling
+    from vdiag.diagnostics.model import DiagnosticModel
+    from vdiag.models.backbones import VideoBackbone
+
+    root, _ = tiny_synth
+    model = DiagnosticModel(VideoBackbone("blind", TimeBlind(), 4, keep_temporal=True), Path("blind.pt"), fingerprint="blind")
+    result = viz_eig(Extractor(model, Sampling(8, 1, 32, 2), workers=0), DataRef(str(root)), tmp_path)
+    metrics = result.metrics
+    assert (tmp_path / "eig.png").is_file()
+    assert metrics["static_energy_bolddi"] == pytest.approx(1.0) and metrics["static_energy_bodvcl"] == pytest.approx(1.0)
+    assert metrics["static_fraction_bolddi"] == 1.0 and metrics["static_fraction_bodvcl"] == 1.0
+    clips = 8 * 2  # test videos × clips
+    assert metrics["eigenvalues"] == clips and metrics["eigenvalues_below_noise_floor"] == clips * (4 - 1)  # rank 1 of min(7, 4)
+
+
+def test_exact_shared_fit_is_warned_about_once(monkeypatch, capsys):
+    """B(L − 1) ≤ M transitions: the shared ridge fit interpolates and the loss vanishes (no signal)."""
+    monkeypatch.setattr(koopman, "_warned", set())
+    torch.manual_seed(0)
+    dim, frames = 64, 8
+    losses = {}
+    for clips in (32, 4, 9, 8):  # 224 > 64: fine; 28 ≤ 64 and 63 ≤ 64: exact; 56 ≤ 64 again
+        features = torch.nn.functional.normalize(torch.randn(clips, frames, dim, dtype=torch.float64), dim=-1)
+        losses[clips] = float(koopman.prediction_loss(features, koopman.fit_operator(features, "shared")))
+        said = capsys.readouterr().err
+        if clips == 32:
+            assert said == ""
+        elif clips == 4:
+            assert "28 transitions" in said and "M = 64" in said and "no training signal" in said and "--batch-size" in said
+        else:
+            assert said == ""  # once per process
+    assert losses[4] < 1e-4 * losses[32] and losses[9] < 0.03 * losses[32]  # 63 of 64: the ridge alone keeps it off 0
+    monkeypatch.setattr(koopman, "_warned", set())
+    koopman.fit_operator(torch.randn(10, frames, dim), "shared")  # 70 > 64 transitions: not exact
+    assert capsys.readouterr().err == ""
