@@ -337,7 +337,9 @@ def test_maps_and_concepts_for_every_backbone(name):
     torch.manual_seed(0)
     backbone = build_backbone(name).eval()
     x = torch.randn(2, 3, 8, side, side)
-    maps = decoupled_activation_maps(backbone, x)
+    maps = decoupled_activation_maps(backbone, x, normalised=True)
+    raw = decoupled_activation_maps(backbone, x)
+    assert all(float(raw[k].min()) >= 0 and torch.allclose(minmax(raw[k]), maps[k]) for k in maps)
     feature_map = backbone.feature_map(x)
     assert maps["video"].shape == (2, *feature_map.shape[2:]) and maps["static"].shape == maps["video"].shape
     assert maps["difference"].shape[-2:] == feature_map.shape[-2:]

@@ -68,24 +68,39 @@ def weighted_pool(feature_map: torch.Tensor, weights: torch.Tensor) -> torch.Ten
 
 @torch.no_grad()
 def decoupled_activation_maps(
-    backbone: nn.Module, clips: torch.Tensor, *, static_frame: str = "middle", generator: torch.Generator | None = None
+    backbone: nn.Module,
+    clips: torch.Tensor,
+    *,
+    static_frame: str = "middle",
+    generator: torch.Generator | None = None,
+    normalised: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Min-max normalised A_v, A_s, A_d (DCLR Fig. 3) of any backbone with a `feature_map`.
+    """A_v, A_s, A_d (DCLR Eq. 11, Fig. 3) of any backbone with a `feature_map`.
+
+    The maps are Eq. 11's raw Σ_c |F| by default: what a foreground mass needs (a uniform map then
+    scores the foreground's area share). `normalised=True` applies §3.3's per-map min-max, as Fig. 3
+    draws them; min-max sends a uniform map to 0 and stretches a 1 % preference over the whole range,
+    so never measure masses on normalised maps.
 
     Args:
+        backbone: any model with `feature_map(clips) -> (B, C', T', H', W')`.
         clips: `(B, C, T, H, W)` normalised clips; v is the clip, s its `static_frame` repeated,
             d its frame difference (T − 1 frames, no wrap-around).
+        static_frame: which frame the static clip repeats ("middle", "first" or "random").
+        generator: the draw for `static_frame="random"`.
+        normalised: min-max each map to [0, 1].
 
     Returns:
-        {'video', 'static', 'difference'}: `(B, T', H', W')` each, in [0, 1]. The difference map
-        has the temporal size of a (T − 1)-frame input.
+        {'video', 'static', 'difference'}: `(B, T', H', W')` float maps, ≥ 0 (in [0, 1] when
+        normalised). The difference map has the temporal size of a (T − 1)-frame input.
     """
     maps = {
         "video": backbone.feature_map(clips),
         "static": backbone.feature_map(static_clip(clips, static_frame, generator)),
         "difference": backbone.feature_map(frame_difference(clips)),
     }
-    return {name: minmax(activation_map(value.float())) for name, value in maps.items()}
+    maps = {name: activation_map(value.float()) for name, value in maps.items()}
+    return {name: minmax(value) for name, value in maps.items()} if normalised else maps
 
 
 class SearchQueue(nn.Module):
@@ -231,7 +246,7 @@ class DCLR(Method):
 
     def activation_maps(self, clips: torch.Tensor) -> dict[str, torch.Tensor]:
         """A_v, A_s, A_d of `clips` (B, C, T, H, W), min-max normalised (Fig. 3)."""
-        return decoupled_activation_maps(self.backbone, clips)
+        return decoupled_activation_maps(self.backbone, clips, normalised=True)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         clips = batch["clips"]  # (n, 2, C, T + 1, H, W)

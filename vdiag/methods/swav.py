@@ -78,7 +78,9 @@ class SwAV(Method):
             z = F.normalize(apply_transform(z, transform), dim=-1)
             queue = None if queue is None else F.normalize(apply_transform(queue, transform), dim=-1)
         scores = z @ self.prototypes.weight.T  # (n, ρ, K)
-        codes = self._codes(scores.detach().flatten(0, 1), queue).view_as(scores)
+        # one Sinkhorn problem per view, as facebookresearch/swav (per crop) and lightly solve it;
+        # the queue (one, shared by the views) joins each problem
+        codes = torch.stack([self._codes(scores[:, view].detach(), queue) for view in range(scores.shape[1])], dim=1)
         return swav_loss(scores, codes, temperature or self.temperature)
 
     @torch.no_grad()

@@ -52,7 +52,7 @@ class VideoBackbone(nn.Module):
         keep_temporal: whether temporal strides were removed.
     """
 
-    def __init__(self, name: str, body: nn.Module, embed_dim: int, *, keep_temporal: bool = False):
+    def __init__(self, name: str, body: nn.Module, embed_dim: int, keep_temporal: bool = False):
         super().__init__()
         self.name = name
         self.body = body

@@ -25,11 +25,11 @@ import torch.nn.functional as F
 
 from vdiag.data.decode import read_frames
 from vdiag.data.sampling import ClipSpec, uniform_starts
-from vdiag.data.views import center_crop, eval_view, frame_difference, normalize, static_clip
+from vdiag.data.views import center_crop, eval_view, normalize
 from vdiag.diagnostics.features import Extractor, Sampling
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
-from vdiag.methods.dclr import activation_map, minmax
+from vdiag.methods.dclr import decoupled_activation_maps, minmax
 from vdiag.results import Result
 from vdiag.viz.style import overlay_grid, save_figure
 
@@ -103,25 +103,6 @@ def upsample(maps: torch.Tensor, frames: int, size: int) -> np.ndarray:
     return F.interpolate(maps[None, None].float(), size=(frames, size, size), mode="trilinear", align_corners=False)[0, 0].numpy()
 
 
-def raw_activation_maps(backbone: torch.nn.Module, clips: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A_v, A_s, A_d of DCLR Eq. 11 *before* §3.3's min-max: Σ_c |F[c, t, h, w]| of the clip, its
-    middle frame repeated and its frame difference.
-
-    Masses need these: min-max sends a uniform map to 0 and stretches a 1 % preference to the whole
-    range (`vdiag.methods.dclr.decoupled_activation_maps` keeps min-max for training and figures).
-
-    Args:
-        backbone: any model with `feature_map(clips) -> (B, C, T', H', W')`.
-        clips: `(B, C, T, H, W)` normalised clips.
-
-    Returns:
-        {'video', 'static', 'difference'}: `(B, T', H', W')` float, ≥ 0 (the difference map has the
-        temporal size of a (T − 1)-frame input).
-    """
-    views = {"video": clips, "static": static_clip(clips, "middle"), "difference": frame_difference(clips)}
-    return {name: activation_map(backbone.feature_map(view).float()) for name, view in views.items()}
-
-
 def foreground_mass(maps: np.ndarray, mask: np.ndarray) -> float:
     """Share of a non-negative map's total on the foreground: Σ map·mask / Σ map, in [0, 1].
 
@@ -176,7 +157,7 @@ def viz_activation(
     raw, indices = read_clip(video, sampling, decoder=extractor.decoder, start=start)
     shown = eval_view(raw, sampling.size)  # (C, T, S, S) in [0, 1]
     with torch.inference_mode():
-        maps = raw_activation_maps(model, normalize(shown)[None].to(model.device))  # masses: raw; figure: min-max
+        maps = decoupled_activation_maps(model, normalize(shown)[None].to(model.device))  # raw Eq. 11: masses; figure: min-max
     length, size = shown.shape[1], sampling.size
     raw_maps = {name: upsample(maps[name][0].cpu(), length - (name == "difference"), size) for name in INPUTS}
     upsampled = {name: upsample(minmax(maps[name])[0].cpu(), length - (name == "difference"), size) for name in INPUTS}
