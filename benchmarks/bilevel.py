@@ -6,7 +6,7 @@ gets it too, so the ratio is the bi-level overhead only). Step time: median of 3
 after one warm-up. Peak memory: the process's peak resident set size minus its size after building
 the model and batch (CPU; on a GPU one would read torch.cuda.max_memory_allocated).
 
-seed 000 Table 8 reports AID-FD at 1.18× the time and 1.15× the memory of v-SimCLR (V100, batch 3);
+BOLD-DI Table 8 reports AID-FD at 1.18× the time and 1.15× the memory of v-SimCLR (V100, batch 3);
 Table 9: 1 / 5 / 10 inner steps at 2.6 / 4.7 / 7.3 s per iteration.
 
 Run: `.venv/bin/python benchmarks/bilevel.py` (about 10 minutes on 2 cores).
@@ -105,7 +105,7 @@ def main() -> None:
         )
     lines += [
         "",
-        "seed 000 Table 8: AID-FD 1.18× time, 1.15× memory of v-SimCLR; Table 9: 1 / 5 / 10 inner steps at",
+        "BOLD-DI Table 8: AID-FD 1.18× time, 1.15× memory of v-SimCLR; Table 9: 1 / 5 / 10 inner steps at",
         "2.6 / 4.7 / 7.3 s per iteration (1.8× for 5 steps). Here each inner step adds three forward-backward",
         "passes (inner gradient and two finite differences), so k steps cost about 1 + 3k passes.",
     ]

@@ -22,7 +22,7 @@ def nt_xent(z1, z2, temperature):
 
 
 def eq1_by_loops(z, temperature):
-    """seed 000 Eq. 1 written literally with Python loops over anchors (numpy, float64)."""
+    """BOLD-DI Eq. 1 written literally with Python loops over anchors (numpy, float64)."""
     z = z.detach().double().numpy()
     z = z / np.linalg.norm(z, axis=-1, keepdims=True)
     n, rho, _ = z.shape

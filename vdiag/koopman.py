@@ -1,7 +1,7 @@
-"""Koopman operators of per-frame features: estimation, eigen-split, modes (seed 000 §4.1–4.2; BOD-VCL).
+"""Koopman operators of per-frame features: estimation, eigen-split, modes (BOLD-DI §4.1–4.2; BOD-VCL).
 
 A clip's per-frame features u_1 … u_L ∈ R^M (rows of `features`, shape (B, L, M)) are read as a
-linear dynamical system u_{t+1} ≈ K̂ u_t. seed 000 Eq. 5 estimates K̂ = U_fore U_back^† from one clip.
+linear dynamical system u_{t+1} ≈ K̂ u_t. BOLD-DI Eq. 5 estimates K̂ = U_fore U_back^† from one clip.
 The methods and the diagnostics share this module, which never assumes the features came from a
 Koopman-trained model.
 
@@ -21,7 +21,7 @@ Koopman-trained model.
 
 **Eigen-decomposition and split.** K̂ = Φ Λ Φ^{-1} (`torch.linalg.eig`, complex). A mode is static
 (time-invariant) under
-- seed 000 §4.2 ("bolddi"): |λ| ≥ ξ and |Arg λ| ≤ ω (ξ = 0.9, ω = 0.1, Tables 11–12);
+- BOLD-DI §4.2 ("bolddi"): |λ| ≥ ξ and |Arg λ| ≤ ω (ξ = 0.9, ω = 0.1, Tables 11–12);
 - BOD-VCL ("bodvcl"): |λ − 1| ≤ r (r = 0.1);
 and dynamic otherwise. Both rules are symmetric under conjugation, so a conjugate pair always lands
 on one side and projections onto either set are real.
@@ -54,7 +54,7 @@ _warned: set[str] = set()  # conditions already warned about in this process
 
 
 def transitions(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, L, M) → (U_back, U_fore) as rows (B, L − 1, M): frames 1..L−1 and 2..L (seed 000 Eq. 5).
+    """(B, L, M) → (U_back, U_fore) as rows (B, L − 1, M): frames 1..L−1 and 2..L (BOLD-DI Eq. 5).
 
     Args:
         features: (B, L, M) per-frame features, time along dim 1.
@@ -125,7 +125,7 @@ def _warn_if_exact(equations: int, unknowns: int, frames: int) -> None:
 
 
 def prediction_loss(features: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
-    """‖U_fore − K̂ U_back‖² averaged over transitions and dimensions (seed 000 Eq. 6; BOD-VCL L_pred).
+    """‖U_fore − K̂ U_back‖² averaged over transitions and dimensions (BOLD-DI Eq. 6; BOD-VCL L_pred).
 
     Eq. 6 as printed compares f(X_back) with K̂ f(X_fore), the reverse of Eq. 5's direction; we
     predict each frame from the one before, as Eq. 5 and Eq. 8 define K̂.
@@ -145,7 +145,7 @@ def eigen(operator: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def static_modes(eigenvalues: torch.Tensor, rule: str = "bolddi", xi: float = 0.9, omega: float = 0.1, radius: float = 0.1) -> torch.Tensor:
     """True where a mode is static (time-invariant) under the split rule; dynamic elsewhere.
 
-    bolddi (seed 000 §4.2): |λ| ≥ ξ and |Arg λ| ≤ ω. bodvcl: |λ − 1| ≤ radius.
+    bolddi (BOLD-DI §4.2): |λ| ≥ ξ and |Arg λ| ≤ ω. bodvcl: |λ − 1| ≤ radius.
     (Algorithm 1, line 11, calls a mode dynamic only when |λ| < ξ *and* Arg λ > ω, which is not
     the complement of §4.2's rule; we follow §4.2, so every mode is either static or dynamic.)
 
@@ -169,7 +169,7 @@ def static_modes(eigenvalues: torch.Tensor, rule: str = "bolddi", xi: float = 0.
 
 
 def mode_amplitudes(features: torch.Tensor, eigenvectors: torch.Tensor) -> torch.Tensor:
-    """b(t) = Φ^{-1} u_t for every frame (seed 000 Eq. 8–9): (…, L, M) complex.
+    """b(t) = Φ^{-1} u_t for every frame (BOLD-DI Eq. 8–9): (…, L, M) complex.
 
     For an exactly linear system b(t + k) = Λ^k b(t): modes with λ ≈ 1 stay flat, the others rotate
     by Arg λ and scale by |λ| per step. Solved with `linalg.solve`, not an explicit inverse.
@@ -234,7 +234,7 @@ def eigenvalue_summary(
 ) -> dict[str, float]:
     """Scalar summaries of a set of eigenvalues: static fraction per rule, spectral radius stats.
 
-    The static fractions are the papers' eigenvalue counts (seed 000 §4.2; BOD-VCL): the share of
+    The static fractions are the papers' eigenvalue counts (BOLD-DI §4.2; BOD-VCL): the share of
     eigenvalues in each static region. They count modes, not how much of the trajectory each mode
     carries; `static_energy` measures that.
 
@@ -286,7 +286,7 @@ def static_energy(
     2. exact DMD on the kept rank-r subspace (Tu et al. 2014; `dmd`): Ã = Qᵀ U_fore V Σ^{-1} = W Λ W^{-1};
     3. every frame's coordinates c_t = Qᵀ u_t (t = 1 … L) split along the eigenvectors:
        c_t = W_S b_S(t) + W_D b_D(t), b(t) = W^{-1} c_t, S the static modes under `rule`
-       (seed 000 §4.2 or BOD-VCL, as in `static_modes`); conjugate pairs fall on one side, so both
+       (BOLD-DI §4.2 or BOD-VCL, as in `static_modes`); conjugate pairs fall on one side, so both
        parts are real;
     4. static_energy = Σ_t ‖W_S b_S(t)‖² / (Σ_t ‖W_S b_S(t)‖² + Σ_t ‖W_D b_D(t)‖²).
 

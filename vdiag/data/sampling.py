@@ -1,8 +1,8 @@
 """Clip sampling as the papers do it.
 
-A clip is L frames taken every δ frames (seed 000 §3.1: "randomly samples video clips with length
+A clip is L frames taken every δ frames (BOLD-DI §3.1: "randomly samples video clips with length
 L and a stride of δ"). Training draws ρ clips per video at independent random start times
-(seed 000 §5.1, ρ = 2 or 4); evaluation spreads N clips uniformly over the video (N = 10 in the
+(BOLD-DI §5.1, ρ = 2 or 4); evaluation spreads N clips uniformly over the video (N = 10 in the
 retrieval and recognition protocols, ViDiDi App. B.4, DCLR §4.1).
 
 `extra_frames` appends frames after the clip at the same stride, so that temporal derivatives of

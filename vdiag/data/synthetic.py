@@ -1,4 +1,4 @@
-"""The synthetic static/dynamic dataset of BOD-VCL (paper 001, Fig. 5), as a research instrument.
+"""The synthetic static/dynamic dataset of BOD-VCL (Fig. 5), as a research instrument.
 
 Every video is drawn from four generative factors whose truth is known:
 

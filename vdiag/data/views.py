@@ -6,7 +6,7 @@ clip and generator state give the same view in any process.
 
 - `SpatialAugment`: temporally consistent spatial augmentation (one set of parameters for every
   frame of a clip) with torchvision.transforms.v2; defaults from ViDiDi App. B.1.
-- `static_clip`: one frame repeated (seed 000 §3.2 uses the first; DCLR Eq. 3 a random one).
+- `static_clip`: one frame repeated (BOLD-DI §3.2 uses the first; DCLR Eq. 3 a random one).
 - `shuffled_clip`: frames in a random order that is never the identity.
 - `reversed_clip`: frames in reverse order.
 - `temporal_derivative`: finite forward differences of order k (ViDiDi Eq. 3–4); order 1 is DCLR's
@@ -138,7 +138,7 @@ def normalize(clip: torch.Tensor, mean=KINETICS_MEAN, std=KINETICS_STD) -> torch
 
 
 def static_clip(clip: torch.Tensor, frame: str = "first", generator: torch.Generator | None = None) -> torch.Tensor:
-    """Every frame replaced by one frame of the clip: 'first' (seed 000 §3.2), 'middle' or 'random' (DCLR Eq. 3).
+    """Every frame replaced by one frame of the clip: 'first' (BOLD-DI §3.2), 'middle' or 'random' (DCLR Eq. 3).
 
     For a batch, 'random' draws one frame per clip.
 

@@ -1,7 +1,7 @@
 """The objectives, one small module each; methods compose them.
 
 Embeddings from ρ clips per video travel as `(n, ρ, D)`: n videos on this rank, ρ positives each
-(seed 000 Eq. 1–2). Every loss returns the mean over this rank's anchors; under DDP the pieces
+(BOLD-DI Eq. 1–2). Every loss returns the mean over this rank's anchors; under DDP the pieces
 that need the whole batch (negatives, batch statistics, Sinkhorn sums) gather across ranks.
 """
 

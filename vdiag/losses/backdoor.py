@@ -1,4 +1,4 @@
-"""BOLD-DI's backdoor-adjusted contrastive loss L_ct(f, do) (seed 000 §4.3, Eq. 10–11).
+"""BOLD-DI's backdoor-adjusted contrastive loss L_ct(f, do) (BOLD-DI §4.3, Eq. 10–11).
 
 The similarity of an anchor and a candidate is measured along each dynamic Koopman eigenvector
 φ_j separately, through the projections Z · φ_j (complex), and the per-direction InfoNCE losses are

@@ -1,4 +1,4 @@
-"""v-BYOL regression loss (seed 000 Eq. 2; ViDiDi Eq. 7): no negatives.
+"""v-BYOL regression loss (BOLD-DI Eq. 2; ViDiDi Eq. 7): no negatives.
 
 For every ordered pair of clips (j, k ≠ j) of a video, the online prediction p_j regresses the
 target projection t_k (stop-gradient):

@@ -1,4 +1,4 @@
-"""The losses of Static & Dynamic Concepts (Qian et al. 2022, paper 004): alignment, local contrast.
+"""The losses of Static & Dynamic Concepts (Qian et al. 2022): alignment, local contrast.
 
 Concept alignment (Eq. 4), for one pair of concept codes q_a, q_b `(B, K)` (cosine similarities to
 the prototypes, Eq. 3) with Sinkhorn-Knopp soft codes q̄ (uniform prior over concepts, as SwAV):

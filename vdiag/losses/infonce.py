@@ -1,4 +1,4 @@
-"""Multi-positive InfoNCE (seed 000 Eq. 1): v-SimCLR over the batch, v-MoCo against a queue.
+"""Multi-positive InfoNCE (BOLD-DI Eq. 1): v-SimCLR over the batch, v-MoCo against a queue.
 
 For an anchor clip j of video i, with positives Z₊ (the other ρ − 1 clips of video i) and
 negatives Z₋:
@@ -54,7 +54,7 @@ def info_nce(embeddings: torch.Tensor, temperature: float = 0.1) -> torch.Tensor
 
     Args:
         embeddings: `(n, ρ, D)` projector outputs of this rank's n videos, ρ ≥ 2 clips each.
-        temperature: α (0.1 in seed 000 §5.1 and ViDiDi B.3).
+        temperature: α (0.1 in BOLD-DI §5.1 and ViDiDi B.3).
 
     Returns:
         scalar, the mean of Eq. 1 over this rank's nρ anchors. Under DDP the candidates are

@@ -80,7 +80,7 @@ def swav_loss(scores: torch.Tensor, codes: torch.Tensor, temperature: float = 0.
     Args:
         scores: `(n, ρ, K)` cosine scores of this rank's clips against the prototypes.
         codes: `(n, ρ, K)` Sinkhorn codes of the same clips (targets, no gradient).
-        temperature: τ (0.1, seed 000 §5.1).
+        temperature: τ (0.1, BOLD-DI §5.1).
 
     Returns:
         Scalar: the cross-entropy averaged over videos and ordered pairs of clips.

@@ -10,7 +10,7 @@ state a checkpoint needs. The trainer calls, per step:
     method.after_step(progress)     # progress in [0, 1]: momentum updates, step counters
 
 `batch['clips']` is `(n, ρ, C, T + extra_frames, H, W)`: n videos, ρ augmented clips each
-(seed 000 §3.1). A method that takes temporal derivatives or frame differences sets `extra_frames`
+(BOLD-DI §3.1). A method that takes temporal derivatives or frame differences sets `extra_frames`
 so that the data layer samples that many frames after each clip instead of wrapping around.
 
 The wrappers compose with a base objective by inheritance (`class ViDiDiSimCLR(ViDiDi, SimCLR)`,
@@ -56,7 +56,7 @@ class Method(nn.Module):
     name = "method"
     min_positives = 2  # clips per video the objective needs
     max_positives: int | None = None  # two-view objectives (ViDiDi, DCLR, concepts) set 2
-    sync_batchnorm = True  # SyncBN under DDP on GPU (seed 000 §5.1: all methods but MoCo)
+    sync_batchnorm = True  # SyncBN under DDP on GPU (BOLD-DI §5.1: all methods but MoCo)
     extra_frames = 0  # frames sampled after each clip (derivatives, frame differences)
 
     def __init__(self, backbone: VideoBackbone):
@@ -130,7 +130,7 @@ def momentum_copy(module: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """θ_m ← γ θ_m + (1 − γ) θ (seed 000 §3.1; ViDiDi A.3 writes ξ ← τξ + (1 − τ)θ).
+    """θ_m ← γ θ_m + (1 − γ) θ (BOLD-DI §3.1; ViDiDi A.3 writes ξ ← τξ + (1 − τ)θ).
 
     Parameters are averaged; buffers (BN running statistics) are copied from the online network.
 

@@ -1,6 +1,6 @@
 """Bi-level training on per-frame Koopman features, shared by BOLD-DI and BOD-VCL.
 
-seed 000 Eq. 12–14 and Algorithm 1: an inner (lower-level) loss moves the parameters by plain
+BOLD-DI Eq. 12–14 and Algorithm 1: an inner (lower-level) loss moves the parameters by plain
 gradient steps, θ_{i+1} = θ_i − γ ∇L_inner(θ_i) for k steps, and the outer (upper-level) loss is
 evaluated at θ* = θ_k; the optimiser then steps θ with the hypergradient d L_outer(θ*) / dθ
 = Π_i (I − γ H_i) ∇L_outer(θ*), H_i the Hessian of L_inner at θ_i. App. E compares ways to get it:
@@ -113,7 +113,7 @@ class KoopmanBilevel(Method):
         return F.normalize(features, dim=-1).view(clips, steps, -1)
 
     def linearity_loss(self, features: torch.Tensor) -> torch.Tensor:
-        """‖U_fore − K̂ U_back‖² with K̂ fitted on these features (seed 000 Eq. 6; BOD-VCL L_pred)."""
+        """‖U_fore − K̂ U_back‖² with K̂ fitted on these features (BOLD-DI Eq. 6; BOD-VCL L_pred)."""
         return koopman.prediction_loss(features, koopman.fit_operator(features, "shared", self.ridge))
 
     def base_forward(self, batch: dict) -> dict[str, torch.Tensor]:

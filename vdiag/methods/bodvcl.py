@@ -1,4 +1,4 @@
-"""BOD-VCL (Song et al., later version of seed 000; paper 001, summary only): decoupled losses on the
+"""BOD-VCL (Song et al., later version of BOLD-DI; summary only): decoupled losses on the
 time-invariant and time-variant parts of a Koopman decomposition, bi-level.
 
 Per training step, on top of v-SimCLR, v-BYOL or v-MoCo:

@@ -1,4 +1,4 @@
-"""BOLD-DI (Song et al., seed 000 §4, Algorithm 1): decoupled static and dynamic learning, bi-level.
+"""BOLD-DI (Song et al., BOLD-DI §4, Algorithm 1): decoupled static and dynamic learning, bi-level.
 
 Per training step, on top of a base v-CL objective (v-SimCLR, v-MoCo, v-BYOL, v-SwAV):
 

@@ -1,4 +1,4 @@
-"""v-BYOL (Grill et al. 2020; seed 000 Eq. 2; ViDiDi App. A.3).
+"""v-BYOL (Grill et al. 2020; BOLD-DI Eq. 2; ViDiDi App. A.3).
 
 Online: backbone → projector → predictor (2-layer MLPs, hidden 4096, output 256). Target: a
 momentum copy of backbone + projector with stop-gradient, updated after each step with the

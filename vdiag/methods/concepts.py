@@ -1,4 +1,4 @@
-"""Static & Dynamic Concepts (Qian et al. 2022, paper 004): concept codes and local concept contrast.
+"""Static & Dynamic Concepts (Qian et al. 2022): concept codes and local concept contrast.
 
 Each video gives two clips; each clip gives three inputs to one shared backbone f: the clip v, its
 static frame s and its frame difference d (as in DCLR; one extra frame is sampled, no wrap-around).

@@ -1,4 +1,4 @@
-"""DCLR (Ding, Qian and Xiong 2022, paper 003): dual contrastive learning of static and dynamic cues.
+"""DCLR (Ding, Qian and Xiong 2022): dual contrastive learning of static and dynamic cues.
 
 Two temporally different clips v_i, v_j of a video each give three inputs to one shared encoder:
 the RGB clip v, its static frame s (one random frame repeated T times, Eq. 3) and its frame

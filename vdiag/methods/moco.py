@@ -1,11 +1,11 @@
-"""v-MoCo (He et al. 2020 as MoCo v2; Feichtenhofer et al. 2021; seed 000 §3.1).
+"""v-MoCo (He et al. 2020 as MoCo v2; Feichtenhofer et al. 2021; BOLD-DI §3.1).
 
-Queries come from the online backbone + projector (3-layer MLP 2048 → 128, seed 000 §5.1), keys
+Queries come from the online backbone + projector (3-layer MLP 2048 → 128, BOLD-DI §5.1), keys
 from a momentum copy updated as θ_m ← γ θ_m + (1 − γ) θ after each step, never by backprop. Each
 query's positives are the keys of its video's other ρ − 1 clips; its negatives are a FIFO queue of
 keys from earlier batches (all ranks' keys under DDP). Temperature α = 0.1.
 
-seed 000 §5.1 uses SyncBN for every method but MoCo, so MoCo keeps per-device BN. MoCo's shuffle-BN
+BOLD-DI §5.1 uses SyncBN for every method but MoCo, so MoCo keeps per-device BN. MoCo's shuffle-BN
 trick is not used (see docs/methods/moco.md).
 """
 

@@ -1,4 +1,4 @@
-"""v-SimCLR (Chen et al. 2020; Feichtenhofer et al. 2021; seed 000 §3.1 Eq. 1, §5.1).
+"""v-SimCLR (Chen et al. 2020; Feichtenhofer et al. 2021; BOLD-DI §3.1 Eq. 1, §5.1).
 
 ρ clips per video go through the backbone and a 3-layer MLP projector (hidden 2048, output 128);
 every clip is an anchor whose positives are the video's other clips and whose negatives are all
@@ -16,7 +16,7 @@ from vdiag.models.heads import mlp
 
 
 class SimCLR(Method):
-    """Args: temperature α; projector hidden / output widths and depth (seed 000 §5.1)."""
+    """Args: temperature α; projector hidden / output widths and depth (BOLD-DI §5.1)."""
 
     name = "simclr"
 

@@ -1,6 +1,6 @@
 """Supervised training: cross-entropy on the dataset label or on a synthetic factor.
 
-The reference point of seed 000 Fig. 2 (supervised Slow-R50 on Kinetics): a linear classifier on
+The reference point of BOLD-DI Fig. 2 (supervised Slow-R50 on Kinetics): a linear classifier on
 the pooled embedding, trained end to end with the backbone. `target` is `label` (the dataset's
 class) or the name of a synthetic factor (`bg_color`, `fg_trajectory`, …), so that one can train a
 model that must learn appearance, or one that must learn motion, and diagnose both.

@@ -1,4 +1,4 @@
-"""v-SwAV (Caron et al. 2020; Feichtenhofer et al. 2021; seed 000 §5.1).
+"""v-SwAV (Caron et al. 2020; Feichtenhofer et al. 2021; BOLD-DI §5.1).
 
 Backbone → 3-layer MLP projector (2048 → 128) → L2-normalised z; scores against K L2-normalised
 prototypes; Sinkhorn-Knopp codes (ε = 0.05, 3 iterations); each clip predicts the codes of its

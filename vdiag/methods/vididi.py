@@ -1,4 +1,4 @@
-"""ViDiDi (Chen et al. 2024, paper 002): a clip and its temporal derivatives as views.
+"""ViDiDi (Chen et al. 2024): a clip and its temporal derivatives as views.
 
 Each video gives two augmented clips V and V' (App. B.1: augmentation before differentiation).
 Their 0th, 1st or 2nd temporal derivatives (finite forward differences, Eq. 3–4) go to the two
