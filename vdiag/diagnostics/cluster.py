@@ -19,7 +19,7 @@ from sklearn.metrics import silhouette_score
 
 from vdiag import distributed as dist
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor, check_target, targets
+from vdiag.diagnostics.features import Extractor, check_target, require_reading, sample_sizes, targets
 from vdiag.diagnostics.retrieval import normalise
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
@@ -85,10 +85,11 @@ def cluster(extractor: Extractor, data: DataRef, out: Path, *, split: str = "tes
         details: `class_order` (class names, best-retrieved first).
 
     Raises:
-        VdiagError: `target` is not a factor of the data; fewer than two classes, or no more videos
-            than classes, in `split`.
+        VdiagError: `target` is not a factor of the data; collapsed features; fewer than two classes,
+            or no more videos than classes, in `split`.
     """
     features = extractor(check_target(data.split(split), target), ["real"])["real"]
+    health = require_reading(features, model=extractor.model, split=split)
     labels, class_names = targets(features, target)
     present = np.unique(labels)
     if len(present) < 2 or len(labels) <= len(present):
@@ -110,6 +111,13 @@ def cluster(extractor: Extractor, data: DataRef, out: Path, *, split: str = "tes
         metrics=metrics,
         data=data.path,
         files=[str(saved)],
-        config={**extractor.describe(), "split": split, "target": target, "videos": len(labels)},
-        details={"class_order": [class_names[c] for c in best_retrieved_classes(embeddings, labels)]},
+        config={
+            **extractor.describe(),
+            "split": split,
+            "target": target,
+            "videos": len(labels),
+            **sample_sizes(**{split: features}),
+            "data": data.describe(),
+        },
+        details={"class_order": [class_names[c] for c in best_retrieved_classes(embeddings, labels)], "feature_health": {split: health}},
     )
