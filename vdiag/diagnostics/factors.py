@@ -42,7 +42,8 @@ def factor_probe(extractor: Extractor, data: DataRef) -> Result:
         `Result` "probe factors"; metrics: `acc_<factor>` (top-1 in [0, 1] of that factor's probe),
         `static_score` / `dynamic_score` (mean chance-normalised accuracy of the static / dynamic
         factors: 1 = decoded perfectly, 0 = chance), `chance_<factor>` (share of its most frequent
-        value); 95 % bootstrap intervals over test videos.
+        value); 95 % bootstrap intervals over test videos. details: `per_video` (test ids, 0/1 hits
+        per factor), `feature_health`, `flags`.
 
     Raises:
         VdiagError: the dataset has no generative factors (not a synthetic dataset); collapsed features.
@@ -91,5 +92,6 @@ def factor_probe(extractor: Extractor, data: DataRef) -> Result:
             "factor_values": test.factor_values,
             "feature_health": health,
             "flags": ceiling_flags(metrics, len(test)),
+            "per_video": {"video_ids": test.video_ids, **{f"correct_{name}": hits.astype(int).tolist() for name, hits in correct.items()}},
         },
     )

@@ -59,7 +59,7 @@ def retrieval(extractor: Extractor, data: DataRef, *, target: str = "label", ran
         `Result` "eval retrieval"; metrics: `R@k` (share of test videos with a same-class training
         video among their k nearest, in [0, 1], with 95 % bootstrap intervals over queries) and
         `chance` (R@1 of random features: Σ_c p_test(c) · p_train(c)); details: `feature_health`,
-        `flags` (intervals of width 0 at a ceiling).
+        `flags` (intervals of width 0 at a ceiling), `per_video` (query ids, 0/1 hits at each k).
 
     Raises:
         VdiagError: (from `train_test`) `target` is not a factor of the data, train and test share
@@ -94,5 +94,9 @@ def retrieval(extractor: Extractor, data: DataRef, *, target: str = "label", ran
             **sample_sizes(train=train, test=test),
             "data": data.describe(),
         },
-        details={"feature_health": split.health, "flags": ceiling_flags(metrics, len(test_labels))},
+        details={
+            "feature_health": split.health,
+            "flags": ceiling_flags(metrics, len(test_labels)),
+            "per_video": {"video_ids": test.video_ids, **{f"hit_{k}": hit.astype(int).tolist() for k, hit in hits.items()}},
+        },
     )

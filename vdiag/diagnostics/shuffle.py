@@ -54,7 +54,8 @@ def shuffle_probe(extractor: Extractor, data: DataRef, *, perturbation: str = "s
     Returns:
         `Result` "probe shuffle"; metrics: `acc` (share of test clips classified right, in [0, 1],
         with a 95 % interval from resampling test videos) and `chance` (0.5). Near 0.5 the
-        features ignore frame order; the v-CL models of BOLD-DI Fig. 2c sit there.
+        features ignore frame order; the v-CL models of BOLD-DI Fig. 2c sit there. details:
+        `feature_health`, `flags`, `per_video` (test video ids, right clips and clips per video).
 
     Raises:
         VdiagError: an unknown perturbation; train and test sharing videos; collapsed features.
@@ -84,5 +85,9 @@ def shuffle_probe(extractor: Extractor, data: DataRef, *, perturbation: str = "s
         metrics=metrics,
         data=data.path,
         config={**extractor.describe(), "perturbation": perturbation, **sample_sizes(**real), "data": data.describe()},
-        details={"feature_health": health, "flags": ceiling_flags(metrics, len(per_video_count))},
+        details={
+            "feature_health": health,
+            "flags": ceiling_flags(metrics, len(per_video_count)),
+            "per_video": {"video_ids": real["test"].video_ids, "correct": per_video_correct.tolist(), "clips": per_video_count.tolist()},
+        },
     )

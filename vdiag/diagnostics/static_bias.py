@@ -98,5 +98,13 @@ def static_bias(extractor: Extractor, data: DataRef, *, target: str = "label") -
         metrics=metrics,
         data=data.path,
         config={**extractor.describe(), "target": target, **sample_sizes(train=train, test=test["real"]), "data": data.describe()},
-        details={"classes": class_names, "feature_health": split.health, "flags": ceiling_flags(metrics, len(labels))},
+        details={
+            "classes": class_names,
+            "feature_health": split.health,
+            "flags": ceiling_flags(metrics, len(labels)),
+            "per_video": {
+                "video_ids": test["real"].video_ids,
+                **{f"correct_{view}": hits.astype(int).tolist() for view, hits in correct.items()},
+            },
+        },
     )
