@@ -25,11 +25,11 @@ def test_demo_trains_every_run_and_fills_the_report(tmp_path):
     }
     metrics = summary["metrics"]
     for index in range(len(DEMO_RUNS)):  # every metric of the card, for every checkpoint
-        for _, name, *_ in CARD:
-            assert f"{index}.{name}" in metrics, (index, name)
+        for diagnostic, name, *_ in CARD:
+            assert f"{index}.{diagnostic}.{name}" in metrics, (index, diagnostic, name)
     # the static reference is a per-frame network: blind to frame order by construction
     static = [run["name"] for run in summary["details"]["runs"]].index("static-reference")
-    assert abs(metrics[f"{static}.sim_shuffled"] - 1.0) < 1e-4
+    assert abs(metrics[f"{static}.static-bias.sim_shuffled"] - 1.0) < 1e-4
     html = (out / "report" / "report.html").read_text()
     assert html.count("<img ") == len(DEMO_RUNS) + 1  # one eigenvalue plot per run and the t-SNE
     assert "report.html" in first.stdout

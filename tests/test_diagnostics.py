@@ -31,9 +31,8 @@ from vdiag.diagnostics.probe import bootstrap
 from vdiag.diagnostics.retrieval import normalise, retrieval_hits
 from vdiag.diagnostics.shuffle import balanced_set, shuffle_probe
 from vdiag.diagnostics.static_bias import static_bias
+from vdiag.diagnostics.validity import train_reference
 from vdiag.models.backbones import build_backbone
-from vdiag.train.config import resolve_config
-from vdiag.train.trainer import pretrain
 
 SAMPLING = Sampling(frames=8, stride=1, size=32, clips=4)
 
@@ -47,15 +46,10 @@ def validity(tmp_path_factory):
     base = tmp_path_factory.mktemp("validity")
     root = base / "data"
     generate_dataset(SynthConfig(size=32, frames=8, num_train=96, num_val=64, num_test=64, correlation=0.0), root, workers=2)
-    models = {}
-    for name, backbone, target in (("static", "tiny2d", "bg_color"), ("dynamic", "tiny", "fg_trajectory")):
-        options = {
-            "backbone": {"name": backbone},
-            "data": {"path": str(root), "frames": 8, "stride": 1, "size": 32, "workers": 0},
-            "train": {"epochs": 8, "batch_size": 16, "warmup_epochs": 0},
-            "method_args": {"target": target},
-        }
-        models[name] = pretrain(resolve_config("supervised", "cpu", options=options), base / name, device="cpu").checkpoint
+    models = {
+        name: train_reference(root, base / name, backbone=backbone, target=target, frames=8, size=32, epochs=8)
+        for name, backbone, target in (("static", "tiny2d", "bg_color"), ("dynamic", "tiny", "fg_trajectory"))
+    }
     for backbone in ("tiny", "tiny2d"):
         torch.manual_seed(0)
         path = base / f"random-{backbone}.pt"

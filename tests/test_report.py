@@ -49,6 +49,13 @@ def test_report_html_is_self_contained_and_figures_decode(tiny_synth, tmp_path):
         path.parent.mkdir()
         torch.save(build_backbone("tiny").body.state_dict(), path)
         checkpoints.append(str(path))
+    collapsed = tmp_path / "collapsed" / "weights.pt"  # one embedding for every clip: a column without readings
+    collapsed.parent.mkdir()
+    state = build_backbone("tiny").body.state_dict()
+    state["stem.1.weight"].zero_()
+    state["stem.1.bias"].fill_(1.0)
+    torch.save(state, collapsed)
+    checkpoints.append(str(collapsed))
     out = tmp_path / "report"
     proc = run_cli(
         "report",
@@ -76,15 +83,25 @@ def test_report_html_is_self_contained_and_figures_decode(tiny_synth, tmp_path):
     parser = Structure()
     parser.feed(text)
     assert parser.errors == [] and parser.stack == []
-    assert len(parser.images) == 3  # the t-SNE and one eigenvalue figure per checkpoint
+    assert len(parser.images) == 3  # the t-SNE and one eigenvalue figure per readable checkpoint
     for image in parser.images:
         assert image["src"].startswith("data:image/png;base64,") and image["alt"]
         with Image.open(io.BytesIO(base64.b64decode(image["src"].split(",", 1)[1]))) as decoded:
             decoded.verify()
-    assert parser.header_cells == 3  # metric (with how to read it), two checkpoints
+    assert parser.header_cells == 4 + 3  # card: metric, three checkpoints; paired differences: metric, two differences
     assert parser.rows >= 10  # header + the card's metrics (factors included: synthetic data)
     assert "static_ratio" not in text and "static ratio" in text and "[" in text  # labels and intervals
+    assert "collapsed: no reading" in text and "Paired differences" in text and 'href="' in text
+    assert "synthetic" in text and "test 8 videos" in text  # the data described, the sample sizes
     markdown = (out / "report.md").read_text()
     assert markdown.count("![") == 3 and "| static ratio |" in markdown
-    assert "1.static_ratio" in result["metrics"] and "0.static_fraction_bolddi" in result["metrics"]
+    for line in markdown.splitlines():  # every table row has its columns: no cell text breaks the table
+        if line.startswith("| ") and "collapsed: no reading" in line:
+            assert line.replace("\\|", "").count("|") == 6, line  # metric, three checkpoints, reading
+    assert "\\|λ\\|" in markdown and "](" in markdown.split("| static ratio |")[1].splitlines()[0]  # escaped; docs linked
+    metrics = result["metrics"]
+    assert "1.static-bias.static_ratio" in metrics and "0.eig.static_fraction_bolddi" in metrics
+    assert {"0.static-bias.chance", "0.retrieval.chance"} <= set(metrics)  # namespaced: one no longer overwrites the other
+    assert "diff.1-0.static-bias.acc_real_ci_low" in metrics and not any(k.startswith("2.") for k in metrics)
+    assert list(result["details"]["refused"]) == ["2"]
     assert (out / "0-seed0" / "static-bias.json").is_file() and (out / "1-seed1" / "eig.png").is_file()

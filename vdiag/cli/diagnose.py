@@ -11,11 +11,15 @@ from vdiag.catalog import BACKBONE_NAMES, CONCEPT_FEATURES
 from vdiag.cli.common import emit, json_option, resolve_device
 from vdiag.data.formats import FORMATS
 
+CEILING_MARK = "†"  # the report card's mark for an interval of width 0
+
 COMMON_EPILOG = """
 Any checkpoint: a vdiag checkpoint (its data is the default), or a torchvision / pytorchvideo
 state dict with --backbone NAME. Features are cached (keyed by the checkpoint's content, the data,
 the view and the sampling), so a second diagnostic on the same checkpoint does not recompute them.
-Under torchrun every process extracts a share of the videos."""
+Under torchrun every process extracts a share of the videos. A dataset without train/test folders or
+a split column is split by video (split seed 0, 30% of each class's videos held out for testing; recorded in
+the result); a collapsed model or non-finite weights are refused in one line."""
 
 
 def diagnostic_options(function=None, *, data_format_flag: str = "--format", many: bool = False):
@@ -128,7 +132,8 @@ def run_diagnostic(name: str, *, keep_temporal: bool | None = None, many: bool =
                 result.checkpoint = ", ".join(str(p) for p in paths)
                 if dist.is_main():
                     written = result.write(folder / f"{name}.json")
-                    footer = [f"wrote {written}", *[f"      {f}" for f in [*result.files, *result.figures] if f != str(written)]]
+                    flags = [f"{CEILING_MARK} {name}: {flag}" for name, flag in result.details.get("flags", {}).items()]
+                    footer = [*flags, f"wrote {written}", *[f"      {f}" for f in [*result.files, *result.figures] if f != str(written)]]
                     emit(result, as_json, table(result) if table and not as_json else None, footer=footer)
             finally:
                 dist.teardown()

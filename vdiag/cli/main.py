@@ -59,9 +59,10 @@ def _register() -> None:
     from vdiag.cli.pretrain import pretrain
     from vdiag.cli.report import report_command
     from vdiag.cli.synth import synth_dataset
+    from vdiag.cli.validate import validate
     from vdiag.cli.viz import viz
 
-    for command in (pretrain, probe, evaluate, viz, report_command, synth_dataset, doctor, demo):
+    for command in (pretrain, probe, evaluate, viz, report_command, validate, synth_dataset, doctor, demo):
         cli.add_command(command)
     cli.add_command(__import__("vdiag.cli.check_data", fromlist=["check_data_command"]).check_data_command)
 

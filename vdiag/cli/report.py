@@ -27,8 +27,10 @@ Examples:
 @run_diagnostic("report", many=True, table=_card)
 def report_command(extractors, data, out, device):
     """One report card for one or more checkpoints: static-bias, shuffle, factors, retrieval,
-    silhouette and Koopman static fractions side by side with 95% intervals, the figures, and how
-    to read each number. Writes report.html (self-contained) and report.md; opens nothing.
+    silhouette and Koopman static fractions side by side with 95% intervals and chance levels, the
+    figures, and how to read each number; with several checkpoints, paired differences with the
+    first (paired bootstrap over the same test videos). A collapsed model gets a column "collapsed:
+    no reading". Writes report.html (self-contained), report.md and report.json; opens nothing.
     """
     from vdiag.report.card import build_report
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import silhouette_samples, silhouette_score
 
 from vdiag import distributed as dist
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor, check_target, targets
+from vdiag.diagnostics.features import Extractor, check_target, require_reading, sample_sizes, targets
+from vdiag.diagnostics.probe import bootstrap, with_intervals
 from vdiag.diagnostics.retrieval import normalise
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
@@ -81,14 +82,18 @@ def cluster(extractor: Extractor, data: DataRef, out: Path, *, split: str = "tes
         top_k: as for `silhouettes`.
 
     Returns:
-        `Result` "eval cluster"; metrics `silhouette@<k>`, `silhouette@all` in [−1, 1];
+        `Result` "eval cluster"; metrics `silhouette@<k>`, `silhouette@all` in [−1, 1] (0 = classes
+        overlapping, the level of random features); silhouette@all with a 95 % interval from
+        resampling the videos' own silhouette values (the geometry fixed: how much the score
+        depends on which videos were drawn);
         details: `class_order` (class names, best-retrieved first).
 
     Raises:
-        VdiagError: `target` is not a factor of the data; fewer than two classes, or no more videos
-            than classes, in `split`.
+        VdiagError: `target` is not a factor of the data; collapsed features; fewer than two classes,
+            or no more videos than classes, in `split`.
     """
     features = extractor(check_target(data.split(split), target), ["real"])["real"]
+    health = require_reading(features, model=extractor.model, split=split)
     labels, class_names = targets(features, target)
     present = np.unique(labels)
     if len(present) < 2 or len(labels) <= len(present):
@@ -98,6 +103,9 @@ def cluster(extractor: Extractor, data: DataRef, out: Path, *, split: str = "tes
         )
     embeddings = normalise(features.videos, features.videos.mean(axis=0))
     metrics = silhouettes(embeddings, labels, top_k=top_k)
+    per_video = silhouette_samples(embeddings, labels)  # their mean is silhouette@all
+    interval = bootstrap(lambda rows: {"silhouette@all": float(per_video[rows].mean())}, len(labels), seed=extractor.seed)
+    metrics = with_intervals(metrics, interval)
     saved = Path(out) / "embeddings.npz"
     if dist.is_main():
         with atomic_path(saved) as tmp:
@@ -110,6 +118,13 @@ def cluster(extractor: Extractor, data: DataRef, out: Path, *, split: str = "tes
         metrics=metrics,
         data=data.path,
         files=[str(saved)],
-        config={**extractor.describe(), "split": split, "target": target, "videos": len(labels)},
-        details={"class_order": [class_names[c] for c in best_retrieved_classes(embeddings, labels)]},
+        config={
+            **extractor.describe(),
+            "split": split,
+            "target": target,
+            "videos": len(labels),
+            **sample_sizes(**{split: features}),
+            "data": data.describe(),
+        },
+        details={"class_order": [class_names[c] for c in best_retrieved_classes(embeddings, labels)], "feature_health": {split: health}},
     )

@@ -18,8 +18,8 @@ import numpy as np
 
 from vdiag.data.synthetic import DYNAMIC_FACTORS, STATIC_FACTORS
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor
-from vdiag.diagnostics.probe import bootstrap, fit_probe, majority_share, predict_proba, with_intervals
+from vdiag.diagnostics.features import Extractor, require_reading, sample_sizes
+from vdiag.diagnostics.probe import bootstrap, ceiling_flags, fit_probe, majority_share, predict_proba, with_intervals
 from vdiag.errors import VdiagError
 from vdiag.results import Result
 
@@ -42,16 +42,18 @@ def factor_probe(extractor: Extractor, data: DataRef) -> Result:
         `Result` "probe factors"; metrics: `acc_<factor>` (top-1 in [0, 1] of that factor's probe),
         `static_score` / `dynamic_score` (mean chance-normalised accuracy of the static / dynamic
         factors: 1 = decoded perfectly, 0 = chance), `chance_<factor>` (share of its most frequent
-        value); 95 % bootstrap intervals over test videos.
+        value); 95 % bootstrap intervals over test videos. details: `per_video` (test ids, 0/1 hits
+        per factor), `feature_health`, `flags`.
 
     Raises:
-        VdiagError: the dataset has no generative factors (not a synthetic dataset).
+        VdiagError: the dataset has no generative factors (not a synthetic dataset); collapsed features.
     """
     test_index = data.split("test")
     if not test_index.factor_values:
         raise VdiagError(f"{data.path} has no generative factors; `probe factors` needs a dataset made by `vdiag synth-dataset`")
     fit = extractor(data.split("val"), ["real"])["real"]
     test = extractor(test_index, ["real"])["real"]
+    health = {split: require_reading(features, model=extractor.model, split=split) for split, features in (("val", fit), ("test", test))}
     correct, chance = {}, {}
     for name, values in test.factor_values.items():
         probe = fit_probe(fit.features, fit.factors[name], seed=extractor.seed)
@@ -71,10 +73,25 @@ def factor_probe(extractor: Extractor, data: DataRef) -> Result:
 
     metrics = statistics(np.arange(len(test)))
     metrics.update({f"chance_{name}": value for name, value in chance.items()})
+    metrics = with_intervals(metrics, bootstrap(statistics, len(test), seed=extractor.seed))
     return Result(
         command="probe factors",
-        metrics=with_intervals(metrics, bootstrap(statistics, len(test), seed=extractor.seed)),
+        metrics=metrics,
         data=data.path,
-        config={**extractor.describe(), "fit_split": "val", "test_split": "test", "fit_videos": len(fit), "test_videos": len(test)},
-        details={"static_factors": static, "dynamic_factors": dynamic, "factor_values": test.factor_values},
+        config={
+            **extractor.describe(),
+            "fit_split": "val",
+            "test_split": "test",
+            "fit_videos": len(fit),
+            **sample_sizes(fit=fit, test=test),
+            "data": data.describe(),
+        },
+        details={
+            "static_factors": static,
+            "dynamic_factors": dynamic,
+            "factor_values": test.factor_values,
+            "feature_health": health,
+            "flags": ceiling_flags(metrics, len(test)),
+            "per_video": {"video_ids": test.video_ids, **{f"correct_{name}": hits.astype(int).tolist() for name, hits in correct.items()}},
+        },
     )

@@ -483,38 +483,140 @@ def targets(features: Features, target: str = "label") -> tuple[np.ndarray, list
     return features.factors[target], features.factor_values[target]
 
 
+# A model's features must vary before any number about them means something. Both thresholds are
+# relative to the features' own scale (the root-mean-square feature value), so they hold for any
+# width, normalisation or activation range.
+COLLAPSE_SPREAD = 1e-3  # RMS distance to the mean clip / RMS value: below it every clip has one embedding
+DEAD_SPREAD = 1e-3  # the same per dimension: below it a dimension counts as constant ("dead")
+HEALTH_ROWS = 4096  # clips the effective rank is computed on (evenly spaced), enough for a stable value
+
+
+class DegenerateFeatures(VdiagError):
+    """A model whose features cannot give a reading: not finite, all zero, or one embedding for every clip."""
+
+
+def feature_health(features: np.ndarray) -> dict[str, float]:
+    """How much the features of a set of clips vary, relative to their scale.
+
+    Args:
+        features: `(N, K, C)` per-clip, `(N, C)`, or `(N, K, C, T')` per-step features (each step a sample).
+
+    Returns:
+        `samples`, `dims` (C), `finite` (1 / 0), `scale` (RMS feature value), `spread` (RMS distance
+        to the mean sample / scale: 0 for one embedding), `dead_dims` (dimensions whose standard
+        deviation is below `DEAD_SPREAD` · scale) and `effective_rank` (exp of the entropy of the
+        normalised singular values of the centred features, in [1, C]; Roy & Vetterli 2007; 0
+        when nothing varies).
+    """
+    x = np.moveaxis(features, 2, -1) if features.ndim == 4 else features
+    x = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    out = {"samples": len(x), "dims": x.shape[1], "finite": float(np.isfinite(x).all())}
+    if not out["finite"] or len(x) == 0:
+        return {**out, "scale": float("nan"), "spread": float("nan"), "dead_dims": x.shape[1], "effective_rank": float("nan")}
+    scale = float(np.sqrt((x**2).mean()))
+    centred = x - x.mean(axis=0)
+    variance = centred.var(axis=0)
+    spread = float(np.sqrt(variance.mean()) / scale) if scale > 0 else 0.0
+    dead = int((np.sqrt(variance) <= DEAD_SPREAD * scale).sum())
+    rows = centred[np.linspace(0, len(x) - 1, min(len(x), HEALTH_ROWS)).astype(int)]
+    singular = np.linalg.svd(rows, compute_uv=False)
+    total = singular.sum()
+    if spread < COLLAPSE_SPREAD or total <= 0:
+        rank = 0.0
+    else:
+        p = singular[singular > 0] / total
+        rank = float(np.exp(-(p * np.log(p)).sum()))
+    return {**out, "scale": scale, "spread": spread, "dead_dims": dead, "effective_rank": rank}
+
+
+def require_reading(features: Features, *, model: DiagnosticModel, split: str) -> dict[str, float]:
+    """Refuse, in one line, features that cannot give a reading; else their `feature_health`.
+
+    Every diagnostic calls it on the real clips it reads, so a collapsed encoder (one embedding for
+    every clip) is never read as "appearance" or "time-sensitive".
+
+    Args:
+        features: the real clips' features of one split.
+        model: the model, named in the message.
+        split: the split, named in the message.
+
+    Returns:
+        `feature_health(features.features)`.
+
+    Raises:
+        DegenerateFeatures: (a `VdiagError`) non-finite features; all features zero; a spread
+            below `COLLAPSE_SPREAD` of the feature scale (every clip has the same embedding).
+    """
+    health = feature_health(features.features)
+    where = f"{model.path}: the features of the {split} videos"
+    if not health["finite"]:
+        raise DegenerateFeatures(f"{where} hold NaN or infinity; no diagnostic reading is possible (check the checkpoint and the inputs)")
+    if health["scale"] == 0:
+        raise DegenerateFeatures(f"{where} are all zero; the model is collapsed, no diagnostic reading is possible")
+    if health["spread"] < COLLAPSE_SPREAD:
+        raise DegenerateFeatures(
+            f"{where} are collapsed: they vary by {health['spread']:.1e} of their scale ({health['dead_dims']} of {health['dims']} "
+            f"dimensions constant), every clip has one embedding, so no diagnostic reading is possible; check the training run"
+        )
+    return health
+
+
 @dataclass
 class TrainTest:
-    """Real clips of the train split and `views` of the test split, with the labels of `target`."""
+    """Real clips of the train split and `views` of the test split, with the labels of `target`, and
+    `health`: `feature_health` of the train and test real clips (checked by `require_reading`)."""
 
     train: Features
     test: dict[str, Features]
     train_labels: np.ndarray
     labels: np.ndarray
     class_names: list[str]
+    health: dict[str, dict] = field(default_factory=dict)
+
+
+def sample_sizes(**splits: Features) -> dict[str, int]:
+    """The sample sizes a result reports: videos and clips per split, and frames per clip.
+
+    Args:
+        splits: split name → its `Features` (e.g. train=…, test=…).
+
+    Returns:
+        `<split>_videos`, `<split>_clips` for each split (`clips` counts every clip, N · K).
+    """
+    out = {}
+    for name, features in splits.items():
+        out[f"{name}_videos"] = len(features)
+        out[f"{name}_clips"] = int(np.prod(features.features.shape[:2]))
+    return out
 
 
 def train_test(extractor: Extractor, data, *, target: str = "label", test_views=("real",), output: str = "pooled") -> TrainTest:
-    """The features every train-on-train, test-on-test diagnostic starts from.
+    """The features every train-on-train, test-on-test diagnostic starts from, checked for a reading.
 
     Args:
         extractor: the model and its settings.
-        data: a `DataRef` (the dataset folder or CSV and its layout).
+        data: a `DataRef` (the dataset folder or CSV and its layout; its train and test videos are
+            disjoint, `DataRef.split`).
         target: "label" or a synthetic factor to classify.
         test_views: views of the test split (`VIEWS`); the train split is always "real".
         output: the feature (`OUTPUTS`).
 
     Returns:
-        A `TrainTest`: train features, test features per view, the `target` labels of both.
+        A `TrainTest`: train features, test features per view, the `target` labels of both, and the
+        features' health.
 
     Raises:
-        VdiagError: `target` is not a factor of the data (before any extraction).
+        VdiagError: `target` is not a factor of the data (before any extraction); train and test
+            share videos. `DegenerateFeatures`: the model's features are collapsed or not finite.
     """
     train = extractor(check_target(data.split("train"), target), ["real"], output=output)["real"]
+    health = {"train": require_reading(train, model=extractor.model, split="train")}
     test = extractor(data.split("test"), test_views, output=output)
+    if "real" in test:
+        health["test"] = require_reading(test["real"], model=extractor.model, split="test")
     train_labels, class_names = targets(train, target)
     labels, _ = targets(test[test_views[0]], target)
-    return TrainTest(train, test, train_labels, labels, class_names)
+    return TrainTest(train, test, train_labels, labels, class_names, health)
 
 
 def require_concepts(extractor: Extractor) -> None:

@@ -13,13 +13,18 @@
 torchvision's R3D, `stages.2` for `tiny`, `blocks.3` for pytorchvideo) replaces the last stage's
 feature map; the forward pass stops there.
 
-The fingerprint (a hash of the file's bytes plus backbone, layer and keep_temporal) keys the
-feature cache, so a retrained checkpoint at the same path never reuses stale features.
+Every tensor of the loaded model (parameters and buffers) must be finite: a diverged checkpoint is
+refused in one line naming its first non-finite tensor, rather than probed into NaN metrics.
+
+The fingerprint (a hash of the tensors actually loaded, the recorded config, backbone, layer and
+keep_temporal) keys the feature cache, so a retrained checkpoint at the same path never reuses
+stale features, and a file rewritten while a diagnostic runs cannot be hashed after it was read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,11 +110,12 @@ def load_model(
         device: where the model runs.
 
     Returns:
-        The model, with its fingerprint (the file's bytes, backbone, layer, keep_temporal) set.
+        The model, with its fingerprint (the loaded tensors, config, backbone, layer, keep_temporal) set.
 
     Raises:
         VdiagError: a third-party state dict without `backbone`; a vdiag checkpoint with another
-            `backbone`; a file that does not fit its model; an unknown `layer`.
+            `backbone`; a file that does not fit its model; a parameter or buffer holding NaN or
+            infinity (`check_finite`); an unknown `layer`.
     """
     path = Path(path)
     state = read_state_file(path, what="checkpoint")
@@ -126,13 +132,15 @@ def load_model(
 
         load_backbone_weights(net, path)
         model = DiagnosticModel(net, path)
+    check_finite(model.method if model.method is not None else model.backbone, path)
+    model.fingerprint = _fingerprint(model)
     model.backbone.to(device).eval()
     if model.method is not None:
         model.method.to(device).eval()
     model.device = device
     if layer:
         _attach_layer(model, layer)
-    model.fingerprint = _fingerprint(path, model)
+        model.fingerprint = _fingerprint(model)
     return model
 
 
@@ -172,11 +180,37 @@ def _attach_layer(model: DiagnosticModel, layer: str) -> None:
     model.layer = layer
 
 
-def _fingerprint(path: Path, model: DiagnosticModel) -> str:
+def check_finite(module: nn.Module, path: str | Path) -> None:
+    """Refuse a model with a non-finite parameter or buffer, naming the first one.
+
+    Args:
+        module: the loaded model (a vdiag method with its heads, or a backbone).
+        path: the checkpoint, named in the message.
+
+    Raises:
+        VdiagError: a floating-point parameter or buffer holds NaN or ±inf (a diverged run).
+    """
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = ~torch.isfinite(tensor)
+            if bool(bad.any()):
+                kinds = "NaN" if bool(tensor.isnan().any()) else "infinite"
+                raise VdiagError(
+                    f"{path} holds non-finite weights: {name} has {int(bad.sum())} {kinds} of {tensor.numel()} values "
+                    "(the run diverged); diagnose an earlier checkpoint of the run"
+                )
+
+
+def _fingerprint(model: DiagnosticModel) -> str:
+    """A hash of what was loaded (every tensor of the model, its config) and of what is probed."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    module = model.method if model.method is not None else model.backbone
+    for name, tensor in module.state_dict().items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"|{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    if model.config is not None:
+        digest.update(json.dumps(model.config, sort_keys=True, default=str).encode())
     digest.update(f"|{model.name}|{model.layer}|{model.backbone.keep_temporal}".encode())
     return digest.hexdigest()[:24]
 

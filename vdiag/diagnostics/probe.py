@@ -133,6 +133,34 @@ def with_intervals(metrics: dict[str, float], intervals: dict[str, tuple[float, 
     return out
 
 
+def ceiling_flags(metrics: dict[str, float], count: int) -> dict[str, str]:
+    """Flags for bootstrap intervals of width 0: at a ceiling or floor the resamples cannot vary, and
+    [1.0, 1.0] is not certainty.
+
+    Args:
+        metrics: flat metrics with `<name>_ci_low` / `<name>_ci_high` (`with_intervals`).
+        count: the items resampled (test videos); the flag gives the rule-of-three bound
+            1 − 3/count (one-sided 95 %) that all-correct on `count` items does support.
+
+    Returns:
+        name → one line, for every metric whose interval has width 0.
+    """
+    flags = {}
+    for name, value in metrics.items():
+        low, high = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
+        if low is None or high is None or not np.isfinite(value) or high - low > 0:
+            continue
+        if value >= 1.0:
+            bound = f"; {count} items bound it only to ≥ {max(0.0, 1 - 3 / max(count, 1)):.3f} (rule of three, 95 %)"
+            flags[name] = f"at ceiling: interval uninformative{bound}"
+        elif value <= 0.0:
+            bound = min(1.0, 3 / max(count, 1))
+            flags[name] = f"at floor: interval uninformative; {count} items bound it only to ≤ {bound:.3f} (rule of three, 95 %)"
+        else:
+            flags[name] = "interval of width 0: every resample gave the same value (too few items to vary)"
+    return flags
+
+
 def safe_ratio(numerator: float, denominator: float) -> float:
     """numerator / denominator, NaN when the denominator is not positive."""
     return float(numerator / denominator) if denominator > 0 else float("nan")

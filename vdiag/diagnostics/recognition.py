@@ -25,8 +25,17 @@ import torch
 
 from vdiag import distributed as dist
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor, check_target, load_extractor, require_concepts, targets, train_test
-from vdiag.diagnostics.probe import bootstrap, fit_probe, majority_share, predict_proba, topk_correct, with_intervals
+from vdiag.diagnostics.features import (
+    Extractor,
+    check_target,
+    load_extractor,
+    require_concepts,
+    require_reading,
+    sample_sizes,
+    targets,
+    train_test,
+)
+from vdiag.diagnostics.probe import bootstrap, ceiling_flags, fit_probe, majority_share, predict_proba, topk_correct, with_intervals
 from vdiag.errors import VdiagError
 from vdiag.results import Result
 
@@ -66,7 +75,8 @@ def linear_eval(extractor: Extractor, data: DataRef, *, target: str = "label", f
 
     Raises:
         VdiagError: a concepts feature of a model that is not a `concepts` checkpoint (or with
-            `--layer`); `target` not a factor of the data; a single training class.
+            `--layer`); `target` not a factor of the data; train and test sharing videos; collapsed
+            features; a single training class.
     """
     output = "pooled" if feature == "embedding" else f"concepts.{feature}"
     if feature != "embedding":
@@ -75,11 +85,19 @@ def linear_eval(extractor: Extractor, data: DataRef, *, target: str = "label", f
     train, labels = split.train, split.labels
     probe = fit_probe(train.features, split.train_labels, seed=extractor.seed)
     probs = predict_proba(probe, split.test["real"].features, len(split.class_names))
+    metrics = accuracy_metrics(probs, labels, seed=extractor.seed)
     return Result(
         command="eval linear",
-        metrics=accuracy_metrics(probs, labels, seed=extractor.seed),
+        metrics=metrics,
         data=data.path,
-        config={**extractor.describe(), "target": target, "feature": feature, "train_videos": len(train), "test_videos": len(labels)},
+        config={
+            **extractor.describe(),
+            "target": target,
+            "feature": feature,
+            **sample_sizes(train=train, test=split.test["real"]),
+            "data": data.describe(),
+        },
+        details={"feature_health": split.health, "flags": ceiling_flags(metrics, len(labels))},
     )
 
 
@@ -126,8 +144,9 @@ def finetune(
         details: the fine-tuned checkpoint and the training history.
 
     Raises:
-        VdiagError: the model probes a `--layer`; `target` is not a factor of the data; the run
-            stopped before its last epoch (continue with `resume`).
+        VdiagError: the model probes a `--layer`; the dataset has no train/test split of its own (the
+            training engine would train on the test videos); `target` is not a factor of the data;
+            the run stopped before its last epoch (continue with `resume`).
     """
     from vdiag.train.config import resolve_config
     from vdiag.train.trainer import pretrain
@@ -135,6 +154,11 @@ def finetune(
     model = extractor.model
     if model.layer is not None:
         raise VdiagError("fine-tuning trains the whole backbone; drop --layer")
+    if data.generated_split:
+        raise VdiagError(
+            f"{data.path} has no train/test split of its own, and fine-tuning trains on every video of it; "
+            "put the videos under train/ and test/ folders (or add a split column to the CSV)"
+        )
     check_target(data.split("train"), target)
     sampling = extractor.sampling
     options = {
@@ -171,14 +195,16 @@ def finetune(
     dist.barrier()  # rank 0 wrote final.pt
     tuned = load_extractor(run.checkpoint, device=model.device, sampling=sampling, **extractor.settings)
     test = tuned(data.split("test"), ["real"])["real"]
+    health = require_reading(test, model=tuned.model, split="test")
     labels, _ = targets(test, target)
     classifier = tuned.model.method.classifier
     with torch.inference_mode():
         clips = torch.from_numpy(test.features).to(model.device)  # (N, K, C)
         probs = classifier(clips).softmax(-1).mean(1).cpu().numpy()
+    metrics = accuracy_metrics(probs, labels, seed=extractor.seed)
     return Result(
         command="eval finetune",
-        metrics=accuracy_metrics(probs, labels, seed=extractor.seed),
+        metrics=metrics,
         data=data.path,
         files=[str(run.checkpoint)],
         config={
@@ -186,6 +212,13 @@ def finetune(
             "target": target,
             **settings.__dict__,
             "milestones": list(settings.milestones),
+            **sample_sizes(test=test),
+            "data": data.describe(),
         },
-        details={"finetuned_checkpoint": str(run.checkpoint), "train_history": run.details.get("history", [])},
+        details={
+            "finetuned_checkpoint": str(run.checkpoint),
+            "train_history": run.details.get("history", []),
+            "feature_health": {"test": health},
+            "flags": ceiling_flags(metrics, len(labels)),
+        },
     )

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor, train_test
-from vdiag.diagnostics.probe import bootstrap, with_intervals
+from vdiag.diagnostics.features import Extractor, sample_sizes, train_test
+from vdiag.diagnostics.probe import bootstrap, ceiling_flags, with_intervals
 from vdiag.results import Result
 
 RANKS = (1, 5, 10, 20, 50)
@@ -58,10 +58,12 @@ def retrieval(extractor: Extractor, data: DataRef, *, target: str = "label", ran
     Returns:
         `Result` "eval retrieval"; metrics: `R@k` (share of test videos with a same-class training
         video among their k nearest, in [0, 1], with 95 % bootstrap intervals over queries) and
-        `chance` (R@1 of random features: Σ_c p_test(c) · p_train(c)).
+        `chance` (R@1 of random features: Σ_c p_test(c) · p_train(c)); details: `feature_health`,
+        `flags` (intervals of width 0 at a ceiling), `per_video` (query ids, 0/1 hits at each k).
 
     Raises:
-        VdiagError: (from `train_test`) `target` is not a factor of the data.
+        VdiagError: (from `train_test`) `target` is not a factor of the data, train and test share
+            videos, or the features are collapsed.
     """
     split = train_test(extractor, data, target=target)
     train, test = split.train, split.test["real"]
@@ -79,9 +81,22 @@ def retrieval(extractor: Extractor, data: DataRef, *, target: str = "label", ran
     p_train = np.bincount(train_labels, minlength=classes) / len(train_labels)
     p_test = np.bincount(test_labels, minlength=classes) / len(test_labels)
     metrics = {**statistics(np.arange(len(test_labels))), "chance": float(p_train @ p_test)}
+    metrics = with_intervals(metrics, bootstrap(statistics, len(test_labels), seed=extractor.seed))
     return Result(
         command="eval retrieval",
-        metrics=with_intervals(metrics, bootstrap(statistics, len(test_labels), seed=extractor.seed)),
+        metrics=metrics,
         data=data.path,
-        config={**extractor.describe(), "target": target, "gallery_videos": len(train_labels), "query_videos": len(test_labels)},
+        config={
+            **extractor.describe(),
+            "target": target,
+            "gallery_videos": len(train_labels),
+            "query_videos": len(test_labels),
+            **sample_sizes(train=train, test=test),
+            "data": data.describe(),
+        },
+        details={
+            "feature_health": split.health,
+            "flags": ceiling_flags(metrics, len(test_labels)),
+            "per_video": {"video_ids": test.video_ids, **{f"hit_{k}": hit.astype(int).tolist() for k, hit in hits.items()}},
+        },
     )

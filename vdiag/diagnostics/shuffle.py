@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor
-from vdiag.diagnostics.probe import bootstrap, fit_probe, with_intervals
+from vdiag.diagnostics.features import Extractor, require_reading, sample_sizes
+from vdiag.diagnostics.probe import bootstrap, ceiling_flags, fit_probe, with_intervals
 from vdiag.errors import VdiagError
 from vdiag.results import Result
 
@@ -54,17 +54,20 @@ def shuffle_probe(extractor: Extractor, data: DataRef, *, perturbation: str = "s
     Returns:
         `Result` "probe shuffle"; metrics: `acc` (share of test clips classified right, in [0, 1],
         with a 95 % interval from resampling test videos) and `chance` (0.5). Near 0.5 the
-        features ignore frame order; the v-CL models of BOLD-DI Fig. 2c sit there.
+        features ignore frame order; the v-CL models of BOLD-DI Fig. 2c sit there. details:
+        `feature_health`, `flags`, `per_video` (test video ids, right clips and clips per video).
 
     Raises:
-        VdiagError: an unknown perturbation.
+        VdiagError: an unknown perturbation; train and test sharing videos; collapsed features.
     """
     if perturbation not in PERTURBATIONS:
         raise VdiagError(f"unknown perturbation {perturbation!r}; choose one of: {', '.join(PERTURBATIONS)}")
     view = PERTURBATIONS[perturbation]
-    sets = []
+    sets, health, real = [], {}, {}
     for split in ("train", "test"):
         features = extractor(data.split(split), ["real", view])
+        real[split] = features["real"]
+        health[split] = require_reading(features["real"], model=extractor.model, split=split)
         sets.append(balanced_set(features["real"].features, features[view].features))
     (train_x, train_y, _), (test_x, test_y, test_video) = sets
     probe = fit_probe(train_x, train_y, seed=extractor.seed)
@@ -76,9 +79,15 @@ def shuffle_probe(extractor: Extractor, data: DataRef, *, perturbation: str = "s
         return {"acc": float(per_video_correct[rows].sum() / per_video_count[rows].sum())}
 
     metrics = {**statistics(np.arange(len(per_video_count))), "chance": 0.5}
+    metrics = with_intervals(metrics, bootstrap(statistics, len(per_video_count), seed=extractor.seed))
     return Result(
         command="probe shuffle",
-        metrics=with_intervals(metrics, bootstrap(statistics, len(per_video_count), seed=extractor.seed)),
+        metrics=metrics,
         data=data.path,
-        config={**extractor.describe(), "perturbation": perturbation, "train_clips": len(train_y), "test_clips": len(test_y)},
+        config={**extractor.describe(), "perturbation": perturbation, **sample_sizes(**real), "data": data.describe()},
+        details={
+            "feature_health": health,
+            "flags": ceiling_flags(metrics, len(per_video_count)),
+            "per_video": {"video_ids": real["test"].video_ids, "correct": per_video_correct.tolist(), "clips": per_video_count.tolist()},
+        },
     )

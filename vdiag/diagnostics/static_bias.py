@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor, train_test
-from vdiag.diagnostics.probe import bootstrap, fit_probe, majority_share, predict_proba, safe_ratio, with_intervals
+from vdiag.diagnostics.features import Extractor, sample_sizes, train_test
+from vdiag.diagnostics.probe import bootstrap, ceiling_flags, fit_probe, majority_share, predict_proba, safe_ratio, with_intervals
 from vdiag.results import Result
 
 TEST_VIEWS = ("real", "static", "difference", "shuffled", "reversed")
@@ -92,10 +92,19 @@ def static_bias(extractor: Extractor, data: DataRef, *, target: str = "label") -
     metrics = statistics(everything)
     metrics["chance"] = majority_share(labels)
     intervals = bootstrap(statistics, len(labels), seed=extractor.seed)
+    metrics = with_intervals(metrics, intervals)
     return Result(
         command="probe static-bias",
-        metrics=with_intervals(metrics, intervals),
+        metrics=metrics,
         data=data.path,
-        config={**extractor.describe(), "target": target, "train_videos": len(train), "test_videos": len(labels)},
-        details={"classes": class_names},
+        config={**extractor.describe(), "target": target, **sample_sizes(train=train, test=test["real"]), "data": data.describe()},
+        details={
+            "classes": class_names,
+            "feature_health": split.health,
+            "flags": ceiling_flags(metrics, len(labels)),
+            "per_video": {
+                "video_ids": test["real"].video_ids,
+                **{f"correct_{view}": hits.astype(int).tolist() for view, hits in correct.items()},
+            },
+        },
     )
