@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from vdiag.diagnostics.features import Sampling
+from vdiag.diagnostics.features import Extractor, Sampling
 from vdiag.diagnostics.model import DiagnosticModel
 from vdiag.errors import VdiagError
 from vdiag.models.backbones import VideoBackbone
@@ -42,7 +42,7 @@ def _activation(tiny_synth, tmp_path, module, name):
     root, _ = tiny_synth
     model = DiagnosticModel(VideoBackbone(name, module, 1), Path(f"{name}.pt"), fingerprint=name)
     video = root / "videos" / "test" / "test_00001.mp4"
-    return viz_activation(model, video, tmp_path / name, Sampling(6, 1, 32, 1), frames_shown=2).metrics
+    return viz_activation(Extractor(model, Sampling(6, 1, 32, 1)), video, tmp_path / name, frames_shown=2).metrics
 
 
 def test_foreground_mass_of_constructed_maps():
@@ -93,7 +93,9 @@ def test_saliency_masses_of_a_model_that_weighs_every_pixel_equally(tiny_synth, 
 
     root, _ = tiny_synth
     model = DiagnosticModel(VideoBackbone("mean", Affine(0.0, 1.0), 1), Path("mean.pt"), method=Classifier(), fingerprint="mean")
-    metrics = viz_saliency(model, root / "videos" / "test" / "test_00001.mp4", tmp_path, Sampling(6, 1, 32, 1), frames_shown=2).metrics
+    metrics = viz_saliency(
+        Extractor(model, Sampling(6, 1, 32, 1)), root / "videos" / "test" / "test_00001.mp4", tmp_path, frames_shown=2
+    ).metrics
     assert metrics["fg_mass_gradient"] == pytest.approx(metrics["fg_area"], rel=1e-4)
     assert metrics["fg_mass_integrated_gradients"] == pytest.approx(metrics["fg_input_share"], rel=1e-3)
     assert metrics["fg_input_share"] > metrics["fg_area"]

@@ -130,18 +130,18 @@ def test_bad_folders_are_clear_errors(tmp_path):
 def test_diagnostics_run_on_a_huggingface_folder(tiny_synth, tmp_path):
     from vdiag.diagnostics.data import DataRef
     from vdiag.diagnostics.features import Extractor, Sampling
-    from vdiag.diagnostics.model import load_huggingface_model
+    from vdiag.diagnostics.model import load_model
     from vdiag.diagnostics.static_bias import static_bias
     from vdiag.viz.eig import viz_eig
 
     root, _ = tiny_synth
     folder = tmp_path / "vjepa2"
     _save("vjepa2", folder)
-    model = load_huggingface_model(folder)
-    assert model.fingerprint == load_huggingface_model(folder).fingerprint != load_huggingface_model(folder, keep_temporal=True).fingerprint
+    model = load_model(folder)
+    assert model.fingerprint == load_model(folder).fingerprint != load_model(folder, keep_temporal=True).fingerprint
     metrics = static_bias(Extractor(model, Sampling(4, 1, 32, 1), workers=0), DataRef(str(root)), target="bg_color").metrics
     assert np.isfinite(metrics["acc_real"]) and np.isfinite(metrics["sim_shuffled"])
-    temporal = Extractor(load_huggingface_model(folder, keep_temporal=True), Sampling(4, 1, 32, 1), workers=0)
+    temporal = Extractor(load_model(folder, keep_temporal=True), Sampling(4, 1, 32, 1), workers=0)
     eig = viz_eig(temporal, DataRef(str(root)), tmp_path / "eig", figure_format="svg")
     assert eig.metrics
     from vdiag.viz.saliency import viz_saliency
@@ -149,3 +149,19 @@ def test_diagnostics_run_on_a_huggingface_folder(tiny_synth, tmp_path):
     video = next((root / "videos" / "test").glob("*.mp4"))
     saliency = viz_saliency(Extractor(model, Sampling(4, 1, 32, 1)), video, tmp_path / "saliency", frames_shown=2)
     assert all(np.isfinite(v) for v in saliency.metrics.values())
+
+
+def test_a_huggingface_folder_is_a_checkpoint_on_the_command_line(tiny_synth, tmp_path):
+    """`vdiag probe … FOLDER` reads a Hugging Face folder without --backbone, at the folder's own
+    clip length, and writes its result beside the folder."""
+    from test_pretrain import run_cli
+
+    root, _ = tiny_synth
+    folder = tmp_path / "videomae"
+    _save("videomae", folder)
+    out = run_cli("probe", "static-bias", str(folder), "--data", str(root), "--target", "bg_color", "--clips", "1", "--size", "32", "--json")
+    result = json.loads(out.stdout)
+    assert result["command"] == "probe static-bias" and np.isfinite(result["metrics"]["acc_real"])
+    assert result["config"]["frames"] == json.loads((folder / "config.json").read_text())["num_frames"]
+    refused = run_cli("probe", "static-bias", str(folder), "--backbone", "not-a-backbone", check=False)
+    assert refused.returncode != 0 and "is not a backbone" in refused.stderr

@@ -22,17 +22,34 @@ a split column is split by video (split seed 0, 30% of each class's videos held 
 the result); a collapsed model or non-finite weights are refused in one line."""
 
 
+class BackboneType(click.ParamType):
+    """`--backbone`: a name of `BACKBONE_NAMES`, or `package.module:builder` (a callable returning an
+    `nn.Module`; docs/backbones.md says what it must return)."""
+
+    name = "backbone"
+
+    def convert(self, value, param, ctx):
+        """The value unchanged if it names a backbone; else one line listing the choices."""
+        module, _, builder = str(value).partition(":")
+        if value in BACKBONE_NAMES or (module and builder and all(part.isidentifier() for part in module.split("."))):
+            return value
+        self.fail(f"{value!r} is not a backbone: use one of {', '.join(BACKBONE_NAMES)}, or package.module:builder", param, ctx)
+
+
 def diagnostic_options(function=None, *, data_format_flag: str = "--format", many: bool = False):
     """The options every probe / eval / viz command shares (viz names the dataset layout
     `--data-format`, since its `--format` is the figure's; `many` takes several checkpoints)."""
     if function is None:
         return lambda f: diagnostic_options(f, data_format_flag=data_format_flag, many=many)
     options = [
-        click.argument("checkpoints", nargs=-1, required=True, type=click.Path(dir_okay=False))
+        click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
         if many
-        else click.argument("checkpoint", type=click.Path(dir_okay=False)),
+        else click.argument("checkpoint", type=click.Path()),
         click.option(
-            "--backbone", type=click.Choice(BACKBONE_NAMES), help="Architecture of a non-vdiag state dict (torchvision / pytorchvideo)."
+            "--backbone",
+            type=BackboneType(),
+            help="Architecture of a non-vdiag state dict: a name (see docs/backbones.md) or package.module:builder. "
+            "Not needed for a vdiag checkpoint or a Hugging Face model folder.",
         ),
         click.option("--layer", help="Probe this module under the backbone body instead of the last stage (e.g. layer3, stages.2)."),
         click.option(

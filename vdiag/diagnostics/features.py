@@ -40,7 +40,7 @@ from vdiag.console import note, progress_bar, warn
 from vdiag.data.datasets import FailureTracker, VideoClipDataset, collate_clips
 from vdiag.data.formats import DatasetIndex
 from vdiag.data.sampling import ClipSpec
-from vdiag.data.views import eval_view, frame_difference, normalize, random_permutation, static_clip, trim
+from vdiag.data.views import KINETICS_MEAN, KINETICS_STD, eval_view, frame_difference, normalize, random_permutation, static_clip, trim
 from vdiag.diagnostics.model import DiagnosticModel, load_model
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path, cache_dir
@@ -52,12 +52,19 @@ CACHE_VERSION = 1
 
 @dataclass(frozen=True)
 class Sampling:
-    """How clips are taken: L frames at stride δ, `size`² pixels, `clips` uniform clips per video."""
+    """How clips are taken: L frames at stride δ, `size`² pixels, `clips` uniform clips per video,
+    normalised with the per-channel `mean` / `std` the model was trained with (Kinetics' by default)."""
 
     frames: int = 8
     stride: int = 2
     size: int = 64
     clips: int = 10
+    mean: tuple[float, float, float] = KINETICS_MEAN
+    std: tuple[float, float, float] = KINETICS_STD
+
+    def normalize(self, clip: torch.Tensor) -> torch.Tensor:
+        """A float clip `(C, T, H, W)` or batch `(B, C, T, H, W)` in [0, 1], normalised for the model."""
+        return normalize(clip, self.mean, self.std)
 
 
 def default_sampling(
@@ -67,8 +74,10 @@ def default_sampling(
 
     Args:
         model: the loaded checkpoint; a vdiag checkpoint records `data.frames`, `data.stride` and
-            `data.size` in its config, other weights get 16 frames at stride 2, 112 px (the
-            R3D / R(2+1)D evaluation of ViDiDi App. B.4 and DCLR §4.1).
+            `data.size` in its config; other weights get their architecture's published clips and
+            normalisation (`BackboneSpec.default_sampling`, e.g. 16 frames at stride 2, 112 px for
+            R3D / R(2+1)D as ViDiDi App. B.4 and DCLR §4.1 evaluate them; a Hugging Face folder's
+            own `config.json` / `preprocessor_config.json`).
         clips: uniformly spread clips per video (the 10-clip test).
         frames, stride, size: clip length (frames), frame stride (frames), crop side (pixels);
             None keeps the recorded or default value.
@@ -76,9 +85,14 @@ def default_sampling(
     Returns:
         The `Sampling`.
     """
-    recorded = (model.config or {}).get("data", {})
-    base = (recorded.get("frames", 8), recorded.get("stride", 2), recorded.get("size", 64)) if model.config else (16, 2, 112)
-    return Sampling(frames or base[0], stride or base[1], size or base[2], clips)
+    if model.config:  # a vdiag checkpoint: what it was trained on (Kinetics normalisation)
+        recorded = model.config.get("data", {})
+        base, norm = (recorded.get("frames", 8), recorded.get("stride", 2), recorded.get("size", 64)), {}
+    else:  # other weights: the clips and normalisation their architecture's published weights take
+        published = getattr(model.backbone, "default_sampling", None) or {}
+        base = (published.get("frames", 16), published.get("stride", 2), published.get("size", 112))
+        norm = {key: tuple(published[key]) for key in ("mean", "std") if published.get(key)}
+    return Sampling(frames or base[0], stride or base[1], size or base[2], clips, **norm)
 
 
 @dataclass
@@ -109,11 +123,11 @@ class Features:
 class _EvalTransform:
     """Worker-side: deterministic evaluation view, then normalisation (uint8 (C,T,H,W) → float)."""
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, sampling: Sampling):
+        self.sampling = sampling
 
     def __call__(self, clip: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return normalize(eval_view(clip, self.size))
+        return self.sampling.normalize(eval_view(clip, self.sampling.size))
 
 
 def make_view(view: str, clips: torch.Tensor, length: int, *, seeds: list[int] | None = None) -> torch.Tensor:
@@ -255,7 +269,7 @@ def _extract(extractor: Extractor, index: DatasetIndex, views: list[str], *, out
     model, sampling, seed = extractor.model, extractor.sampling, extractor.seed
     extra = 1 if "difference" in views else 0
     clip = ClipSpec(sampling.frames, sampling.stride, extra_frames=extra)
-    dataset = VideoClipDataset(index, clip, "eval", sampling.clips, _EvalTransform(sampling.size), extractor.decoder, seed=seed)
+    dataset = VideoClipDataset(index, clip, "eval", sampling.clips, _EvalTransform(sampling), extractor.decoder, seed=seed)
     order = list(range(dist.rank(), len(dataset), dist.world_size()))
     videos_per_batch = max(1, extractor.batch_size // sampling.clips)
     loader = DataLoader(

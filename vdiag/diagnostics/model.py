@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from vdiag.checkpoint import read_state_file
+from vdiag.console import note
 from vdiag.errors import VdiagError
 from vdiag.models.backbones import BACKBONES, VideoBackbone, build_backbone
 
@@ -101,9 +102,10 @@ def load_model(
     """Load any supported checkpoint as a frozen `DiagnosticModel` (eval mode, on `device`).
 
     Args:
-        path: a vdiag checkpoint, or a state dict of a torchvision / pytorchvideo model.
-        backbone: the architecture of a third-party state dict (`BACKBONES`); for a vdiag
-            checkpoint it must be omitted or equal the recorded one.
+        path: a vdiag checkpoint; a state dict (`.pt`, `.pth`, `.safetensors`) of any supported
+            architecture; or a Hugging Face model folder (`config.json` + weights: no `backbone`).
+        backbone: the architecture of a third-party state dict (a `BACKBONES` name or
+            `package.module:builder`); for a vdiag checkpoint it must be omitted or equal the recorded one.
         layer: module name under `backbone.body` to probe instead of the last stage.
         keep_temporal: remove temporal strides, so that every input frame keeps a feature (default:
             as recorded; False for third-party weights). The weights are unchanged.
@@ -117,7 +119,12 @@ def load_model(
             `backbone`; a file that does not fit its model; a parameter or buffer holding NaN or
             infinity (`check_finite`); an unknown `layer`.
     """
+    from vdiag.models.weights import detect_checkpoint_kind, load_backbone_weights
+
     path = Path(path)
+    if detect_checkpoint_kind(path) == "huggingface":  # a folder: config.json + weights, no --backbone needed
+        model = DiagnosticModel(build_backbone(str(path), keep_temporal=bool(keep_temporal)), path)
+        return _finish(model, path, layer, device)
     state = read_state_file(path, what="checkpoint")
     if state.get("format") == "vdiag":
         model = _from_vdiag(path, state, backbone, keep_temporal)
@@ -127,11 +134,14 @@ def load_model(
                 f"{path} is not a vdiag checkpoint; for a torchvision / pytorchvideo state dict pass "
                 f"--backbone NAME (one of: {', '.join(BACKBONES)})"
             )
-        net = build_backbone(backbone, bool(keep_temporal))
-        from vdiag.models.weights import load_backbone_weights
-
-        load_backbone_weights(net, path)
+        net = build_backbone(backbone, keep_temporal=bool(keep_temporal))
+        note(load_backbone_weights(net, path)["summary"])  # which prefix / copy was taken, what was ignored
         model = DiagnosticModel(net, path)
+    return _finish(model, path, layer, device)
+
+
+def _finish(model: DiagnosticModel, path: Path, layer: str | None, device: str) -> DiagnosticModel:
+    """Finite weights checked, fingerprint of what was loaded, eval mode on `device`, `layer` attached."""
     check_finite(model.method if model.method is not None else model.backbone, path)
     model.fingerprint = _fingerprint(model)
     model.backbone.to(device).eval()
@@ -213,37 +223,3 @@ def _fingerprint(model: DiagnosticModel) -> str:
         digest.update(json.dumps(model.config, sort_keys=True, default=str).encode())
     digest.update(f"|{model.name}|{model.layer}|{model.backbone.keep_temporal}".encode())
     return digest.hexdigest()[:24]
-
-
-def load_huggingface_model(path: str | Path, *, keep_temporal: bool | None = None, device: str = "cpu") -> DiagnosticModel:
-    """A local Hugging Face video model folder (VideoMAE, TimeSformer, ViViT, V-JEPA 2) as a frozen `DiagnosticModel`.
-
-    `load_model` dispatches here when `vdiag.models.weights.detect_checkpoint_kind(path)` is
-    'huggingface': the folder needs no `--backbone`, its architecture is in `config.json`.
-
-    Args:
-        path: the folder (`config.json` + `model.safetensors` or `pytorch_model.bin`).
-        keep_temporal: one token column per input frame (`vdiag.models.huggingface`); None means False.
-        device: where the model runs.
-
-    Returns:
-        The model; its fingerprint hashes every file of the folder, the folder name and keep_temporal.
-
-    Raises:
-        VdiagError: see `vdiag.models.backbones.build_huggingface_backbone`.
-    """
-    from vdiag.models.backbones import build_huggingface_backbone
-
-    path = Path(path)
-    model = DiagnosticModel(build_huggingface_backbone(path, keep_temporal=bool(keep_temporal)), path)
-    model.backbone.to(device).eval()
-    model.device = device
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.iterdir() if p.is_file()):
-        digest.update(file.name.encode())
-        with open(file, "rb") as f:
-            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                digest.update(chunk)
-    digest.update(f"|huggingface|{model.backbone.keep_temporal}".encode())
-    model.fingerprint = digest.hexdigest()[:24]
-    return model

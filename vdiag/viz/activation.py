@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from vdiag.data.decode import read_frames
 from vdiag.data.sampling import ClipSpec, uniform_starts
-from vdiag.data.views import center_crop, eval_view, normalize
+from vdiag.data.views import center_crop, eval_view
 from vdiag.diagnostics.features import Extractor, Sampling
 from vdiag.errors import VdiagError
 from vdiag.io import atomic_path
@@ -157,7 +157,7 @@ def viz_activation(
     raw, indices = read_clip(video, sampling, decoder=extractor.decoder, start=start)
     shown = eval_view(raw, sampling.size)  # (C, T, S, S) in [0, 1]
     with torch.inference_mode():
-        maps = decoupled_activation_maps(model, normalize(shown)[None].to(model.device))  # raw Eq. 11: masses; figure: min-max
+        maps = decoupled_activation_maps(model, sampling.normalize(shown)[None].to(model.device))  # raw Eq. 11: masses; figure: min-max
     length, size = shown.shape[1], sampling.size
     raw_maps = {name: upsample(maps[name][0].cpu(), length - (name == "difference"), size) for name in INPUTS}
     upsampled = {name: upsample(minmax(maps[name])[0].cpu(), length - (name == "difference"), size) for name in INPUTS}

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from vdiag import distributed as dist
-from vdiag.data.views import eval_view, normalize
+from vdiag.data.views import eval_view
 from vdiag.diagnostics.data import DataRef
 from vdiag.diagnostics.features import Extractor, check_target, require_concepts, targets
 from vdiag.io import atomic_path
@@ -103,7 +103,7 @@ def viz_concepts(
     raw, indices = read_clip(video, sampling, decoder=extractor.decoder, start=start)
     shown = eval_view(raw, sampling.size)
     with torch.inference_mode():
-        outputs = method.concept_outputs(normalize(shown)[None].to(model.device))
+        outputs = method.concept_outputs(sampling.normalize(shown)[None].to(model.device))
     codes = outputs["codes"][0].float().cpu()
     static_index = int(codes[:static_count].argmax())
     dynamic_index = static_count + int(codes[static_count:].argmax())

@@ -28,7 +28,7 @@ import torch
 
 from vdiag import distributed as dist
 from vdiag import koopman
-from vdiag.data.views import eval_view, normalize
+from vdiag.data.views import eval_view
 from vdiag.diagnostics.data import DataRef
 from vdiag.diagnostics.features import Extractor
 from vdiag.errors import VdiagError
@@ -141,7 +141,7 @@ def viz_modes(
         shown = eval_view(raw, extractor.sampling.size)
         with torch.inference_mode():
             feature_map = (
-                extractor.model.feature_map(normalize(shown)[None].to(extractor.model.device))[0].double().cpu()
+                extractor.model.feature_map(extractor.sampling.normalize(shown)[None].to(extractor.model.device))[0].double().cpu()
             )  # (C, T', H', W')
         positions = feature_map.permute(1, 2, 3, 0)  # (T', H', W', C)
         projected = koopman.mode_amplitudes(positions.reshape(1, -1, channels), eigenvectors)[0].reshape(*positions.shape[:3], channels)

@@ -160,7 +160,7 @@ def viz_saliency(
     video = Path(video)
     raw, indices = read_clip(video, sampling, decoder=extractor.decoder, start=start)
     shown = eval_view(raw, sampling.size)  # (C, T, S, S) in [0, 1]
-    clip = normalize(shown)[None].to(model.device)
+    clip = sampling.normalize(shown)[None].to(model.device)
     target, description = target_function(model, clip, class_index=class_index, seed=extractor.seed)
     tubes = attributions(model, clip, target)
     metrics: dict[str, float] = {}
