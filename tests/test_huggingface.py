@@ -159,7 +159,9 @@ def test_a_huggingface_folder_is_a_checkpoint_on_the_command_line(tiny_synth, tm
     root, _ = tiny_synth
     folder = tmp_path / "videomae"
     _save("videomae", folder)
-    out = run_cli("probe", "static-bias", str(folder), "--data", str(root), "--target", "bg_color", "--clips", "1", "--size", "32", "--json")
+    out = run_cli(
+        "probe", "static-bias", str(folder), "--data", str(root), "--target", "bg_color", "--clips", "1", "--size", "32", "--json"
+    )
     result = json.loads(out.stdout)
     assert result["command"] == "probe static-bias" and np.isfinite(result["metrics"]["acc_real"])
     assert result["config"]["frames"] == json.loads((folder / "config.json").read_text())["num_frames"]
