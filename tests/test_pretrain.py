@@ -208,14 +208,14 @@ def test_ctrl_c_saves_and_resume_finishes(tiny_synth, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--method", "simclr", "--set", "train.lr=-1"], "train.lr must be a positive number"),
+        (["--method", "simclr", "--set", "train.lr=-1"], "train.lr must be a number > 0"),
         (["--method", "simclr", "--set", "train.lrate=1"], "unknown setting train.lrate"),
         (["--method", "simclr", "--set", "method_args.temp=1"], "no option method_args.temp"),
         (["--method", "simclr", "--positives", "1"], "needs data.positives"),
         (["--method", "simclr", "--target", "bg_color"], "--target applies to --method supervised"),
         (["--method", "supervised", "--target", "speed"], "is not a factor of this dataset"),
         (["--method", "simclr", "--batch-size", "1000"], "fewer videos than one batch"),
-        (["--method", "simclr", "--weights", "missing.pt"], "weights file missing.pt does not exist"),
+        (["--method", "simclr", "--weights", "missing.pt"], "missing.pt does not exist"),
         (["--resume"], "--resume needs --out"),
         ([], "choose an objective with --method"),
     ],

@@ -114,7 +114,7 @@ def run_demo(
     started = time.perf_counter()
 
     def step(number: int, message: str) -> float:
-        note(f"[bold]demo step {number}/{total}[/bold]: {message}")
+        note(message, title=f"demo step {number}/{total}")
         return time.perf_counter()
 
     clock = step(1, "the confounded synthetic dataset (train: trajectory follows background colour with p = 0.8)")

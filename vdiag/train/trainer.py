@@ -56,6 +56,7 @@ from vdiag.results import Result
 from vdiag.train.config import dump_config, migrate_config
 from vdiag.train.optim import build_optimizer, learning_rate, set_learning_rate
 
+SHORT_VIDEO_POLICY = {"clamp": "pad", "loop": "loop"}  # `data.pad` → the sampler's short-video policy (data/sampling.py)
 StepCallback = Callable[[dict], bool]  # gets the step's log record; True asks the run to stop
 
 
@@ -122,7 +123,12 @@ def build_training_dataset(config: dict, index: DatasetIndex, decoder: str) -> V
             blur_p=augment["blur_p"],
         )
     )
-    clip = ClipSpec(num_frames=data["frames"], stride=data["stride"], extra_frames=METHODS[config["method"]].extra_frames)
+    clip = ClipSpec(
+        num_frames=data["frames"],
+        stride=data["stride"],
+        extra_frames=METHODS[config["method"]].extra_frames,
+        short_video=SHORT_VIDEO_POLICY[data["pad"]],
+    )
     return VideoClipDataset(index, clip, "train", data["positives"], view, decoder, seed=config["seed"])
 
 
