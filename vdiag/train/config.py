@@ -152,6 +152,7 @@ def resolve_config(
     options: dict | None = None,
     assignments: list[str] | None = None,
     seed: int = 0,
+    base: dict | None = None,
 ) -> dict:
     """The full training config for `method` (see the module docstring for precedence).
 
@@ -164,7 +165,9 @@ def resolve_config(
         config_file: a YAML file of settings (e.g. a run's saved config.yaml).
         options: settings from command-line options, as nested dicts ({'train': {'epochs': 3}}).
         assignments: `--set key=value` strings, applied last.
-        seed: the run's seed.
+        seed: the run's seed (ignored with `base`, whose seed is kept).
+        base: a stored config (a run's, through `migrate_config`) to start from instead of the
+            preset: what `vdiag pretrain --resume --set …` asks of the run it continues.
 
     Returns:
         A plain JSON-able dict: `method`, `preset`, `seed`, `backbone`, `data`, `augment`, `train`,
@@ -176,6 +179,13 @@ def resolve_config(
             a config file that is missing or not YAML; a `--set` without `=`.
     """
     file_config = read_config_file(config_file) if config_file else {}
+    if base is not None:
+        config = migrate_config(base)
+        for layer in (file_config, {k: v for k, v in (options or {}).items() if k != "method"}, parse_set(assignments or [])):
+            config = merge(config, layer)
+        config["vdiag_version"] = __version__
+        validate(config)
+        return _absolute_paths(config)
     method = (options or {}).get("method") or file_config.get("method") or method
     if not isinstance(method, str) or method not in METHODS:
         raise VdiagError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -192,10 +202,61 @@ def resolve_config(
     config["method"] = method
     config["vdiag_version"] = __version__
     validate(config)
-    for section, key in (("data", "path"), ("backbone", "weights")):  # stored as found from here, not as typed
+    return _absolute_paths(config)
+
+
+def _absolute_paths(config: dict) -> dict:
+    """`data.path` and `backbone.weights` as absolute paths: a run read from another folder names its files."""
+    for section, key in (("data", "path"), ("backbone", "weights")):
         if config[section][key]:
             config[section][key] = str(Path(config[section][key]).expanduser().resolve())
     return config
+
+
+# Settings a resumed run may take from the command line: they change how it runs, not what it is
+# (epochs may only be raised; a lower lr or a clip after divergence is the user's explicit choice).
+CHANGEABLE_ON_RESUME = (
+    "train.epochs",
+    "train.lr",
+    "train.clip_grad",
+    "train.save_every_steps",
+    "train.save_every_minutes",
+    "data.workers",
+    "data.max_failures",
+)
+_NOT_COMPARED = ("vdiag_version", "data.fingerprint")
+
+
+def config_differences(stored: dict, asked: dict, *, ignore: tuple[str, ...] = CHANGEABLE_ON_RESUME) -> list[tuple[str, object, object]]:
+    """The settings where two configs differ, as (dotted key, stored value, asked value), in key order.
+
+    `vdiag_version` and `data.fingerprint` (written by the trainer) are never compared; `ignore`
+    names further keys [the settings a resumed run may change]. Both configs are completed with
+    `migrate_config` first, so a setting added since `stored` was written is not a difference.
+
+    Args:
+        stored: the config a run was trained with (a checkpoint's).
+        asked: the config the command line resolves to.
+        ignore: dotted keys left out of the comparison.
+
+    Returns:
+        [(key, stored value, asked value)], empty when they agree.
+    """
+    a, b = _flatten(migrate_config(stored)), _flatten(migrate_config(asked))
+    skipped = set(ignore) | set(_NOT_COMPARED)
+    keys = list(dict.fromkeys([*a, *b]))
+    return [(k, a.get(k), b.get(k)) for k in keys if k not in skipped and a.get(k) != b.get(k)]
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def migrate_config(config: dict) -> dict:
