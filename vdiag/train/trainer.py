@@ -255,6 +255,7 @@ def _claimed(out: Path, fresh: bool):
         yield
         return
     existed = out.exists()
+    before = {p.name for p in out.iterdir()} if out.is_dir() else set()
     with folder_lock(out):
         removed = remove_stale_temporaries(out)
         if removed:
@@ -263,16 +264,17 @@ def _claimed(out: Path, fresh: bool):
             yield
         except BaseException:
             if fresh and not (out / "last.pt").exists():
-                _remove_stub(out, existed)
+                _remove_stub(out, existed, before)
             raise
 
 
-def _remove_stub(out: Path, existed: bool) -> None:
-    """What a new run wrote before failing without a checkpoint: the folder it created, or its files in a folder that existed."""
+def _remove_stub(out: Path, existed: bool, before: set[str]) -> None:
+    """What a new run wrote before failing without a checkpoint: the folder it created, or the files it
+    added to a folder that existed (never one that was there before)."""
     if not existed and all(p.name in (*_RUN_FILES, LOCK_NAME) for p in out.iterdir()):
         shutil.rmtree(out, ignore_errors=True)
         return
-    for name in _RUN_FILES:
+    for name in set(_RUN_FILES) - before:
         path = out / name
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -532,7 +534,7 @@ def _warn_if_huge(run: _Run, model: dict, position: Position) -> None:
 
 def _kept(run: _Run) -> str:
     last = run.out / "last.pt"
-    return f"kept the last good (finite) checkpoint {last}" if last.exists() else "no checkpoint was written yet"
+    return f"kept the last good checkpoint {last} (every tensor finite)" if last.exists() else "no checkpoint was written yet"
 
 
 def _lower_lr_advice(run: _Run) -> str:
