@@ -264,3 +264,24 @@ def test_the_recorded_dataset_is_checked_when_a_diagnostic_reads_it(tiny_synth, 
     run = tmp_path / "run"
     pretrain(_config(root, "simclr", 1), run)
     assert load_checkpoint(run / "final.pt")["config"]["data"]["fingerprint"] == config["data"]["fingerprint"]
+
+
+def test_demo_reuses_only_runs_made_with_its_settings(tiny_synth, tmp_path, monkeypatch):
+    """`vdiag demo` run again with other settings (here epochs 1 → 2) trains again instead of reusing."""
+    from vdiag import demo
+    from vdiag.train import trainer
+
+    root, _ = tiny_synth
+    trained = []
+
+    def fake_pretrain(config, out, **kwargs):
+        trained.append(config["train"]["epochs"])
+        save_checkpoint(out / "final.pt", config=config, model={}, position={"finished": True})
+
+    monkeypatch.setattr(trainer, "pretrain", fake_pretrain)
+    run, folder = demo.DEMO_RUNS[2], tmp_path / "runs" / "v-simclr"
+    one = demo.DemoSettings(num_train=24, epochs=1)
+    for settings in (one, one, demo.DemoSettings(num_train=24, epochs=2)):
+        path = demo._pretrain(run, str(root), folder, settings, seed=0, device="cpu", decoder="auto")
+        assert load_checkpoint(path)["config"]["train"]["epochs"] == settings.epochs
+    assert trained == [1, 2]  # the second call reused the first run; the third did not reuse it
