@@ -501,8 +501,8 @@ def _save(run: _Run, position: Position, name: str, finished: bool = False) -> P
     if _agree(bool(bad), run.device):
         where = f"{len(bad)} tensors, e.g. {', '.join(bad[:3])}" if bad else "on another process"
         raise VdiagError(
-            f"the model's state became NaN or infinite ({where}) by epoch {position.epoch + 1}, step {position.step} "
-            f"while the loss was still finite; training stopped and {_kept(run)}. {_lower_lr_advice(run)}"
+            f"the model's state became NaN or infinite ({where}) {_where(position)} while the loss was still finite; "
+            f"training stopped and {_kept(run)}. {_lower_lr_advice(run)}"
         )
     _warn_if_huge(run, model, position)
     path = None
@@ -532,6 +532,12 @@ def _warn_if_huge(run: _Run, model: dict, position: Position) -> None:
         warn(f"the model holds values up to {largest:.3g} at epoch {position.epoch + 1}: the run is diverging. {_lower_lr_advice(run)}")
 
 
+def _where(position: Position) -> str:
+    if position.step == 0 and position.epoch > 0:
+        return f"by the end of epoch {position.epoch}"
+    return f"by epoch {position.epoch + 1}, step {position.step}"
+
+
 def _kept(run: _Run) -> str:
     last = run.out / "last.pt"
     return f"kept the last good checkpoint {last} (every tensor finite)" if last.exists() else "no checkpoint was written yet"
@@ -539,7 +545,7 @@ def _kept(run: _Run) -> str:
 
 def _lower_lr_advice(run: _Run) -> str:
     """The exact command to continue (or restart) with a learning rate ten times lower."""
-    lower = f"{run.train['lr'] / 10:.3g}"
+    lower = format(float(format(run.train["lr"] / 10, ".3g")), "g")  # 0.0002, 1000: as typed back with --set
     clip = "" if run.train["clip_grad"] else " --set train.clip_grad=1.0"
     if (run.out / "last.pt").exists():
         return f"Resume with a lower learning rate: vdiag pretrain --resume --out {run.out} --set train.lr={lower}{clip}"
