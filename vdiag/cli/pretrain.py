@@ -157,10 +157,16 @@ def pretrain(
 
 
 def _stored_config(out: Path) -> dict:
-    """The config of the run in `out` (its last.pt), completed with settings added since."""
+    """The config of the run in `out` (its last.pt), completed with settings added since.
+
+    Raises:
+        VdiagError: `out` holds no last.pt (or an unreadable one).
+    """
     from vdiag.checkpoint import load_checkpoint
     from vdiag.train.config import migrate_config
 
+    if not (out / "last.pt").is_file():
+        raise VdiagError(f"{out} holds no last.pt to continue; check --out, or use --resume auto to start the run when there is none")
     return migrate_config(load_checkpoint(out / "last.pt")["config"])
 
 
