@@ -147,3 +147,15 @@ def test_data_and_weights_paths_are_stored_absolute(tmp_path, monkeypatch):
     (tmp_path / "w.pt").write_bytes(b"")
     config = resolve_config("simclr", options={"data": {"path": "data"}, "backbone": {"weights": "w.pt"}})
     assert config["data"]["path"] == str(tmp_path / "data") and config["backbone"]["weights"] == str(tmp_path / "w.pt")
+
+
+def test_config_differences_name_what_a_command_changes_and_skip_what_training_wrote():
+    from vdiag.train.config import config_differences
+
+    stored = resolve_config("supervised", assignments=["train.epochs=1"])
+    stored["method_args"]["num_classes"] = 4  # recorded by build_model from the data
+    stored["data"]["fingerprint"] = "24:0123456789abcdef"
+    assert config_differences(stored, resolve_config("supervised", assignments=["train.epochs=1"])) == []
+    asked = resolve_config("supervised", assignments=["train.epochs=3", "train.lr=1e-3", "data.size=32"])
+    assert config_differences(stored, asked) == [("data.size", 64, 32)]  # epochs and lr may change on resume
+    assert ("train.epochs", 1, 3) in config_differences(stored, asked, ignore=())

@@ -224,13 +224,15 @@ CHANGEABLE_ON_RESUME = (
     "data.workers",
     "data.max_failures",
 )
-_NOT_COMPARED = ("vdiag_version", "data.fingerprint")
+# Written while training, not asked for: the writer's version, the data's fingerprint (checked on its
+# own), and the class count `build_model` records for supervised runs from the data.
+_NOT_COMPARED = ("vdiag_version", "data.fingerprint", "method_args.num_classes")
 
 
 def config_differences(stored: dict, asked: dict, *, ignore: tuple[str, ...] = CHANGEABLE_ON_RESUME) -> list[tuple[str, object, object]]:
     """The settings where two configs differ, as (dotted key, stored value, asked value), in key order.
 
-    `vdiag_version` and `data.fingerprint` (written by the trainer) are never compared; `ignore`
+    `vdiag_version`, `data.fingerprint` and `method_args.num_classes` (written while training) are never compared; `ignore`
     names further keys [the settings a resumed run may change]. Both configs are completed with
     `migrate_config` first, so a setting added since `stored` was written is not a difference.
 
