@@ -572,7 +572,7 @@ def _train(run: _Run, position: Position, stop_after_epochs: int | None) -> _Sto
             position.sums, position.counted = {}, 0
             epochs_run += 1
             _save(run, position, "last.pt")
-            if stop.requested:  # a signal during the epoch's last step: saved just now
+            if stop.requested and position.epoch < run.train["epochs"]:  # asked during the epoch's last step: saved just now
                 return stop
             if stop_after_epochs is not None and epochs_run >= stop_after_epochs and position.epoch < run.train["epochs"]:
                 return stop
@@ -615,6 +615,7 @@ def _train_epoch(run: _Run, position: Position, stop: _StopFlag, progress, task)
             if _log_step(run, position, losses, lr, progress, task):
                 stop.requested = True
         if _agree(stop.requested, run.device):
+            stop.requested = True  # on every rank, whichever asked
             if position.step < run.steps_per_epoch:
                 return None
             break  # the epoch's last step: end it normally, then stop
