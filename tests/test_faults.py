@@ -285,3 +285,14 @@ def test_demo_reuses_only_runs_made_with_its_settings(tiny_synth, tmp_path, monk
         path = demo._pretrain(run, str(root), folder, settings, seed=0, device="cpu", decoder="auto")
         assert load_checkpoint(path)["config"]["train"]["epochs"] == settings.epochs
     assert trained == [1, 2]  # the second call reused the first run; the third did not reuse it
+
+
+def test_a_stop_asked_at_an_epochs_last_step_ends_the_epoch_first(tiny_synth, tmp_path):
+    """The epoch's summary is written and, when it was the last epoch, the run finishes (final.pt)."""
+    root, _ = tiny_synth
+    stopped = pretrain(_config(root, "simclr", 2), tmp_path / "a", on_step=lambda r: r["global_step"] == 3)
+    assert not stopped.details["finished"] and len(epoch_summaries(tmp_path / "a")) == 1
+    position = load_checkpoint(tmp_path / "a" / "last.pt")["position"]
+    assert (position["epoch"], position["step"], position["global_step"]) == (1, 0, 3)
+    done = pretrain(_config(root, "simclr", 1), tmp_path / "b", on_step=lambda r: r["global_step"] == 3)
+    assert done.details["finished"] and (tmp_path / "b" / "final.pt").is_file()
