@@ -28,3 +28,42 @@ def test_save_npz_failing_midway_keeps_the_old_file(tmp_path):
     with pytest.raises(RuntimeError):
         save_npz(path, a=np.zeros(3), b=Unwritable())
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["arrays.npz"]
+
+
+def test_folder_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from vdiag.errors import VdiagError
+    from vdiag.io import LOCK_NAME, folder_lock
+
+    lock = tmp_path / "run" / LOCK_NAME
+    lock.parent.mkdir()
+    lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))  # a live process
+    with pytest.raises(VdiagError, match=rf"in use by another vdiag \(pid {os.getppid()} "):
+        with folder_lock(lock.parent):
+            pass
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    with folder_lock(lock.parent) as held:
+        assert json.loads(held.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
+    lock.write_text(json.dumps({"pid": 1, "host": "another-machine"}))  # cannot be checked from here: refused
+    with pytest.raises(VdiagError, match="another-machine"):
+        with folder_lock(lock.parent):
+            pass
+
+
+def test_remove_stale_temporaries_removes_only_atomic_leftovers(tmp_path):
+    from vdiag.io import remove_stale_temporaries
+
+    (tmp_path / ".last.pt.x1.tmp").write_bytes(b"half")
+    (tmp_path / ".report.abc.tmp").mkdir()
+    (tmp_path / "last.pt").write_bytes(b"whole")
+    (tmp_path / "notes.tmp").write_text("the user's")
+    assert remove_stale_temporaries(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "notes.tmp"]

@@ -145,9 +145,21 @@ def test_resume_mid_epoch(method, extra, tiny_synth, tmp_path):
     pretrain(config, tmp_path / "whole")
     stop_at_step_4 = lambda record: record["global_step"] == 4  # noqa: E731  (mid-way through epoch 2)
     pretrain(config, tmp_path / "parts", on_step=stop_at_step_4)
-    assert load_checkpoint(tmp_path / "parts" / "last.pt")["position"] | {} == {"epoch": 1, "step": 1, "global_step": 4, "finished": False}
+    position = load_checkpoint(tmp_path / "parts" / "last.pt")["position"]
+    assert {k: position[k] for k in ("epoch", "step", "global_step", "finished")} == {
+        "epoch": 1,
+        "step": 1,
+        "global_step": 4,
+        "finished": False,
+    }
     pretrain(config, tmp_path / "parts", resume=True)
     assert step_losses(tmp_path / "parts") == step_losses(tmp_path / "whole")
+    assert epoch_means(tmp_path / "parts") == epoch_means(tmp_path / "whole")  # epoch 2 averages all its steps, not the resumed ones
+
+
+def epoch_means(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in lines if r["type"] == "epoch"]
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_synth, tmp_path, monkeypatch):
@@ -159,7 +171,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_synth, tmp_path,
 
     original = SimCLR.forward
     monkeypatch.setattr(SimCLR, "forward", lambda self, batch: {k: v * float("nan") for k, v in original(self, batch).items()})
-    with pytest.raises(VdiagError, match=r"loss became nan at epoch 2, step 1 .*kept the last good checkpoint"):
+    with pytest.raises(
+        VdiagError,
+        match=r"loss became nan at epoch 2, step 1 .*kept the last good checkpoint .* \(every tensor finite\).*"
+        r"vdiag pretrain --resume --out .* --set train.lr=0.0002",
+    ):
         pretrain(config, tmp_path, resume=True)
     assert (tmp_path / "last.pt").read_bytes() == good
 
@@ -174,12 +190,13 @@ def test_nan_from_the_cli_is_one_line(tiny_synth, tmp_path):
         str(root),
         "--out",
         str(tmp_path / "run"),
-        *cli_sets(["method_args.covariance_weight=.nan"]),
+        *cli_sets(["method_args.covariance_weight=1e308", "method_args.variance_weight=1e308"]),  # a non-finite weight is refused
         check=False,
     )
     assert proc.returncode == 2
-    assert "loss became nan" in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "run" / "last.pt").exists()
+    assert "loss became inf" in proc.stderr and "Traceback" not in proc.stderr
+    assert "Start again with a lower learning rate: add --set train.lr=0.0002" in proc.stderr
+    assert not (tmp_path / "run").exists()  # a run that fails in its first epoch leaves no stub folder
 
 
 def test_ctrl_c_saves_and_resume_finishes(tiny_synth, tmp_path):
@@ -208,14 +225,14 @@ def test_ctrl_c_saves_and_resume_finishes(tiny_synth, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--method", "simclr", "--set", "train.lr=-1"], "train.lr must be a positive number"),
+        (["--method", "simclr", "--set", "train.lr=-1"], "train.lr must be a number > 0"),
         (["--method", "simclr", "--set", "train.lrate=1"], "unknown setting train.lrate"),
         (["--method", "simclr", "--set", "method_args.temp=1"], "no option method_args.temp"),
         (["--method", "simclr", "--positives", "1"], "needs data.positives"),
         (["--method", "simclr", "--target", "bg_color"], "--target applies to --method supervised"),
         (["--method", "supervised", "--target", "speed"], "is not a factor of this dataset"),
         (["--method", "simclr", "--batch-size", "1000"], "fewer videos than one batch"),
-        (["--method", "simclr", "--weights", "missing.pt"], "weights file missing.pt does not exist"),
+        (["--method", "simclr", "--weights", "missing.pt"], "missing.pt does not exist"),
         (["--resume"], "--resume needs --out"),
         ([], "choose an objective with --method"),
     ],

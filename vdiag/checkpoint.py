@@ -168,3 +168,95 @@ def _to_cpu(value):
     if isinstance(value, (list, tuple)):
         return type(value)(_to_cpu(v) for v in value)
     return value
+
+
+def non_finite_tensors(*states: dict) -> list[str]:
+    """Names of the floating-point tensors holding NaN or ±inf in nested state dicts (model, optimiser).
+
+    Every tensor is checked, parameters and buffers alike (a batch-norm running variance can
+    overflow while the loss is still finite).
+
+    Args:
+        *states: state dicts, possibly nested (an optimiser's `state`).
+
+    Returns:
+        Dotted names of the non-finite tensors, in order; empty when all are finite.
+    """
+    bad: list[str] = []
+
+    def visit(value, name: str) -> None:
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                bad.append(name)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, f"{name}.{key}" if name else str(key))
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                visit(item, f"{name}.{i}" if name else str(i))
+
+    for state in states:
+        visit(state, "")
+    return bad
+
+
+def dataset_fingerprint(records, root: str | Path) -> str:
+    """A cheap fingerprint of a dataset split: SHA-256 (16 hex digits) of its videos' paths relative
+    to `root` and their labels, in order. No video is opened.
+
+    Args:
+        records: the split's `VideoRecord`s (anything with `path` and `label`).
+        root: the dataset's root folder (paths are taken relative to it where they lie inside it).
+
+    Returns:
+        "<number of videos>:<16 hex digits>".
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    root = Path(root)
+    for record in records:
+        path = Path(record.path)
+        try:
+            path = path.relative_to(root)
+        except ValueError:
+            pass
+        digest.update(f"{path.as_posix()}\t{record.label}\n".encode())
+    return f"{len(records)}:{digest.hexdigest()[:16]}"
+
+
+def check_recorded_data(config: dict, *, load_split=None) -> None:
+    """Whether the dataset a run recorded is the one found at its recorded path now.
+
+    Call it when a diagnostic reads a checkpoint's recorded `data.path` (no `--data` given). A
+    relative path (stored as typed by vdiag before 0.2) names a different folder from each working
+    directory, so it is refused; a recorded fingerprint (`data.fingerprint`, written by the trainer)
+    is compared with the training split found at the path now.
+
+    Args:
+        config: the checkpoint's config.
+        load_split: `load_index(path, format, split, split_id)` (vdiag.data.formats), called only
+            when the config records a fingerprint.
+
+    Raises:
+        VdiagError: the recorded path is relative, or the split found there is not the one trained on.
+    """
+    data = (config or {}).get("data") or {}
+    path = data.get("path")
+    if not path:
+        return
+    if not Path(path).is_absolute():
+        raise VdiagError(
+            f"this checkpoint records its data as the relative path {path!r}, which depends on the folder vdiag runs in; "
+            "pass the dataset with --data"
+        )
+    recorded = data.get("fingerprint")
+    if not recorded or load_split is None:
+        return
+    index = load_split(path, data.get("format", "auto"), data.get("split", "train"), data.get("split_id", 1))
+    found = dataset_fingerprint(index.records, index.root)
+    if found != recorded:
+        raise VdiagError(
+            f"the dataset at {path} is not the one this checkpoint was trained on (its {data.get('split', 'train')} split "
+            f"fingerprint is {found}, the run recorded {recorded}); pass the right dataset with --data"
+        )

@@ -2,6 +2,10 @@
 
 Progress bars, warnings and notes go to stderr (`console`), so that stdout carries only results:
 a table, or with `--json` exactly one JSON object. `set_quiet(True)` silences bars and notes.
+
+User text is printed literally: `note`, `warn` and `error` escape their message (a path such as
+`runs/[best]/final.pt` or gloo's `[/__w/pytorch/…:545]` is not rich markup), and the progress bars
+render task descriptions and fields without markup. Only the labels vdiag adds are styled.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -37,15 +42,21 @@ def is_quiet() -> bool:
     return _state["quiet"]
 
 
-def note(message: str) -> None:
-    """An informational line on stderr (hidden with --quiet)."""
+def note(message: str, *, title: str | None = None) -> None:
+    """An informational line on stderr (hidden with --quiet), printed literally; `title` is shown in bold before it."""
     if not _state["quiet"]:
-        console.print(message, highlight=False)
+        head = f"[bold]{escape(title)}[/bold]: " if title else ""
+        console.print(head + escape(message), highlight=False)
 
 
 def warn(message: str) -> None:
-    """A warning on stderr (always shown)."""
-    console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, markup=True)
+    """A warning on stderr (always shown), printed literally."""
+    console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
+
+
+def error(message: str, *, label: str = "error") -> None:
+    """An error line on stderr (always shown), printed literally after a red `label:`."""
+    console.print(f"[red]{escape(label)}:[/red] {escape(message)}", highlight=False)
 
 
 class _Rate(TextColumn):
@@ -70,7 +81,7 @@ def progress_bar(unit: str = "it", fields: tuple[str, ...] = ()) -> Progress:
         A `rich.progress.Progress` to use as a context manager; disabled under `set_quiet(True)`.
     """
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
@@ -78,7 +89,7 @@ def progress_bar(unit: str = "it", fields: tuple[str, ...] = ()) -> Progress:
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        *[TextColumn(f"{{task.fields[{name}]}}") for name in fields],
+        *[TextColumn(f"{{task.fields[{name}]}}", markup=False) for name in fields],
         console=console,
         disable=_state["quiet"],
         transient=False,

@@ -114,7 +114,7 @@ def run_demo(
     started = time.perf_counter()
 
     def step(number: int, message: str) -> float:
-        note(f"[bold]demo step {number}/{total}[/bold]: {message}")
+        note(message, title=f"demo step {number}/{total}")
         return time.perf_counter()
 
     clock = step(1, "the confounded synthetic dataset (train: trajectory follows background colour with p = 0.8)")
@@ -155,15 +155,22 @@ def run_demo(
     return result
 
 
+# Settings that may differ between a stored demo run and this one without making it another run.
+_REUSE_IGNORES = ("data.workers", "data.max_failures", "train.save_every_steps", "train.save_every_minutes")
+
+
 def _pretrain(run: DemoRun, data: str, folder: Path, settings: DemoSettings, *, seed: int, device: str, decoder: str) -> Path:
-    """Train one demo run (or reuse / resume it); returns final.pt."""
-    from vdiag.train.config import resolve_config
+    """Train one demo run, or reuse / resume the one in `folder` when it was made with these settings; returns final.pt.
+
+    A stored run made with other settings (epochs, data, size, seed, …) is not reused: it is
+    removed, said so, and trained again."""
+    import shutil
+
+    from vdiag.checkpoint import load_checkpoint
+    from vdiag.train.config import config_differences, resolve_config
     from vdiag.train.trainer import pretrain
 
     final = folder / "final.pt"
-    if final.is_file():
-        note(f"reusing {final} (delete the folder to train again)")
-        return final
     options = {
         "data": {"path": str(data), "format": "synthetic", "size": settings.size},
         "train": {"epochs": settings.epochs, "batch_size": min(32, max(2, settings.num_train // 2))},
@@ -171,7 +178,18 @@ def _pretrain(run: DemoRun, data: str, folder: Path, settings: DemoSettings, *, 
         "backbone": {"name": run.backbone} if run.backbone else {},
     }
     config = resolve_config(run.method, "cpu", options=options, seed=seed)
-    pretrain(config, folder, device=device, decoder=decoder, resume=(folder / "last.pt").is_file())
+    stored = next((p for p in (final, folder / "last.pt") if p.is_file()), None)
+    if stored is not None:
+        differences = config_differences(load_checkpoint(stored)["config"], config, ignore=_REUSE_IGNORES)
+        if not differences:
+            if stored == final:
+                note(f"reusing {final} (delete the folder to train again)")
+                return final
+        else:
+            shown = "; ".join(f"{key} {old!r} → {new!r}" for key, old, new in differences[:3])
+            note(f"{folder} was trained with other settings ({shown}): training it again")
+            shutil.rmtree(folder)
+    pretrain(config, folder, device=device, decoder=decoder, resume="auto")
     if not final.is_file():  # stopped early (Ctrl-C): last.pt is saved
         raise VdiagError(f"the demo stopped while pretraining {run.name}; run `vdiag demo` again to continue from {folder / 'last.pt'}")
     return final

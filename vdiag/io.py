@@ -145,3 +145,107 @@ def cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "vdiag"
+
+
+LOCK_NAME = ".vdiag.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, *, option: str = "--out") -> Iterator[Path]:
+    """Hold `folder/.vdiag.lock` (this process's pid and host) while writing into `folder`.
+
+    The folder is created, and a folder vdiag cannot write to is found here, before any
+    computation. A lock held by a live process refuses the second writer; a lock left by a process
+    that no longer exists on this host is taken over. The lock is removed on exit.
+
+    Args:
+        folder: the output folder (e.g. a pretraining run's `--out`).
+        option: how error messages name the folder's option.
+
+    Yields:
+        The lock file's path.
+
+    Raises:
+        VdiagError: the folder cannot be created or written to, or another live vdiag holds it.
+    """
+    import json as _json
+    import socket
+    import time
+
+    folder = Path(folder)
+    lock = folder / LOCK_NAME
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VdiagError(f"cannot create {folder}: {err.strerror or err}; choose another {option}") from None
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is not None:
+                raise VdiagError(
+                    f"{folder} is in use by another vdiag (pid {holder.get('pid')} on {holder.get('host')}); "
+                    f"wait for it to finish or choose another {option} (if that process is gone, delete {lock})"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        except OSError as err:
+            raise VdiagError(f"cannot write to {folder}: {err.strerror or err}; choose another {option}") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(_json.dumps(record))
+        break
+    else:
+        raise VdiagError(f"cannot take the lock {lock}; delete it if no vdiag is writing to {folder}")
+    try:
+        yield lock
+    finally:
+        if (_lock_holder(lock, check_alive=False) or {}).get("pid") == os.getpid():
+            lock.unlink(missing_ok=True)
+
+
+def _lock_holder(lock: Path, check_alive: bool = True) -> dict | None:
+    """The lock's record if a live process (or one on another host, which cannot be checked) holds it; None if stale."""
+    import json as _json
+    import socket
+    import time
+
+    try:
+        text = lock.read_text()
+        holder = _json.loads(text)
+        pid = int(holder["pid"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        try:  # being written this instant by its owner, or garbage left by a crash
+            young = time.time() - lock.stat().st_mtime < 5
+        except OSError:
+            return None
+        return {"pid": "?", "host": "?"} if young and check_alive else None
+    if not check_alive or holder.get("host") != socket.gethostname():
+        return holder
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        return holder
+    return holder
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the `.NAME.*.tmp` files and folders that `atomic_path` / `atomic_dir` left in `folder`
+    when a process was killed mid-write; call it only while holding `folder_lock(folder)`.
+
+    Returns:
+        How many were removed.
+    """
+    removed = 0
+    for leftover in Path(folder).glob(".*.tmp"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -10,8 +10,8 @@ import click
 
 from vdiag import __version__
 from vdiag.cli.common import Settings
-from vdiag.console import console, set_quiet
-from vdiag.errors import VdiagError
+from vdiag.console import console, error, set_quiet
+from vdiag.errors import ExitCode, Preempted, VdiagError
 
 
 @click.group(
@@ -75,33 +75,33 @@ def main(argv: list[str] | None = None) -> None:
     debug = os.environ.get("VDIAG_DEBUG", "") not in ("", "0")
     try:
         code = cli.main(args=argv, prog_name="vdiag", standalone_mode=False)
-    except click.exceptions.Abort:
-        console.print("interrupted", highlight=False)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        console.print("interrupted", highlight=False)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        console.print("interrupted", highlight=False, markup=False)
+        sys.exit(ExitCode.INTERRUPTED)
+    except Preempted as err:
+        error(str(err), label="preempted")
+        sys.exit(ExitCode.PREEMPTED)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
     except VdiagError as err:
         if debug:
             traceback.print_exc()
-        console.print(f"[red]error:[/red] {err}", highlight=False)
-        sys.exit(2)
+        error(str(err))
+        sys.exit(getattr(err, "exit_code", ExitCode.USER_ERROR))
     except OSError as err:
         if debug:
             traceback.print_exc()
         where = f" {err.filename}" if err.filename else ""
-        console.print(f"[red]error:[/red] cannot access{where}: {err.strerror or err}", highlight=False)
-        sys.exit(2)
+        error(f"cannot access{where}: {err.strerror or err}")
+        sys.exit(ExitCode.USER_ERROR)
     except Exception as err:  # a bug in vdiag, not the user's fault: say so, briefly
         if debug:
             raise
-        console.print(
-            f"[red]internal error:[/red] {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+        error(
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
             "(run again with VDIAG_DEBUG=1 for the traceback, and please report it)",
-            highlight=False,
+            label="internal error",
         )
-        sys.exit(1)
+        sys.exit(ExitCode.INTERNAL_ERROR)
     sys.exit(code if isinstance(code, int) else 0)

@@ -35,6 +35,7 @@ Examples:
   vdiag pretrain --method moco --data data/ucf101 --backbone r3d_18 --set data.size=112
   vdiag pretrain --method simclr --preset paper --data k400/train.csv --out runs/k400-simclr
   vdiag pretrain --resume --out runs/simclr-tiny --epochs 10   # continue, and train longer
+  vdiag pretrain --method simclr --out runs/s --resume auto --save-every-minutes 10   # a preemptible job: same command each time
   torchrun --nproc_per_node 8 -m vdiag pretrain --method swav --preset paper --data k400/train.csv""",
 )
 @click.option("--method", type=click.Choice(METHOD_NAMES), help="The objective (required unless --resume or --config names it).")
@@ -57,7 +58,17 @@ Examples:
     "--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override any setting, e.g. --set train.lr=0.05 (repeatable)."
 )
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder [runs/<method>-<backbone>].")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option(
+    "--resume",
+    type=click.Choice(["yes", "auto"]),
+    is_flag=False,
+    flag_value="yes",
+    default=None,
+    help="Continue the run in --out from its last.pt; `--resume auto` starts it when --out holds none "
+    "(one command for a job that may be requeued).",
+)
+@click.option("--save-every-steps", type=click.IntRange(1), help="Also save last.pt every N steps [only at epoch ends].")
+@click.option("--save-every-minutes", type=click.FloatRange(0, min_open=True), help="Also save last.pt every M minutes.")
 @click.option("--stop-after", type=click.IntRange(1), help="Stop after this many epochs now (checkpoint saved); resume later.")
 @click.option("--workers", type=click.IntRange(0), help="Data-loading processes per training process [preset].")
 @click.option("--max-failures", type=click.FloatRange(0, 1), help="Share of unreadable videos tolerated before stopping [0.05].")
@@ -80,6 +91,8 @@ def pretrain(
     assignments,
     out,
     resume,
+    save_every_steps,
+    save_every_minutes,
     stop_after,
     workers,
     max_failures,
@@ -89,54 +102,50 @@ def pretrain(
 
     Writes to the run folder: config.yaml (the resolved settings), metrics.jsonl (one line per
     step and per epoch), last.pt after every epoch, final.pt at the end, pretrain.json. Ctrl-C
-    saves last.pt and stops; --resume continues exactly where it stopped. Under torchrun the same
+    saves last.pt and stops (exit 130); SIGTERM or SIGUSR1 (preemption) saves and exits with 75;
+    --resume continues exactly where it stopped, refusing settings that differ from the run's
+    (except epochs, lr, clip_grad, workers, max_failures, save_every_*). Under torchrun the same
     command trains with DistributedDataParallel (--batch-size stays the global batch).
 
     \f
     Raises:
-        VdiagError: --resume without --out, or with options that cannot change; no --method (nor a
-            --config naming one); --target with a method other than supervised.
+        VdiagError: --resume without --out; no --method (nor a --config naming one); --target with
+            a method other than supervised.
     """
     from vdiag.train.config import resolve_config
     from vdiag.train.trainer import pretrain as run_pretrain
 
-    if resume:
-        if not out:
-            raise VdiagError("--resume needs --out, the run folder to continue (e.g. runs/simclr-tiny)")
-        fixed = {
-            "backbone": backbone,
-            "data": data_path,
-            "positives": positives,
-            "preset": preset,
-            "config": config_file,
-            "set": assignments,
-            "weights": weights,
-        }
-        given = [f"--{k}" for k, v in fixed.items() if v]
-        if given:
-            raise VdiagError(f"{', '.join(given)} cannot change when resuming; only --epochs can (start a new run for other settings)")
-        from vdiag.checkpoint import load_checkpoint
-
-        config = load_checkpoint(Path(out) / "last.pt")["config"]
-        if epochs:
-            config["train"]["epochs"] = epochs
-    else:
+    if resume is not None and not out:
+        raise VdiagError("--resume needs --out, the run folder to continue (e.g. runs/simclr-tiny)")
+    options: dict = {"backbone": {}, "data": {}, "train": {}, "method_args": {}}
+    if method:
+        options["method"] = method
+    _put(options["backbone"], name=backbone, keep_temporal=keep_temporal, weights=weights)
+    _put(options["data"], path=data_path, format=data_format, positives=positives, workers=workers, max_failures=max_failures)
+    _put(options["train"], epochs=epochs, batch_size=batch_size)
+    _put(options["train"], save_every_steps=save_every_steps, save_every_minutes=save_every_minutes)
+    if target:
+        if (method or "") != "supervised" and resume is None:
+            raise VdiagError("--target applies to --method supervised only")
+        options["method_args"]["target"] = target
+    if resume == "yes":  # the run's own settings, with what this command changes (the trainer refuses what cannot change)
+        stored = _stored_config(Path(out))
+        if preset:
+            options["preset"] = preset
+        config = resolve_config(stored["method"], config_file=config_file, options=options, assignments=list(assignments), base=stored)
+        config["method"] = method or stored["method"]
+    else:  # a new run, or with --resume auto the whole command a requeued job repeats
         if not method and not config_file:
             raise VdiagError("choose an objective with --method (" + ", ".join(METHOD_NAMES) + ")")
-        options: dict = {"backbone": {}, "data": {}, "train": {}, "method_args": {}}
-        if method:
-            options["method"] = method
-        _put(options["backbone"], name=backbone, keep_temporal=keep_temporal, weights=weights)
-        _put(options["data"], path=data_path, format=data_format, positives=positives, workers=workers, max_failures=max_failures)
-        _put(options["train"], epochs=epochs, batch_size=batch_size)
-        if target:
-            if (method or "") != "supervised":
-                raise VdiagError("--target applies to --method supervised only")
-            options["method_args"]["target"] = target
         config = resolve_config(method, preset, config_file=config_file, options=options, assignments=list(assignments), seed=settings.seed)
         out = out or _default_out(config["method"], config["backbone"]["name"])
     result = run_pretrain(
-        config, out, device=resolve_device(settings.device), decoder=settings.decoder, resume=resume, stop_after_epochs=stop_after
+        config,
+        out,
+        device=resolve_device(settings.device),
+        decoder=settings.decoder,
+        resume={None: False, "yes": True, "auto": "auto"}[resume],
+        stop_after_epochs=stop_after,
     )
     footer = [
         f"checkpoint: {result.checkpoint}",
@@ -145,6 +154,20 @@ def pretrain(
     if not result.details.get("finished"):
         footer.append(f"stopped early; continue with: vdiag pretrain --resume --out {out}")
     emit(result, as_json, metrics_table(result, title=f"pretrain {config['method']} ({config['backbone']['name']})"), footer=footer)
+
+
+def _stored_config(out: Path) -> dict:
+    """The config of the run in `out` (its last.pt), completed with settings added since.
+
+    Raises:
+        VdiagError: `out` holds no last.pt (or an unreadable one).
+    """
+    from vdiag.checkpoint import load_checkpoint
+    from vdiag.train.config import migrate_config
+
+    if not (out / "last.pt").is_file():
+        raise VdiagError(f"{out} holds no last.pt to continue; check --out, or use --resume auto to start the run when there is none")
+    return migrate_config(load_checkpoint(out / "last.pt")["config"])
 
 
 def _put(section: dict, **values) -> None:

@@ -11,10 +11,11 @@ re-defaults a setting. A config stored by an older vdiag goes through `migrate_c
 the settings added since with the values of its preset.
 
 Keys (dotted for `--set`): `method`, `preset`, `seed`, `backbone.{name,keep_temporal,weights}`,
-`data.{path,format,split,split_id,frames,stride,positives,size,workers,max_failures}`,
+`data.{path,format,split,split_id,frames,stride,positives,size,pad,workers,max_failures,fingerprint}`,
 `augment.{crop_scale,flip_p,jitter_p,grayscale_p,blur_p}`, `train.{epochs,batch_size,optimizer,lr,
-weight_decay,momentum,warmup_epochs,min_lr_ratio,schedule,milestones,gamma,clip_grad,amp}`,
-`method_args.<name>`.
+weight_decay,momentum,warmup_epochs,min_lr_ratio,schedule,milestones,gamma,clip_grad,amp,
+save_every_steps,save_every_minutes}`,
+`method_args.<name>`. Each setting's type and range: `vdiag.train.settings.SCHEMA`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import yaml
 from vdiag import __version__
 from vdiag.errors import VdiagError
 from vdiag.methods import METHODS, method_arguments
+from vdiag.train.settings import check_config, section_keys
 
 PRESETS = ("cpu", "paper")
 SECTIONS = ("backbone", "data", "augment", "train")
@@ -62,7 +64,9 @@ def read_config_file(path: str | Path) -> dict:
     if not path.is_file():
         raise VdiagError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise VdiagError(f"{path} is not a text file (a YAML config like the saved config.yaml is expected)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -76,6 +80,9 @@ def read_config_file(path: str | Path) -> dict:
 
 def parse_set(assignments: list[str]) -> dict:
     """['train.lr=0.1', 'data.size=112'] → nested dict; values parsed as YAML scalars/lists.
+
+    Numbers are read as users write them (`train.lr=1e-3` is 0.001, not the text YAML 1.1 makes of
+    it): `check_config` converts numeric strings wherever the schema expects a number.
 
     Raises:
         VdiagError: an assignment without `=`.
@@ -91,8 +98,13 @@ def parse_set(assignments: list[str]) -> dict:
             value = raw
         node = out
         parts = key.strip().split(".")
+        if not all(parts):
+            raise VdiagError(f"--set key {key.strip()!r} is not a dotted setting name (e.g. train.lr)")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise VdiagError(f"--set {'.'.join(parts[: parts.index(part) + 1])} is a setting, not a section; remove the extra part")
+            node = child
         node[parts[-1]] = value
     return out
 
@@ -140,6 +152,7 @@ def resolve_config(
     options: dict | None = None,
     assignments: list[str] | None = None,
     seed: int = 0,
+    base: dict | None = None,
 ) -> dict:
     """The full training config for `method` (see the module docstring for precedence).
 
@@ -152,21 +165,33 @@ def resolve_config(
         config_file: a YAML file of settings (e.g. a run's saved config.yaml).
         options: settings from command-line options, as nested dicts ({'train': {'epochs': 3}}).
         assignments: `--set key=value` strings, applied last.
-        seed: the run's seed.
+        seed: the run's seed (ignored with `base`, whose seed is kept).
+        base: a stored config (a run's, through `migrate_config`) to start from instead of the
+            preset: what `vdiag pretrain --resume --set …` asks of the run it continues.
 
     Returns:
         A plain JSON-able dict: `method`, `preset`, `seed`, `backbone`, `data`, `augment`, `train`,
-        `method_args`, `vdiag_version`.
+        `method_args`, `vdiag_version`. `data.path` and `backbone.weights` are absolute paths, so a
+        run read from another folder still names the files it was trained on.
 
     Raises:
         VdiagError: an unknown method, preset, section or setting; an impossible value (see `validate`);
             a config file that is missing or not YAML; a `--set` without `=`.
     """
     file_config = read_config_file(config_file) if config_file else {}
+    if base is not None:
+        config = migrate_config(base)
+        for layer in (file_config, {k: v for k, v in (options or {}).items() if k != "method"}, parse_set(assignments or [])):
+            config = merge(config, layer)
+        config["vdiag_version"] = __version__
+        validate(config)
+        return _absolute_paths(config)
     method = (options or {}).get("method") or file_config.get("method") or method
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise VdiagError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     preset = preset or file_config.get("preset") or "cpu"
+    if not isinstance(preset, str):
+        raise VdiagError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     preset_data = load_preset(preset)
     config: dict = {"method": method, "preset": preset, "seed": seed, **preset_defaults(preset, method)}
     method_preset = preset_data.get("methods", {}).get(method, {})
@@ -177,7 +202,63 @@ def resolve_config(
     config["method"] = method
     config["vdiag_version"] = __version__
     validate(config)
+    return _absolute_paths(config)
+
+
+def _absolute_paths(config: dict) -> dict:
+    """`data.path` and `backbone.weights` as absolute paths: a run read from another folder names its files."""
+    for section, key in (("data", "path"), ("backbone", "weights")):
+        if config[section][key]:
+            config[section][key] = str(Path(config[section][key]).expanduser().resolve())
     return config
+
+
+# Settings a resumed run may take from the command line: they change how it runs, not what it is
+# (epochs may only be raised; a lower lr or a clip after divergence is the user's explicit choice).
+CHANGEABLE_ON_RESUME = (
+    "train.epochs",
+    "train.lr",
+    "train.clip_grad",
+    "train.save_every_steps",
+    "train.save_every_minutes",
+    "data.workers",
+    "data.max_failures",
+)
+# Written while training, not asked for: the writer's version, the data's fingerprint (checked on its
+# own), and the class count `build_model` records for supervised runs from the data.
+_NOT_COMPARED = ("vdiag_version", "data.fingerprint", "method_args.num_classes")
+
+
+def config_differences(stored: dict, asked: dict, *, ignore: tuple[str, ...] = CHANGEABLE_ON_RESUME) -> list[tuple[str, object, object]]:
+    """The settings where two configs differ, as (dotted key, stored value, asked value), in key order.
+
+    `vdiag_version`, `data.fingerprint` and `method_args.num_classes` (written while training) are never compared; `ignore`
+    names further keys [the settings a resumed run may change]. Both configs are completed with
+    `migrate_config` first, so a setting added since `stored` was written is not a difference.
+
+    Args:
+        stored: the config a run was trained with (a checkpoint's).
+        asked: the config the command line resolves to.
+        ignore: dotted keys left out of the comparison.
+
+    Returns:
+        [(key, stored value, asked value)], empty when they agree.
+    """
+    a, b = _flatten(migrate_config(stored)), _flatten(migrate_config(asked))
+    skipped = set(ignore) | set(_NOT_COMPARED)
+    keys = list(dict.fromkeys([*a, *b]))
+    return [(k, a.get(k), b.get(k)) for k in keys if k not in skipped and a.get(k) != b.get(k)]
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def migrate_config(config: dict) -> dict:
@@ -222,24 +303,40 @@ def migrate_config(config: dict) -> dict:
 
 
 def validate(config: dict) -> None:
-    """Unknown keys and impossible values become one-line errors naming the key.
+    """Unknown keys, wrong types and impossible values become one-line errors naming the key.
+
+    Every setting is checked against its rule in `vdiag.train.settings.SCHEMA` (numeric strings
+    such as `1e-3` become numbers, in place), method options against their signature's types; then
+    the rules that join settings (ρ for the method).
 
     Raises:
-        VdiagError: an unknown section or setting, a method option the method does not take, or an
-            impossible value (non-positive epochs / batch size / lr / frames / stride / size, an
-            unknown schedule or optimiser, milestones outside (0, 1), too few or too many positives).
+        VdiagError: an unknown section or setting, a method option the method does not take, a value
+            of the wrong type or outside its range (see `SCHEMA`), too few or too many positives.
     """
     _validate_keys(config)
-    _validate_train(config["train"])
+    check_config(config, argument_types(config["method"]))
     data = config["data"]
     minimum, maximum = METHODS[config["method"]].min_positives, METHODS[config["method"]].max_positives
-    if not isinstance(data["positives"], int) or data["positives"] < minimum:
+    if data["positives"] < minimum:
         raise VdiagError(f"method {config['method']} needs data.positives (ρ) ≥ {minimum}, got {data['positives']!r}")
     if maximum is not None and data["positives"] > maximum:
         raise VdiagError(f"method {config['method']} pairs exactly {maximum} clips per video; set --positives {maximum}")
-    for key in ("frames", "stride", "size"):
-        if not isinstance(data[key], int) or data[key] < 1:
-            raise VdiagError(f"data.{key} must be a positive integer, got {data[key]!r}")
+
+
+def argument_types(method: str) -> dict[str, object]:
+    """{option: annotation} of a method's keyword arguments, along its MRO (as `method_arguments`)."""
+    import inspect
+
+    from vdiag.methods.base import Method
+
+    types: dict[str, object] = {}
+    for cls in METHODS[method].__mro__:
+        if "__init__" not in vars(cls) or not issubclass(cls, Method) or cls is Method:
+            continue
+        for p in list(inspect.signature(cls.__init__).parameters.values())[2:]:
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                types.setdefault(p.name, p.annotation)
+    return types
 
 
 def _validate_keys(config: dict) -> None:
@@ -247,11 +344,11 @@ def _validate_keys(config: dict) -> None:
     for key in config:
         if key not in allowed:
             raise VdiagError(f"unknown config section {key!r}; known: {', '.join(sorted(allowed))}")
-    reference = load_preset("cpu")
-    for section in SECTIONS:
+    for section in (*SECTIONS, "method_args"):
         if not isinstance(config[section], dict):
-            raise VdiagError(f"config section {section!r} must be a mapping")
-        known = set(reference[section]) | set(UNPRESET_DEFAULTS.get(section, {}))
+            raise VdiagError(f"config section {section!r} must be a mapping of settings, got {config[section]!r}")
+    for section in SECTIONS:
+        known = section_keys(section)
         for key in config[section]:
             if key not in known:
                 raise VdiagError(f"unknown setting {section}.{key}; known: {', '.join(sorted(known))}")
@@ -259,21 +356,6 @@ def _validate_keys(config: dict) -> None:
     for key in config["method_args"]:
         if key not in known_args:
             raise VdiagError(f"method {config['method']!r} has no option method_args.{key}; its options are {', '.join(known_args)}")
-
-
-def _validate_train(train: dict) -> None:
-    for key in ("epochs", "batch_size"):
-        if not isinstance(train[key], int) or train[key] < 1:
-            raise VdiagError(f"train.{key} must be a positive integer, got {train[key]!r}")
-    if not isinstance(train["lr"], (int, float)) or train["lr"] <= 0:
-        raise VdiagError(f"train.lr must be a positive number, got {train['lr']!r}")
-    if train["schedule"] not in ("cosine", "step"):
-        raise VdiagError(f"train.schedule must be cosine or step, got {train['schedule']!r}")
-    milestones = train["milestones"]
-    if not isinstance(milestones, list) or not all(isinstance(m, (int, float)) and 0 < m < 1 for m in milestones):
-        raise VdiagError(f"train.milestones must be a list of fractions of the run in (0, 1), got {milestones!r}")
-    if train["optimizer"] not in ("sgd", "lars", "adamw"):
-        raise VdiagError(f"train.optimizer must be sgd, lars or adamw, got {train['optimizer']!r}")
 
 
 def dump_config(config: dict) -> str:

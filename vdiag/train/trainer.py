@@ -27,10 +27,15 @@ and every rank agrees on stopping (NaN, Ctrl-C) through an all-reduce.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import os
+import shutil
 import signal
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -41,21 +46,22 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from vdiag import distributed as dist
-from vdiag.checkpoint import load_checkpoint, save_checkpoint
+from vdiag.checkpoint import dataset_fingerprint, load_checkpoint, non_finite_tensors, save_checkpoint
 from vdiag.console import console, note, progress_bar, warn
 from vdiag.data.datasets import FailureTracker, VideoClipDataset, collate_clips
 from vdiag.data.formats import DatasetIndex, load_index
 from vdiag.data.sampling import ClipSpec
 from vdiag.data.synthetic import default_synthetic_dataset
 from vdiag.data.views import SpatialAugment, normalize
-from vdiag.errors import VdiagError
-from vdiag.io import atomic_path
+from vdiag.errors import Preempted, VdiagError
+from vdiag.io import LOCK_NAME, atomic_path, folder_lock, remove_stale_temporaries
 from vdiag.methods import METHODS, build_model
 from vdiag.methods.base import Method
 from vdiag.results import Result
-from vdiag.train.config import dump_config, migrate_config
+from vdiag.train.config import CHANGEABLE_ON_RESUME, config_differences, dump_config, migrate_config
 from vdiag.train.optim import build_optimizer, learning_rate, set_learning_rate
 
+SHORT_VIDEO_POLICY = {"clamp": "pad", "loop": "loop"}  # `data.pad` → the sampler's short-video policy (data/sampling.py)
 StepCallback = Callable[[dict], bool]  # gets the step's log record; True asks the run to stop
 
 
@@ -122,34 +128,62 @@ def build_training_dataset(config: dict, index: DatasetIndex, decoder: str) -> V
             blur_p=augment["blur_p"],
         )
     )
-    clip = ClipSpec(num_frames=data["frames"], stride=data["stride"], extra_frames=METHODS[config["method"]].extra_frames)
+    clip = ClipSpec(
+        num_frames=data["frames"],
+        stride=data["stride"],
+        extra_frames=METHODS[config["method"]].extra_frames,
+        short_video=SHORT_VIDEO_POLICY[data["pad"]],
+    )
     return VideoClipDataset(index, clip, "train", data["positives"], view, decoder, seed=config["seed"])
 
 
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")  # Ctrl-C; preemption (SLURM, Kubernetes, torchrun); SLURM's --signal
+
+
 class _StopFlag:
-    """Ctrl-C sets a flag checked between steps (a second Ctrl-C interrupts at once)."""
+    """Ctrl-C, SIGTERM and SIGUSR1 set a flag checked between steps: the run saves at the next step
+    boundary. A second Ctrl-C interrupts at once; a second SIGTERM changes nothing (the save is coming).
+
+    Loader worker processes inherit the handlers (fork) and receive the terminal's or the
+    scheduler's signal too: there the handlers do nothing, so the message prints once.
+    """
 
     def __init__(self):
         self.requested = False
-        self.by_signal = False
+        self.signal: str | None = None  # the first stop signal received
+        self.pid = os.getpid()
+
+    @property
+    def by_signal(self) -> bool:
+        return self.signal is not None
 
     @contextmanager
     def installed(self):
+        previous = {}
         try:
-            previous = signal.signal(signal.SIGINT, self._handle)
+            for name in STOP_SIGNALS:
+                if hasattr(signal, name):
+                    previous[name] = signal.signal(getattr(signal, name), self._handle)
         except ValueError:  # not the main thread
-            yield self
-            return
+            pass
         try:
             yield self
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for name, handler in previous.items():
+                signal.signal(getattr(signal, name), handler)
 
     def _handle(self, signum, frame):
-        if self.by_signal:
+        if os.getpid() != self.pid:  # a loader worker: the main process saves and stops
+            return
+        name = signal.Signals(signum).name
+        if self.signal == "SIGINT" and name == "SIGINT":
             raise KeyboardInterrupt
-        self.requested = self.by_signal = True
-        console.print("stopping after this step (Ctrl-C again to abort without saving)…", highlight=False)
+        if self.signal is not None:
+            return
+        self.requested, self.signal = True, name
+        if dist.is_main():
+            hint = " (Ctrl-C again to abort without saving)" if name == "SIGINT" else ""
+            console.print(f"{name}: saving and stopping after this step{hint}…", highlight=False, markup=False)
 
 
 def pretrain(
@@ -158,7 +192,7 @@ def pretrain(
     *,
     device: str = "cpu",
     decoder: str = "auto",
-    resume: bool = False,
+    resume: bool | str = False,
     stop_after_epochs: int | None = None,
     on_step: StepCallback | None = None,
 ) -> Result:
@@ -170,7 +204,9 @@ def pretrain(
         out: the run folder (config.yaml, metrics.jsonl, last.pt, final.pt, pretrain.json).
         device: 'cpu' or 'cuda' (each torchrun rank takes its LOCAL_RANK GPU).
         decoder: 'auto', 'decord' or 'pyav'.
-        resume: continue from `out/last.pt`.
+        resume: True: continue from `out/last.pt`; "auto": continue when `out/last.pt` exists, else
+            start a new run (a requeued job runs the same command). A resumed run refuses a
+            `config` that differs from the stored one except in `CHANGEABLE_ON_RESUME`.
         stop_after_epochs: stop (as after Ctrl-C, checkpoint saved) once this many more epochs
             are done, e.g. to fit a job's time limit; resume later.
         on_step: called with each step's record; returning True stops like Ctrl-C.
@@ -185,56 +221,133 @@ def pretrain(
             resumed run's epochs lowered or already done; a missing weights file; a batch size the
             processes cannot split or larger than the data; a loss that became NaN or infinite.
         KeyboardInterrupt: after Ctrl-C, once last.pt is saved.
+        Preempted: after SIGTERM or SIGUSR1, once last.pt is saved (`vdiag` exits with code 75).
     """
     owned = not dist.is_initialized()  # a caller that joined the group (e.g. `eval finetune`) keeps it
     device = dist.setup(device)
+    out = Path(out)
     try:
-        config, position, checkpoint = _resume_point(Path(out), config, resume)
-        run = _setup(config, Path(out), device, decoder, on_step)
-        if checkpoint is not None:
-            _restore(run, checkpoint, position)
-        _open_outputs(run, position)
-        interrupted, by_signal = _train(run, position, stop_after_epochs)
-        return _finish(run, position, interrupted, by_signal)
+        if resume == "auto":
+            resume = (out / "last.pt").is_file()
+            if not resume and dist.is_main():
+                note(f"{out} holds no checkpoint: starting a new run")
+        config, position, checkpoint = _resume_point(out, config, resume)
+        with _claimed(out, fresh=checkpoint is None):
+            run = _setup(config, out, device, decoder, on_step, checkpoint)
+            if checkpoint is not None:
+                _restore(run, checkpoint, position)
+            _open_outputs(run, position)
+            stop = _train(run, position, stop_after_epochs)
+            return _finish(run, position, stop)
     finally:
         if owned:
             dist.teardown()
 
 
+_RUN_FILES = ("config.yaml", "metrics.jsonl", "tensorboard", "pretrain.json")
+
+
+@contextmanager
+def _claimed(out: Path, fresh: bool):
+    """The run folder for this process (rank 0): created, writable, locked, stale temporaries removed;
+    a new run that fails before its first checkpoint leaves nothing behind."""
+    if not dist.is_main():
+        yield
+        return
+    existed = out.exists()
+    before = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    with folder_lock(out):
+        removed = remove_stale_temporaries(out)
+        if removed:
+            note(f"removed {removed} temporary file(s) left in {out} by an interrupted write")
+        try:
+            yield
+        except BaseException:
+            if fresh and not (out / "last.pt").exists():
+                _remove_stub(out, existed, before)
+            raise
+
+
+def _remove_stub(out: Path, existed: bool, before: set[str]) -> None:
+    """What a new run wrote before failing without a checkpoint: the folder it created, or the files it
+    added to a folder that existed (never one that was there before)."""
+    if not existed and all(p.name in (*_RUN_FILES, LOCK_NAME) for p in out.iterdir()):
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for name in set(_RUN_FILES) - before:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+
+
 @dataclass
 class Position:
     """Where a run stands: `epoch` epochs and `step` steps of epoch `epoch` done (0-based epoch),
-    `global_step` steps in all, and the per-epoch summaries so far."""
+    `global_step` steps in all, the per-epoch summaries so far, and the loss sums of the epoch's
+    trained steps so far (`sums` over `counted` steps), so a mid-epoch resume averages the whole epoch."""
 
     epoch: int = 0
     step: int = 0
     global_step: int = 0
     history: list[dict] = field(default_factory=list)
+    sums: dict[str, float] = field(default_factory=dict)
+    counted: int = 0
+
+    def stored(self, finished: bool = False) -> dict:
+        """The checkpoint's `position` entry."""
+        keys = {"epoch": self.epoch, "step": self.step, "global_step": self.global_step, "finished": finished}
+        return keys | {"sums": dict(self.sums), "counted": self.counted}
 
 
 def _resume_point(out: Path, config: dict, resume: bool) -> tuple[dict, Position, dict | None]:
     """The resume rules, in one place: (config to train, position, checkpoint to restore or None).
 
     A new run refuses a folder that holds one. A resumed run takes the config stored in last.pt
-    (completed by `migrate_config`), with `train.epochs` from `config`, which may only be raised,
-    and refuses another method's run or one that already did its epochs.
+    (completed by `migrate_config`); `config` may differ from it only in `CHANGEABLE_ON_RESUME`
+    (epochs only raised; a changed lr or clip is said), so a command that asks for another method or
+    other settings is refused rather than silently ignored. A run that already did its epochs is refused.
     """
     if not resume:
         if (out / "last.pt").exists():
             raise VdiagError(f"{out} already holds a run (last.pt); pass --resume to continue it, or choose another --out")
-        return config, Position(), None
+        return copy.deepcopy(config), Position(), None
     checkpoint = load_checkpoint(out / "last.pt")
     saved = migrate_config(checkpoint["config"])
     if saved["method"] != config["method"]:
         raise VdiagError(f"{out} holds a {saved['method']} run, not {config['method']}; drop --method or pick another --out")
+    differences = config_differences(saved, config)
+    if differences:
+        shown = "; ".join(f"{key} {old!r} → {new!r}" for key, old, new in differences[:4])
+        more = f" (and {len(differences) - 4} more)" if len(differences) > 4 else ""
+        changeable = ", ".join(k for k in CHANGEABLE_ON_RESUME)
+        raise VdiagError(
+            f"the run in {out} was made with other settings than this command asks: {shown}{more}; only {changeable} "
+            "can change when resuming — use the run's settings, or choose another --out for a new run"
+        )
     epochs = config["train"]["epochs"]
     if epochs < saved["train"]["epochs"]:
         raise VdiagError(f"the run in {out} is set for {saved['train']['epochs']} epochs; on resume --epochs can only be raised")
-    saved["train"]["epochs"] = epochs
+    changed = [(key, old, new) for key, old, new in config_differences(saved, config, ignore=()) if key in CHANGEABLE_ON_RESUME]
+    for key, _, new in changed:
+        section, name = key.split(".")
+        saved[section][name] = new
+    if dist.is_main():
+        for key, old, new in changed:
+            if key in ("train.lr", "train.clip_grad"):
+                note(f"resuming with {key} {new} (the run had {old}); from here the run differs from an uninterrupted one")
     stored = checkpoint["position"]
     if stored.get("finished") and stored["epoch"] >= epochs:
         raise VdiagError(f"the run in {out} already finished {epochs} epochs; raise --epochs to train longer")
-    position = Position(stored["epoch"], stored["step"], stored["global_step"], list(checkpoint.get("history", [])))
+    position = Position(
+        stored["epoch"],
+        stored["step"],
+        stored["global_step"],
+        list(checkpoint.get("history", [])),
+        dict(stored.get("sums", {})),
+        int(stored.get("counted", 0)),
+    )
     return saved, position, checkpoint
 
 
@@ -263,6 +376,9 @@ class _Run:
     started: float = 0.0
     clips_done: int = 0
     skipped: int = 0
+    recent_losses: deque = field(default_factory=lambda: deque(maxlen=SPIKE_WINDOW))
+    spikes: int = 0
+    last_save: float = 0.0
 
     @property
     def train(self) -> dict:
@@ -281,13 +397,24 @@ class _Run:
         return self.train["batch_size"] * self.config["data"]["positives"]
 
 
-def _setup(config: dict, out: Path, device: str, decoder: str, on_step: StepCallback | None) -> _Run:
-    """Data, model (DDP-wrapped under torchrun), sampler and optimiser, in the order that fixes the RNG draws."""
+def _setup(config: dict, out: Path, device: str, decoder: str, on_step: StepCallback | None, checkpoint: dict | None = None) -> _Run:
+    """Data, model (DDP-wrapped under torchrun), sampler and optimiser, in the order that fixes the RNG draws.
+
+    The training split's fingerprint is recorded in a new run's config (`data.fingerprint`); a
+    resumed run refuses a split that changed since."""
     weights = config["backbone"]["weights"]
     if weights and not Path(weights).is_file():  # before any data is generated or read
         raise VdiagError(f"weights file {weights} does not exist")
     torch.manual_seed(config["seed"])
     index = resolve_data(config)
+    fingerprint = dataset_fingerprint(index.records, index.root)
+    recorded = config["data"]["fingerprint"]
+    if checkpoint is not None and recorded and recorded != fingerprint:
+        raise VdiagError(
+            f"the training data changed since this run started ({index.describe()}; fingerprint {fingerprint}, "
+            f"the run recorded {recorded}); resume with the same data, or start a new run"
+        )
+    config["data"]["fingerprint"] = fingerprint
     dataset = build_training_dataset(config, index, decoder)
     method = build_model(config, index).to(device)
     world, train = dist.world_size(), config["train"]
@@ -365,44 +492,91 @@ def _open_outputs(run: _Run, position: Position) -> None:
 
 
 def _save(run: _Run, position: Position, name: str, finished: bool = False) -> Path | None:
-    """A checkpoint of everything a resumed run needs (rank 0 writes; every rank waits)."""
+    """A checkpoint of everything a resumed run needs (rank 0 writes; every rank waits).
+
+    Every tensor of the model (parameters and buffers) and the optimiser is checked first: a
+    non-finite state is never written, so last.pt is always the last finite position."""
+    model, optimizer = run.method.state_dict(), run.optimizer.state_dict()
+    bad = non_finite_tensors(model, optimizer["state"])
+    if _agree(bool(bad), run.device):
+        where = f"{len(bad)} tensors, e.g. {', '.join(bad[:3])}" if bad else "on another process"
+        raise VdiagError(
+            f"the model's state became NaN or infinite ({where}) {_where(position)} while the loss was still finite; "
+            f"training stopped and {_kept(run)}. {_lower_lr_advice(run)}"
+        )
+    _warn_if_huge(run, model, position)
     path = None
     if run.main:
         path = save_checkpoint(
             run.out / name,
             config=run.config,
-            model=run.method.state_dict(),
-            position={"epoch": position.epoch, "step": position.step, "global_step": position.global_step, "finished": finished},
-            optimizer=run.optimizer.state_dict(),
+            model=model,
+            position=position.stored(finished),
+            optimizer=optimizer,
             scaler=run.scaler.state_dict() if run.scaler is not None else None,
             rng={"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if run.device.startswith("cuda") else []},
             history=position.history,
         )
+    run.last_save = time.perf_counter()
     dist.barrier()
     return path
 
 
-def _train(run: _Run, position: Position, stop_after_epochs: int | None) -> tuple[bool, bool]:
-    """Epochs until the last, a stop request or `stop_after_epochs`: (stopped early, by Ctrl-C)."""
+HUGE_WEIGHT = 1e10  # a finite weight this large means the run is diverging (reported, not stopped)
+SPIKE_FACTOR, SPIKE_WINDOW, SPIKE_MIN_STEPS, SPIKE_WARNINGS = 10.0, 100, 10, 5
+
+
+def _warn_if_huge(run: _Run, model: dict, position: Position) -> None:
+    largest = max((float(v.abs().max()) for v in model.values() if v.is_floating_point() and v.numel()), default=0.0)
+    if largest > HUGE_WEIGHT and run.main:
+        warn(f"the model holds values up to {largest:.3g} at epoch {position.epoch + 1}: the run is diverging. {_lower_lr_advice(run)}")
+
+
+def _where(position: Position) -> str:
+    if position.step == 0 and position.epoch > 0:
+        return f"by the end of epoch {position.epoch}"
+    return f"by epoch {position.epoch + 1}, step {position.step}"
+
+
+def _kept(run: _Run) -> str:
+    last = run.out / "last.pt"
+    return f"kept the last good checkpoint {last} (every tensor finite)" if last.exists() else "no checkpoint was written yet"
+
+
+def _lower_lr_advice(run: _Run) -> str:
+    """The exact command to continue (or restart) with a learning rate ten times lower."""
+    lower = format(float(format(run.train["lr"] / 10, ".3g")), "g")  # 0.0002, 1000: as typed back with --set
+    clip = "" if run.train["clip_grad"] else " --set train.clip_grad=1.0"
+    if (run.out / "last.pt").exists():
+        return f"Resume with a lower learning rate: vdiag pretrain --resume --out {run.out} --set train.lr={lower}{clip}"
+    return f"Start again with a lower learning rate: add --set train.lr={lower}{clip} to the command (or check the data)"
+
+
+def _train(run: _Run, position: Position, stop_after_epochs: int | None) -> _StopFlag | None:
+    """Epochs until the last, a stop request or `stop_after_epochs`: None when done, else the stop
+    (its `signal` is SIGINT / SIGTERM / SIGUSR1, or None for `on_step` and `stop_after_epochs`)."""
     stop = _StopFlag()
-    run.started = time.perf_counter()
+    run.started = run.last_save = time.perf_counter()
     epochs_run = 0
     with stop.installed(), progress_bar("clips", fields=("losses",)) as progress:
         task = progress.add_task("", total=None, losses="")
         while position.epoch < run.train["epochs"]:
             means = _train_epoch(run, position, stop, progress, task)
             if means is None:
-                return True, stop.by_signal
+                return stop
             summary = {"epoch": position.epoch + 1, "global_step": position.global_step, **means}
             summary["seconds"] = time.perf_counter() - run.started
             position.history.append(summary)
             run.log.epoch(summary)
             position.epoch, position.step = position.epoch + 1, 0
+            position.sums, position.counted = {}, 0
             epochs_run += 1
             _save(run, position, "last.pt")
+            if stop.requested and position.epoch < run.train["epochs"]:  # asked during the epoch's last step: saved just now
+                return stop
             if stop_after_epochs is not None and epochs_run >= stop_after_epochs and position.epoch < run.train["epochs"]:
-                return True, stop.by_signal
-    return False, stop.by_signal
+                return stop
+    return None
 
 
 def _train_epoch(run: _Run, position: Position, stop: _StopFlag, progress, task) -> dict[str, float] | None:
@@ -426,8 +600,6 @@ def _train_epoch(run: _Run, position: Position, stop: _StopFlag, progress, task)
         completed=position.step * run.clips_per_step,
         description=f"epoch {position.epoch + 1}/{run.train['epochs']}",
     )
-    sums: dict[str, float] = {}
-    steps = 0
     for batch in loader:
         losses, lr = _step(run, position, batch)
         position.step += 1
@@ -436,14 +608,45 @@ def _train_epoch(run: _Run, position: Position, stop: _StopFlag, progress, task)
             run.skipped += 1
             progress.advance(task, run.clips_per_step)
         else:
-            steps += 1
+            position.counted += 1
             for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + value
+                position.sums[name] = position.sums.get(name, 0.0) + value
+            _watch_spikes(run, position, losses["loss"])
             if _log_step(run, position, losses, lr, progress, task):
                 stop.requested = True
         if _agree(stop.requested, run.device):
-            return None
-    return {name: value / max(steps, 1) for name, value in sums.items()}
+            stop.requested = True  # on every rank, whichever asked
+            if position.step < run.steps_per_epoch:
+                return None
+            break  # the epoch's last step: end it normally, then stop
+        if position.step < run.steps_per_epoch and _save_due(run, position):
+            _save(run, position, "last.pt")
+    return {name: value / max(position.counted, 1) for name, value in position.sums.items()}
+
+
+def _save_due(run: _Run, position: Position) -> bool:
+    """Whether a periodic mid-epoch last.pt is due (`train.save_every_steps` / `save_every_minutes`), on every rank alike."""
+    every_steps, every_minutes = run.train["save_every_steps"], run.train["save_every_minutes"]
+    due = bool(every_steps) and position.global_step % every_steps == 0
+    if every_minutes and not due:
+        due = _agree(time.perf_counter() - run.last_save >= 60 * every_minutes, run.device)
+    return due
+
+
+def _watch_spikes(run: _Run, position: Position, loss: float) -> None:
+    """Warn when a step's loss exceeds `SPIKE_FACTOR` × the median of the last `SPIKE_WINDOW` steps."""
+    recent = run.recent_losses
+    if len(recent) >= SPIKE_MIN_STEPS:
+        median = statistics.median(recent)
+        if median > 0 and loss > SPIKE_FACTOR * median:
+            run.spikes += 1
+            if run.main and run.spikes <= SPIKE_WARNINGS:
+                more = " (further spikes are counted in loss_spikes)" if run.spikes == SPIKE_WARNINGS else ""
+                warn(
+                    f"loss spike at epoch {position.epoch + 1}, step {position.step}: {loss:.4g} is "
+                    f"{loss / median:.0f}× the running median {median:.4g}{more}"
+                )
+    recent.append(loss)
 
 
 def _step(run: _Run, position: Position, batch: dict) -> tuple[dict[str, float] | None, float | None]:
@@ -464,7 +667,7 @@ def _step(run: _Run, position: Position, batch: dict) -> tuple[dict[str, float] 
     )
     set_learning_rate(run.optimizer, lr)
     losses = _train_step(run.model, run.method, run.optimizer, run.scaler, run.autocast, batch, run.device, train["clip_grad"])
-    _check_finite(losses, position.epoch, position.step, run.out)
+    _check_finite(run, losses, position)
     run.method.after_step((position.global_step + 1) / run.total_steps)
     return losses, lr
 
@@ -479,17 +682,22 @@ def _log_step(run: _Run, position: Position, losses: dict[str, float], lr: float
     return run.on_step is not None and bool(run.on_step(record))
 
 
-def _finish(run: _Run, position: Position, interrupted: bool, by_signal: bool) -> Result:
-    """The last checkpoints (final.pt and a finished last.pt, or last.pt when stopped) and the Result."""
+def _finish(run: _Run, position: Position, stop: _StopFlag | None) -> Result:
+    """The last checkpoints (final.pt and a finished last.pt, or last.pt when stopped) and the Result.
+
+    Ctrl-C ends in KeyboardInterrupt and SIGTERM / SIGUSR1 in `Preempted`, once last.pt is saved."""
     seconds = time.perf_counter() - run.started
     run.log.close()
     out = run.out
+    interrupted = stop is not None
     if interrupted:
-        path = _save(run, position, "last.pt")
+        path = _save(run, position, "last.pt") if position.step else out / "last.pt"  # at an epoch end it is saved
+        where = f"stopped at epoch {position.epoch + 1}, step {position.step}; saved {path}"
+        if stop.signal in ("SIGTERM", "SIGUSR1"):
+            raise Preempted(f"{stop.signal}: {where}. Continue with: vdiag pretrain --resume auto --out {out} (exit code 75)")
         if run.main:
-            where = f"stopped at epoch {position.epoch + 1}, step {position.step}; saved {path}"
             note(f"{where}. Continue with: vdiag pretrain --resume --out {out}")
-        if by_signal:
+        if stop.signal == "SIGINT":
             raise KeyboardInterrupt
         final_path = out / "last.pt"
     else:
@@ -503,6 +711,7 @@ def _finish(run: _Run, position: Position, interrupted: bool, by_signal: bool) -
         metrics.update({f"final_{k}": v for k, v in history[-1].items() if k not in ("epoch", "global_step", "seconds")})
     metrics["failed_videos"] = run.tracker.failed
     metrics["skipped_steps"] = run.skipped
+    metrics["loss_spikes"] = run.spikes
     result = Result(
         command="pretrain",
         checkpoint=str(final_path),
@@ -591,14 +800,13 @@ def _agree(flag: bool, device: str) -> bool:
     return bool(dist.all_reduce_sum(torch.tensor(float(flag), device=device)) > 0)
 
 
-def _check_finite(losses: dict[str, float], epoch: int, step: int, out: Path) -> None:
+def _check_finite(run: _Run, losses: dict[str, float], position: Position) -> None:
     if math.isfinite(losses["loss"]):
         return
     parts = ", ".join(f"{k} {v:.4g}" for k, v in losses.items() if k != "loss")
-    kept = f"kept the last good checkpoint {out / 'last.pt'}" if (out / "last.pt").exists() else "no checkpoint was written yet"
     raise VdiagError(
-        f"the loss became {losses['loss']} at epoch {epoch + 1}, step {step + 1} ({parts}); training stopped and {kept}. "
-        "Lower the learning rate (--set train.lr=…), set --set train.clip_grad=1.0, or check the data"
+        f"the loss became {losses['loss']} at epoch {position.epoch + 1}, step {position.step + 1} ({parts}); "
+        f"training stopped and {_kept(run)}. {_lower_lr_advice(run)}"
     )
 
 
