@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import click
 from rich.table import Table
 
+from vdiag.catalog import BACKBONE_NAMES
 from vdiag.console import stdout
 from vdiag.errors import VdiagError
 from vdiag.io import to_jsonable
@@ -96,3 +97,18 @@ def _format(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+class BackboneType(click.ParamType):
+    """`--backbone`: a name of `BACKBONE_NAMES`, or `package.module:builder` (a callable returning an
+    `nn.Module`; docs/backbones.md says what it must return)."""
+
+    name = "backbone"
+
+    def convert(self, value, param, ctx):
+        """The value unchanged if it names a backbone; else one line listing the choices."""
+        from vdiag.train.settings import is_builder_name  # the rule the settings schema applies too
+
+        if value in BACKBONE_NAMES or is_builder_name(value):
+            return value
+        self.fail(f"{value!r} is not a backbone: use one of {', '.join(BACKBONE_NAMES)}, or package.module:builder", param, ctx)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from vdiag.catalog import BACKBONE_NAMES, CONCEPT_FEATURES
-from vdiag.cli.common import emit, json_option, resolve_device
+from vdiag.catalog import CONCEPT_FEATURES
+from vdiag.cli.common import BackboneType, emit, json_option, resolve_device
 from vdiag.data.formats import FORMATS
 
 CEILING_MARK = "†"  # the report card's mark for an interval of width 0
@@ -20,20 +20,6 @@ the view and the sampling), so a second diagnostic on the same checkpoint does n
 Under torchrun every process extracts a share of the videos. A dataset without train/test folders or
 a split column is split by video (split seed 0, 30% of each class's videos held out for testing; recorded in
 the result); a collapsed model or non-finite weights are refused in one line."""
-
-
-class BackboneType(click.ParamType):
-    """`--backbone`: a name of `BACKBONE_NAMES`, or `package.module:builder` (a callable returning an
-    `nn.Module`; docs/backbones.md says what it must return)."""
-
-    name = "backbone"
-
-    def convert(self, value, param, ctx):
-        """The value unchanged if it names a backbone; else one line listing the choices."""
-        module, _, builder = str(value).partition(":")
-        if value in BACKBONE_NAMES or (module and builder and all(part.isidentifier() for part in module.split("."))):
-            return value
-        self.fail(f"{value!r} is not a backbone: use one of {', '.join(BACKBONE_NAMES)}, or package.module:builder", param, ctx)
 
 
 def diagnostic_options(function=None, *, data_format_flag: str = "--format", many: bool = False):

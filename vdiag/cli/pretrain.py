@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from vdiag.catalog import BACKBONE_NAMES, METHOD_NAMES
-from vdiag.cli.common import emit, json_option, metrics_table, resolve_device
+from vdiag.catalog import METHOD_NAMES
+from vdiag.cli.common import BackboneType, emit, json_option, metrics_table, resolve_device
 from vdiag.data.formats import FORMATS
 from vdiag.errors import VdiagError
 
@@ -39,7 +39,11 @@ Examples:
   torchrun --nproc_per_node 8 -m vdiag pretrain --method swav --preset paper --data k400/train.csv""",
 )
 @click.option("--method", type=click.Choice(METHOD_NAMES), help="The objective (required unless --resume or --config names it).")
-@click.option("--backbone", type=click.Choice(BACKBONE_NAMES), help="Backbone [preset: tiny for cpu, slow_r50 for paper].")
+@click.option(
+    "--backbone",
+    type=BackboneType(),
+    help="Backbone: a name (docs/backbones.md) or package.module:builder [preset: tiny for cpu, slow_r50 for paper].",
+)
 @click.option(
     "--data", "data_path", type=click.Path(), help="Dataset folder or CSV [default: the synthetic dataset, generated on first use]."
 )

@@ -165,9 +165,16 @@ def resolve_data(model: DiagnosticModel, path: str | None = None, *, format: str
 
     Returns:
         The `DataRef`.
+
+    Raises:
+        VdiagError: the checkpoint records a relative data path, or the dataset at its recorded path
+            is not the one it was trained on (`vdiag.checkpoint.check_recorded_data`): pass --data.
     """
     recorded = (model.config or {}).get("data", {})
     if path is None and recorded.get("path"):
+        from vdiag.checkpoint import check_recorded_data
+
+        check_recorded_data(model.config, load_split=load_index)  # never diagnose another folder's data silently
         path = recorded["path"]
         format = format or recorded.get("format", "auto")
         split_id = split_id or recorded.get("split_id", 1)

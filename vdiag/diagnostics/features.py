@@ -47,7 +47,7 @@ from vdiag.io import atomic_path, cache_dir
 
 VIEWS = ("real", "static", "shuffled", "reversed", "difference")
 OUTPUTS = ("pooled", "temporal", *(f"concepts.{name}" for name in CONCEPT_FEATURES))
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: Sampling has mean/std; features record how their videos were read
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,8 @@ class Features:
     """Per-clip features of one view of one dataset split.
 
     features: (N, K, C) pooled, (N, K, C, T') temporal, (N, K, concepts) concept codes; labels: (N,);
-    factors: name → (N,).
+    factors: name → (N,); reading: how the videos were read (`FailureTracker.summary`: failed
+    videos, padded clips and videos, decoder switches, frame-count mismatches; this rank's counts).
     """
 
     view: str
@@ -110,6 +111,7 @@ class Features:
     class_names: list[str]
     factors: dict[str, np.ndarray] = field(default_factory=dict)
     factor_values: dict[str, list[str]] = field(default_factory=dict)
+    reading: dict[str, int] = field(default_factory=dict)
 
     @property
     def videos(self) -> np.ndarray:
@@ -321,6 +323,7 @@ def _extract(extractor: Extractor, index: DatasetIndex, views: list[str], *, out
             list(index.class_names),
             factors,
             dict(index.factor_values),
+            tracker.summary(),
         )
         for view in views
     }
@@ -364,14 +367,28 @@ def _read_cache(path: Path, view: str) -> Features | None:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             factors = {name: data[f"factor_{name}"] for name in meta["factor_values"]}
-            return Features(view, data["features"], data["labels"], meta["video_ids"], meta["class_names"], factors, meta["factor_values"])
+            return Features(
+                view,
+                data["features"],
+                data["labels"],
+                meta["video_ids"],
+                meta["class_names"],
+                factors,
+                meta["factor_values"],
+                meta.get("reading", {}),
+            )
     except (OSError, ValueError, KeyError) as err:
         warn(f"ignoring an unreadable feature cache file {path} ({err}); recomputing")
         return None
 
 
 def _write_cache(path: Path, features: Features) -> None:
-    meta = {"video_ids": features.video_ids, "class_names": features.class_names, "factor_values": features.factor_values}
+    meta = {
+        "video_ids": features.video_ids,
+        "class_names": features.class_names,
+        "factor_values": features.factor_values,
+        "reading": features.reading,
+    }
     arrays = {f"factor_{name}": values for name, values in features.factors.items()}
     try:
         with atomic_path(path) as tmp:
@@ -595,12 +612,17 @@ def sample_sizes(**splits: Features) -> dict[str, int]:
         splits: split name → its `Features` (e.g. train=…, test=…).
 
     Returns:
-        `<split>_videos`, `<split>_clips` for each split (`clips` counts every clip, N · K).
+        `<split>_videos`, `<split>_clips` for each split (`clips` counts every clip, N · K), and how
+        its videos were read: `<split>_padded_clips` (clips of videos shorter than one clip, padded
+        by repeating their last frame: never presented as real), `<split>_failed_videos`,
+        `<split>_decoder_switches`, `<split>_frame_count_mismatches` (docs/data-formats.md).
     """
     out = {}
     for name, features in splits.items():
         out[f"{name}_videos"] = len(features)
         out[f"{name}_clips"] = int(np.prod(features.features.shape[:2]))
+        for key in ("padded_clips", "failed_videos", "decoder_switches", "frame_count_mismatches"):
+            out[f"{name}_{key}"] = int(features.reading.get(key, 0))
     return out
 
 

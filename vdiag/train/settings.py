@@ -36,7 +36,8 @@ class Setting:
     """One setting's rule: `kind` ('int', 'float', 'bool', 'choice', 'text', 'fractions', 'scale_range'),
     the closed or open bounds of a number, the choices of a 'choice', whether null is allowed, and help.
 
-    `low_open` / `high_open` make a bound strict (lr > 0 rather than lr ≥ 0).
+    `low_open` / `high_open` make a bound strict (lr > 0 rather than lr ≥ 0); `or_builder` lets a
+    'choice' also be a `package.module:builder` (a user's backbone, docs/backbones.md).
     """
 
     kind: str
@@ -45,13 +46,14 @@ class Setting:
     low_open: bool = False
     high_open: bool = False
     choices: tuple[str, ...] = ()
+    or_builder: bool = False
     nullable: bool = False
     help: str = ""
 
     def describe(self) -> str:
         """What a valid value looks like, for error messages ('a number > 0', 'one of sgd, lars, adamw')."""
         if self.kind == "choice":
-            text = "one of " + ", ".join(self.choices)
+            text = "one of " + ", ".join(self.choices) + (", or package.module:builder" if self.or_builder else "")
         elif self.kind == "bool":
             text = "true or false"
         elif self.kind == "text":
@@ -83,6 +85,12 @@ def _float(low=None, high=None, **kw) -> Setting:
     return Setting("float", low, high, **kw)
 
 
+def is_builder_name(value) -> bool:
+    """`package.module:builder`: dotted identifiers, a colon, an identifier."""
+    module, _, builder = str(value).partition(":")
+    return isinstance(value, str) and builder.isidentifier() and all(part.isidentifier() for part in module.split("."))
+
+
 def _choice(*choices: str, **kw) -> Setting:
     return Setting("choice", choices=tuple(choices), **kw)
 
@@ -91,7 +99,7 @@ _PROBABILITY = {"low": 0, "high": 1}
 
 SCHEMA: dict[str, Setting] = {
     "seed": _int(0, help="seed of every random draw of the run"),
-    "backbone.name": _choice(*BACKBONE_NAMES, help="the video backbone"),
+    "backbone.name": _choice(*BACKBONE_NAMES, or_builder=True, help="the video backbone"),
     "backbone.keep_temporal": Setting("bool", help="remove temporal strides: one feature per input frame"),
     "backbone.weights": Setting("text", nullable=True, help="a local file to start the backbone from; null: random"),
     "data.path": Setting("text", nullable=True, help="dataset folder or CSV; null: the default synthetic dataset"),
@@ -184,7 +192,7 @@ def check_setting(key: str, value, *, setting: Setting | None = None):
             _refuse(key, rule, value)
         return value
     if rule.kind == "choice":
-        if value not in rule.choices:
+        if value not in rule.choices and not (rule.or_builder and is_builder_name(value)):
             _refuse(key, rule, value)
         return value
     if rule.kind == "text":

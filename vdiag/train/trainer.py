@@ -709,7 +709,7 @@ def _finish(run: _Run, position: Position, stop: _StopFlag | None) -> Result:
     metrics["clips_per_s"] = run.clips_done / max(seconds, 1e-9)
     if history:
         metrics.update({f"final_{k}": v for k, v in history[-1].items() if k not in ("epoch", "global_step", "seconds")})
-    metrics["failed_videos"] = run.tracker.failed
+    metrics.update(run.tracker.summary())  # failed videos, padded clips, decoder switches, frame-count mismatches
     metrics["skipped_steps"] = run.skipped
     metrics["loss_spikes"] = run.spikes
     result = Result(
