@@ -32,7 +32,7 @@ from vdiag.diagnostics.retrieval import normalise, retrieval_hits
 from vdiag.diagnostics.shuffle import balanced_set, shuffle_probe
 from vdiag.diagnostics.static_bias import static_bias
 from vdiag.diagnostics.validity import train_reference
-from vdiag.models.backbones import build_backbone
+from vdiag.models.backbones import BACKBONES, build_backbone
 
 SAMPLING = Sampling(frames=8, stride=1, size=32, clips=4)
 
@@ -47,7 +47,7 @@ def validity(tmp_path_factory):
     root = base / "data"
     generate_dataset(SynthConfig(size=32, frames=8, num_train=96, num_val=64, num_test=64, correlation=0.0), root, workers=2)
     models = {
-        name: train_reference(root, base / name, backbone=backbone, target=target, frames=8, size=32, epochs=8)
+        name: train_reference(root, base / name, backbone=backbone, target=target, frames=8, size=32, epochs=24)
         for name, backbone, target in (("static", "tiny2d", "bg_color"), ("dynamic", "tiny", "fg_trajectory"))
     }
     for backbone in ("tiny", "tiny2d"):
@@ -93,7 +93,10 @@ def test_random_networks_sit_where_documented(validity):
     """Untrained: the 3-D net already tells shuffled from ordered (temporal kernels see the jumps);
     the per-frame net cannot, by construction."""
     data, models = validity
-    assert shuffle_probe(extractor_for(models["random-tiny"], "tiny"), data).metrics["acc"] >= 0.6
+    # generator 2: a random 3-D net reads less order (its signal came mostly from v1's larger
+    # brightness ramp; docs/diagnostics/validity.md), but still above chance
+    random_shuffle = shuffle_probe(extractor_for(models["random-tiny"], "tiny"), data).metrics
+    assert random_shuffle["acc"] >= 0.55 and random_shuffle["acc_ci_low"] > 0.5
     frame_wise = extractor_for(models["random-tiny2d"], "tiny2d")
     assert shuffle_probe(frame_wise, data).metrics["acc"] == pytest.approx(0.5, abs=0.02)
 
@@ -356,7 +359,8 @@ def test_load_extractor_carries_the_settings(tmp_path):
     path = tmp_path / "random-tiny.pt"
     torch.save(build_backbone("tiny").body.state_dict(), path)
     extractor = load_extractor(path, backbone="tiny", frames=4, clips=3, workers=0, seed=5, cache=False)
-    assert extractor.sampling == Sampling(frames=4, stride=2, size=112, clips=3)  # 2 and 112: other weights' defaults
+    published = BACKBONES["tiny"].default_sampling  # other weights: their architecture's published clips
+    assert extractor.sampling == Sampling(frames=4, stride=published["stride"], size=published["size"], clips=3)
     assert extractor.settings == {"batch_size": 64, "workers": 0, "decoder": "auto", "seed": 5, "cache": False}
     temporal = load_extractor(path, backbone="tiny", keep_temporal=True, sampling=extractor.sampling, **extractor.settings)
     assert temporal.sampling == extractor.sampling and temporal.settings == extractor.settings

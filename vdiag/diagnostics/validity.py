@@ -54,7 +54,7 @@ class ValiditySize:
     videos: int = 64
     size: int = 32
     frames: int = 8
-    epochs: int = 8
+    epochs: int = 24  # generator 2's trajectories need ~24 epochs at this size (8 left the 3-D model near chance)
     clips: int = 4
 
 
@@ -206,7 +206,9 @@ ROWS: list[tuple[str, str, Callable[[dict], float], dict[str, tuple[str, Callabl
         {
             "first-frame-only": ("≤ 0.2", lambda m: m["dynamic_score"] <= 0.2),
             "supervised-on-static": ("≤ 0.2", lambda m: m["dynamic_score"] <= 0.2),
-            "supervised-on-dynamic": ("≥ 0.6", lambda m: m["dynamic_score"] >= 0.6),
+            # trained on fg_trajectory only: ≈ (1 + 0) / 2 over the two dynamic factors, since the
+            # brightness change is a second, untrained motion (generator 2 shows it in no single frame)
+            "supervised-on-dynamic": ("≥ 0.4", lambda m: m["dynamic_score"] >= 0.4),
         },
     ),
 ]
