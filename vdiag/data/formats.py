@@ -530,3 +530,25 @@ def _video_id(root: Path, video: Path) -> str:
 def _join(base: Path, path: str) -> Path:
     candidate = Path(path).expanduser()
     return candidate if candidate.is_absolute() else base / candidate
+
+
+def check_target(index: DatasetIndex, target: str) -> DatasetIndex:
+    """Fail before any extraction when `target` is neither 'label' nor a factor of the dataset.
+
+    The one `--target` check of training (a supervised head's classes), the diagnostics and the
+    figures (classify, colour or group by a target).
+
+    Args:
+        index: the dataset split.
+        target: "label" or a synthetic factor name (bg_color, fg_shape, bg_brightness, fg_trajectory).
+
+    Returns:
+        `index`, unchanged (so that a call can wrap `data.split(...)`).
+
+    Raises:
+        VdiagError: `target` is not a factor of this dataset (the message lists those it has).
+    """
+    if target != "label" and target not in index.factor_values:
+        known = ", ".join(index.factor_values) or "none (not a synthetic dataset)"
+        raise VdiagError(f"--target {target!r} is not a factor of this dataset; use 'label' or one of: {known}")
+    return index

@@ -18,12 +18,13 @@ import numpy as np
 from sklearn.metrics import silhouette_samples, silhouette_score
 
 from vdiag import distributed as dist
+from vdiag.data.formats import check_target
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor, check_target, require_reading, sample_sizes, targets
+from vdiag.diagnostics.features import Extractor, require_reading, sample_sizes, targets
 from vdiag.diagnostics.probe import bootstrap, with_intervals
 from vdiag.diagnostics.retrieval import normalise
 from vdiag.errors import VdiagError
-from vdiag.io import atomic_path
+from vdiag.io import save_npz
 from vdiag.results import Result
 
 TOP_K = (3, 5, 10, 15, 20, 50)  # ViDiDi Table 7: 3, 5, 10, 15, 20 and all
@@ -108,11 +109,7 @@ def cluster(extractor: Extractor, data: DataRef, out: Path, *, split: str = "tes
     metrics = with_intervals(metrics, interval)
     saved = Path(out) / "embeddings.npz"
     if dist.is_main():
-        with atomic_path(saved) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(
-                    f, embeddings=embeddings, labels=labels, class_names=np.asarray(class_names), video_ids=np.asarray(features.video_ids)
-                )
+        save_npz(saved, embeddings=embeddings, labels=labels, class_names=np.asarray(class_names), video_ids=np.asarray(features.video_ids))
     return Result(
         command="eval cluster",
         metrics=metrics,

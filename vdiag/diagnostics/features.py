@@ -38,12 +38,12 @@ from vdiag import distributed as dist
 from vdiag.catalog import CONCEPT_FEATURES
 from vdiag.console import note, progress_bar, warn
 from vdiag.data.datasets import FailureTracker, VideoClipDataset, collate_clips
-from vdiag.data.formats import DatasetIndex
+from vdiag.data.formats import DatasetIndex, check_target
 from vdiag.data.sampling import ClipSpec
 from vdiag.data.views import KINETICS_MEAN, KINETICS_STD, eval_view, frame_difference, normalize, random_permutation, static_clip, trim
 from vdiag.diagnostics.model import DiagnosticModel, load_model
 from vdiag.errors import VdiagError
-from vdiag.io import atomic_path, cache_dir
+from vdiag.io import cache_dir, save_npz
 
 VIEWS = ("real", "static", "shuffled", "reversed", "difference")
 OUTPUTS = ("pooled", "temporal", *(f"concepts.{name}" for name in CONCEPT_FEATURES))
@@ -391,9 +391,7 @@ def _write_cache(path: Path, features: Features) -> None:
     }
     arrays = {f"factor_{name}": values for name, values in features.factors.items()}
     try:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, features=features.features, labels=features.labels, meta=np.asarray(json.dumps(meta)), **arrays)
+        save_npz(path, features=features.features, labels=features.labels, meta=np.asarray(json.dumps(meta)), **arrays)
     except (OSError, VdiagError) as err:
         warn(f"could not write the feature cache {path} ({err}); results are unaffected")
 
@@ -480,27 +478,6 @@ def load_extractor(
     if sampling is None:
         sampling = default_sampling(model, clips=clips, frames=frames, stride=stride, size=size)
     return Extractor(model, sampling, batch_size=batch_size, workers=workers, decoder=decoder, seed=seed, cache=cache)
-
-
-def check_target(index: DatasetIndex, target: str) -> DatasetIndex:
-    """Fail before any extraction when `target` is neither 'label' nor a factor of the dataset.
-
-    The one `--target` check of the diagnostics and figures (classify, colour or group by a target).
-
-    Args:
-        index: the dataset split.
-        target: "label" or a synthetic factor name (bg_color, fg_shape, bg_brightness, fg_trajectory).
-
-    Returns:
-        `index`, unchanged (so that a call can wrap `data.split(...)`).
-
-    Raises:
-        VdiagError: `target` is not a factor of this dataset (the message lists those it has).
-    """
-    if target != "label" and target not in index.factor_values:
-        known = ", ".join(index.factor_values) or "none (not a synthetic dataset)"
-        raise VdiagError(f"--target {target!r} is not a factor of this dataset; use 'label' or one of: {known}")
-    return index
 
 
 def targets(features: Features, target: str = "label") -> tuple[np.ndarray, list[str]]:

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from vdiag import distributed as dist
+from vdiag.data.formats import check_target
 from vdiag.diagnostics.data import DataRef
 from vdiag.diagnostics.features import (
     Extractor,
-    check_target,
     load_extractor,
     require_concepts,
     require_reading,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 
-from vdiag.data.formats import DatasetIndex
+from vdiag.data.formats import DatasetIndex, check_target
 from vdiag.errors import VdiagError
 from vdiag.methods.base import Method
 from vdiag.methods.bodvcl import BODVCLBYOL, BODVCLMoCo, BODVCLSimCLR
@@ -117,9 +117,5 @@ def _num_classes(target: str, index: DatasetIndex | None, recorded: int | None) 
         if recorded is None:
             raise VdiagError("a supervised model needs its number of classes; it is missing from the config")
         return recorded
-    if target == "label":
-        return index.num_classes
-    if target not in index.factor_values:
-        known = ", ".join(index.factor_values) or "none (not a synthetic dataset)"
-        raise VdiagError(f"--target {target!r} is not a factor of this dataset; use 'label' or one of: {known}")
-    return len(index.factor_values[target])
+    check_target(index, target)
+    return index.num_classes if target == "label" else len(index.factor_values[target])

@@ -28,7 +28,7 @@ from vdiag.data.sampling import ClipSpec, uniform_starts
 from vdiag.data.views import center_crop, eval_view
 from vdiag.diagnostics.features import Extractor, Sampling
 from vdiag.errors import VdiagError
-from vdiag.io import atomic_path
+from vdiag.io import save_npz
 from vdiag.methods.dclr import decoupled_activation_maps, minmax
 from vdiag.results import Result
 from vdiag.viz.style import overlay_grid, save_figure
@@ -183,16 +183,14 @@ def viz_activation(
         ),
         figure,
     )
-    with atomic_path(saved) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                frames=shown.permute(1, 2, 3, 0).numpy(),
-                frame_indices=indices,
-                **{f"map_{k}": v for k, v in upsampled.items()},
-                **{f"raw_{k}": v for k, v in raw_maps.items()},
-                **({"mask": mask} if mask is not None else {}),
-            )
+    save_npz(
+        saved,
+        frames=shown.permute(1, 2, 3, 0).numpy(),
+        frame_indices=indices,
+        **{f"map_{k}": v for k, v in upsampled.items()},
+        **{f"raw_{k}": v for k, v in raw_maps.items()},
+        **({"mask": mask} if mask is not None else {}),
+    )
     return Result(
         command="viz activation",
         metrics=metrics,

@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from vdiag import distributed as dist
+from vdiag.data.formats import check_target
 from vdiag.data.views import eval_view
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor, check_target, require_concepts, targets
-from vdiag.io import atomic_path
+from vdiag.diagnostics.features import Extractor, require_concepts, targets
+from vdiag.io import save_npz
 from vdiag.results import Result
 from vdiag.viz.activation import read_clip, upsample
 from vdiag.viz.style import plt, save_figure, style
@@ -146,19 +147,17 @@ def viz_concepts(
             ),
             figure,
         )
-        with atomic_path(saved) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(
-                    f,
-                    codes=codes.numpy(),
-                    attention_static=maps["static"],
-                    attention_dynamic=maps["dynamic"],
-                    similarity_static=similarity["static"],
-                    similarity_dynamic=similarity["dynamic"],
-                    class_names=np.asarray(class_names),
-                    video_codes=video_codes,
-                    labels=labels,
-                )
+        save_npz(
+            saved,
+            codes=codes.numpy(),
+            attention_static=maps["static"],
+            attention_dynamic=maps["dynamic"],
+            similarity_static=similarity["static"],
+            similarity_dynamic=similarity["dynamic"],
+            class_names=np.asarray(class_names),
+            video_codes=video_codes,
+            labels=labels,
+        )
     return Result(
         command="viz concepts",
         metrics=metrics,

@@ -28,10 +28,11 @@ from matplotlib.patches import Circle, Wedge
 
 from vdiag import distributed as dist
 from vdiag import koopman
+from vdiag.data.formats import check_target
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor, check_target, targets
+from vdiag.diagnostics.features import Extractor, targets
 from vdiag.errors import VdiagError
-from vdiag.io import atomic_path
+from vdiag.io import save_npz
 from vdiag.results import Result
 from vdiag.viz.style import plt, save_figure, style
 
@@ -233,16 +234,14 @@ def viz_eig(
     saved = Path(out) / "eig.npz"
     if dist.is_main():
         save_figure(plot_eigenvalues(eigenvalues, groups, names, xi=xi, omega=omega, radius=radius, title=title), figure)
-        with atomic_path(saved) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(
-                    f,
-                    eigenvalues=eigenvalues,
-                    clip=clip,
-                    video=np.where(clip >= 0, clip // clips, -1),
-                    labels=features.labels,
-                    class_names=np.asarray(features.class_names),
-                )
+        save_npz(
+            saved,
+            eigenvalues=eigenvalues,
+            clip=clip,
+            video=np.where(clip >= 0, clip // clips, -1),
+            labels=features.labels,
+            class_names=np.asarray(features.class_names),
+        )
     return Result(
         command="viz eig",
         metrics={**summary, "eigenvalues": len(eigenvalues)},

@@ -32,7 +32,7 @@ from vdiag.data.views import eval_view
 from vdiag.diagnostics.data import DataRef
 from vdiag.diagnostics.features import Extractor
 from vdiag.errors import VdiagError
-from vdiag.io import atomic_path
+from vdiag.io import save_npz
 from vdiag.results import Result
 from vdiag.viz.activation import read_clip, upsample
 from vdiag.viz.style import plt, save_figure, style
@@ -159,9 +159,7 @@ def viz_modes(
         arrays = {"eigenvalues": eigenvalues.numpy(), "chosen": np.asarray(chosen), **{f"curve_{j}": c for j, c in curves.items()}}
         if spatial is not None:
             arrays.update({f"spatial_{j}": m for j, m in spatial.items()})
-        with atomic_path(saved) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+        save_npz(saved, **arrays)
     return Result(
         command="viz modes",
         metrics=metrics,

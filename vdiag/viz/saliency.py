@@ -31,7 +31,7 @@ from captum.attr import IntegratedGradients, Saliency
 from vdiag.data.views import SpatialAugment, eval_view, normalize
 from vdiag.diagnostics.features import Extractor
 from vdiag.diagnostics.model import DiagnosticModel
-from vdiag.io import atomic_path
+from vdiag.io import atomic_path, save_npz
 from vdiag.results import Result
 from vdiag.viz.activation import foreground_mass, read_clip, synthetic_mask, upsample
 from vdiag.viz.style import overlay_grid, save_figure
@@ -179,9 +179,7 @@ def viz_saliency(
         figure,
     )
     _animate(pictures, tubes, animation)
-    with atomic_path(saved) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, frames=pictures, frame_indices=indices, **tubes, **({"mask": mask} if mask is not None else {}))
+    save_npz(saved, frames=pictures, frame_indices=indices, **tubes, **({"mask": mask} if mask is not None else {}))
     return Result(
         command="viz saliency",
         metrics=metrics,

@@ -17,12 +17,13 @@ from sklearn.manifold import TSNE
 from sklearn.metrics import silhouette_score
 
 from vdiag import distributed as dist
+from vdiag.data.formats import check_target
 from vdiag.diagnostics.cluster import best_retrieved_classes
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor, check_target, targets
+from vdiag.diagnostics.features import Extractor, targets
 from vdiag.diagnostics.retrieval import normalise
 from vdiag.errors import VdiagError
-from vdiag.io import atomic_path
+from vdiag.io import save_npz
 from vdiag.results import Result
 from vdiag.viz.style import plt, save_figure, style
 
@@ -114,15 +115,13 @@ def viz_tsne(
         arrays = {}
         for number, panel in enumerate(panels):
             arrays[f"points_{number}"], arrays[f"labels_{number}"] = panel["points"], panel["labels"]
-        with atomic_path(saved) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(
-                    f,
-                    checkpoints=np.asarray([p["label"] for p in panels]),
-                    class_names=np.asarray(class_names),
-                    silhouettes=np.asarray([p["silhouette"] for p in panels]),
-                    **arrays,
-                )
+        save_npz(
+            saved,
+            checkpoints=np.asarray([p["label"] for p in panels]),
+            class_names=np.asarray(class_names),
+            silhouettes=np.asarray([p["silhouette"] for p in panels]),
+            **arrays,
+        )
     metrics = {"silhouette" if len(panels) == 1 else f"silhouette_{number}": panel["silhouette"] for number, panel in enumerate(panels)}
     return Result(
         command="viz tsne",
