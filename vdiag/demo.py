@@ -98,7 +98,7 @@ def run_demo(
         runs: the pretraining runs (`DEMO_RUNS`).
 
     Returns:
-        `Result` "demo": the report's metrics (`<run index>.<metric>`), figures, the report files
+        `Result` "demo": the report's metrics (`<run index>.<diagnostic>.<metric>`), figures, the report files
         (report.html, report.md); details: runs, seconds per step, the dataset's measured correlation.
 
     Raises:
