@@ -84,9 +84,10 @@ def test_dynamic_model_reads_as_dynamic(validity):
     assert bias["acc_static"] <= bias["chance"] + 0.1 and bias["static_ratio"] <= 0.7
     assert bias["contrasted_acc"] >= 0.3
     shuffle = shuffle_probe(extractor, data).metrics
-    assert shuffle["acc"] >= 0.62 and shuffle["acc_ci_low"] > 0.5
+    assert shuffle["acc_ci_low"] > 0.5  # reads order (generator 2: ≈ 0.6; v1's 0.72 came partly from the brightness leak)
     factors = factor_probe(extractor, data).metrics
-    assert factors["acc_fg_trajectory"] >= 0.9 and factors["dynamic_score"] >= 0.7
+    # trained on the trajectory only: that factor is decoded, the brightness change need not be (≈ (1 + 0) / 2)
+    assert factors["acc_fg_trajectory"] >= 0.9 and factors["dynamic_score"] >= 0.4
 
 
 def test_random_networks_sit_where_documented(validity):
