@@ -43,6 +43,17 @@ def test_preemption_saves_at_the_next_step_and_resume_auto_repeats_the_uninterru
     root, _ = tiny_synth
     extra = ["data.workers=2"]
     whole = tmp_path / "whole"
+    # bitwise equality across processes needs the same intra-op thread count on both sides (other
+    # tests may have changed this process's): one thread here and in the subprocess
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _preempt_and_resume(sig, root, extra, whole, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _preempt_and_resume(sig, root, extra, whole, tmp_path):
     pretrain(_config(root, "simclr", 3, extra), whole)
 
     out = tmp_path / "run"
@@ -60,7 +71,8 @@ def test_preemption_saves_at_the_next_step_and_resume_auto_repeats_the_uninterru
         "auto",
         *cli_sets(extra),
     ]
-    proc = subprocess.Popen([sys.executable, "-m", "vdiag", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "vdiag", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     _wait_for_steps(out / "metrics.jsonl", 4, proc)  # in epoch 2 of 3 (3 steps per epoch)
     proc.send_signal(getattr(signal, sig))
     _, stderr = proc.communicate(timeout=180)
