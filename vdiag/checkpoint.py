@@ -100,7 +100,7 @@ def load_failure_message(path: Path, err: Exception) -> str:
         return (
             f"{path} holds pickled Python objects besides tensors, which vdiag never unpickles; if you trust the file, "
             f"extract its weights in your own Python environment with these two lines, then pass {out}:\n"
-            f"    import torch; ckpt = torch.load({str(path)!r}, map_location='cpu', weights_only=False)\n"  # noqa: E501 (user's snippet; vdiag: weights_only=True)
+            f"    import torch; ckpt = torch.load({str(path)!r}, map_location='cpu', weights_only=False)\n"  # text only (weights_only=True)
             "    torch.save({k: v.state_dict() if hasattr(v, 'state_dict') else v for k, v in (ckpt if isinstance(ckpt, dict) "
             "else {'model': ckpt}).items() if hasattr(v, 'state_dict') or isinstance(v, (dict, torch.Tensor))}, "
             f"{str(out)!r})"
