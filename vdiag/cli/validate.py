@@ -11,21 +11,19 @@ from vdiag.cli.common import emit, json_option
 
 
 def _table(result) -> Table:
-    rows = result.details["rows"]
-    models = result.details["models"]
+    from vdiag.diagnostics.validity import validity_grid
+
     table = Table(title=f"validity: {result.metrics['passed']} of {result.metrics['checks']} checks pass", title_justify="left")
     table.add_column("diagnostic")
-    for model in models:
+    for model in result.details["models"]:
         table.add_column(model, justify="right")
-    for name in dict.fromkeys(r["row"] for r in rows):
-        cells = []
-        for model in models:
-            cell = next(r for r in rows if r["row"] == name and r["model"] == model)
-            value = cell["measured"] if isinstance(cell["measured"], str) else f"{cell['measured']:.2f}"
+    for name, cells in validity_grid(result):
+        texts = []
+        for cell in cells:
             mark = "" if cell["pass"] is None else " [green]✓[/green]" if cell["pass"] else " [red]✗[/red]"
             expected = f"\n[dim]{cell['expected']}[/dim]" if cell["expected"] else ""
-            cells.append(f"{value}{mark}{expected}")
-        table.add_row(name, *cells)
+            texts.append(f"{cell['text']}{mark}{expected}")
+        table.add_row(name, *texts)
     return table
 
 

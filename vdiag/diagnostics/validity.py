@@ -274,6 +274,24 @@ def validity_table(out: str | Path, *, size: ValiditySize = ValiditySize(), seed
     )
 
 
+def validity_grid(result: Result) -> list[tuple[str, list[dict]]]:
+    """The table's rows in order: (diagnostic row, one cell per model in `details['models']` order),
+    each cell a row of `details['rows']` with `text`, its measured value formatted, added.
+
+    Args:
+        result: from `validity_table`.
+
+    Returns:
+        [(row name, [cell, …]), …]: what the terminal and Markdown renderings both draw.
+    """
+    rows, models = result.details["rows"], result.details["models"]
+    grid = []
+    for name in dict.fromkeys(r["row"] for r in rows):
+        cells = [next(r for r in rows if r["row"] == name and r["model"] == model) for model in models]
+        grid.append((name, [{**c, "text": c["measured"] if isinstance(c["measured"], str) else f"{c['measured']:.2f}"} for c in cells]))
+    return grid
+
+
 def validity_markdown(result: Result) -> str:
     """The validity table as Markdown: one row per diagnostic row, one column per model; each cell
     "value ✓" / "value ✗ (expected …)" / "value" (no known side) / "refused ✓".
@@ -284,7 +302,6 @@ def validity_markdown(result: Result) -> str:
     Returns:
         The Markdown table, with the size it was run at in a line above it.
     """
-    rows = result.details["rows"]
     models = result.details["models"]
     c = result.config
     lines = [
@@ -294,13 +311,11 @@ def validity_markdown(result: Result) -> str:
         "| diagnostic | " + " | ".join(models) + " |",
         "|---|" + "---|" * len(models),
     ]
-    for name in dict.fromkeys(r["row"] for r in rows):
-        cells = []
-        for model in models:
-            cell = next(r for r in rows if r["row"] == name and r["model"] == model)
-            value = cell["measured"] if isinstance(cell["measured"], str) else f"{cell['measured']:.2f}"
+    for name, cells in validity_grid(result):
+        texts = []
+        for cell in cells:
             mark = "" if cell["pass"] is None else " ✓" if cell["pass"] else " ✗"
             expected = f" (expected {cell['expected']})" if cell["expected"] and cell["pass"] is not None else ""
-            cells.append(f"{value}{mark}{expected}".replace("|", "\\|"))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            texts.append(f"{cell['text']}{mark}{expected}".replace("|", "\\|"))
+        lines.append(f"| {name} | " + " | ".join(texts) + " |")
     return "\n".join(lines) + "\n"
