@@ -275,3 +275,28 @@ def test_concepts_figure_and_refusal(tiny_synth, tmp_path):
     other = pretrain(resolve_config("simclr", "cpu", options=options), tmp_path / "simclr", device="cpu").checkpoint
     refused = run_cli("viz", "concepts", other, str(video), "--out", str(tmp_path / "no"), check=False)
     assert refused.returncode == 2 and "trained with simclr" in refused.stderr and "--method concepts" in refused.stderr
+
+
+def test_figures_say_when_their_clips_are_padded(tiny_synth, tmp_path):
+    """A clip longer than the video is filled by repeating its last frame: the figure's result counts
+    such clips and its title says so (issue: padding is an explicit, counted choice, never silent)."""
+    from vdiag.diagnostics.data import DataRef
+    from vdiag.viz.activation import viz_activation
+    from vdiag.viz.style import clip_is_padded, clip_note, reading_note
+
+    root, config = tiny_synth
+    model = DiagnosticModel(
+        VideoBackbone("linear", LinearSystem(), 4, keep_temporal=True), Path("linear-system.pt"), fingerprint="linear-system"
+    )
+    real = viz_eig(Extractor(model, Sampling(8, 1, 32, 2), workers=0), DataRef(str(root)), tmp_path / "real")
+    assert real.config["test_padded_clips"] == 0 and reading_note(real.config, "test") == ""
+    long = viz_eig(Extractor(model, Sampling(6, 2, 32, 2), workers=0), DataRef(str(root)), tmp_path / "long")  # span 11 > 8 frames
+    assert long.config["test_padded_clips"] == long.config["test_clips"] == 2 * config.num_test
+    assert reading_note(long.config, "test") == "; 16 of 16 clips padded (videos shorter than a clip)"
+    assert clip_is_padded([0, 2, 4, 6, 7, 7]) and clip_is_padded([4, 6, 0, 2]) and not clip_is_padded([0, 2, 4, 6])
+    assert clip_note([0, 1, 2]) == ""
+    detector = DiagnosticModel(VideoBackbone("foreground", ForegroundDetector(), 1), Path("foreground.pt"), fingerprint="foreground")
+    video = root / "videos" / "test" / "test_00001.mp4"
+    assert viz_activation(Extractor(detector, Sampling(6, 1, 32, 1)), video, tmp_path / "a", frames_shown=3).config["padded_clip"] is False
+    padded = viz_activation(Extractor(detector, Sampling(6, 2, 32, 1)), video, tmp_path / "b", frames_shown=3)
+    assert padded.config["padded_clip"] is True

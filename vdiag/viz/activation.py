@@ -31,7 +31,7 @@ from vdiag.errors import VdiagError
 from vdiag.io import save_npz
 from vdiag.methods.dclr import decoupled_activation_maps, minmax
 from vdiag.results import Result
-from vdiag.viz.style import overlay_grid, save_figure
+from vdiag.viz.style import clip_is_padded, clip_note, overlay_grid, save_figure
 
 INPUTS = ("video", "static", "difference")
 TITLES = {"video": "A_v: the clip", "static": "A_s: its middle frame, repeated", "difference": "A_d: its frame difference"}
@@ -179,7 +179,7 @@ def viz_activation(
             indices,
             frames_shown,
             f"Activation maps (DCLR Eq. 11) — {'/'.join(Path(str(model.path)).parts[-2:])} ({model.name}), "
-            f"{video.name}, frames {indices[0]}–{indices[-1]}",
+            f"{video.name}, frames {indices[0]}–{indices[-1]}{clip_note(indices)}",
         ),
         figure,
     )
@@ -204,6 +204,7 @@ def viz_activation(
             "stride": sampling.stride,
             "size": size,
             "start": int(indices[0]),
+            "padded_clip": clip_is_padded(indices),
         },
     )
 

@@ -24,11 +24,11 @@ from vdiag import distributed as dist
 from vdiag.data.formats import check_target
 from vdiag.data.views import eval_view
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor, require_concepts, targets
+from vdiag.diagnostics.features import Extractor, require_concepts, sample_sizes, targets
 from vdiag.io import save_npz
 from vdiag.results import Result
 from vdiag.viz.activation import read_clip, upsample
-from vdiag.viz.style import plt, save_figure, style
+from vdiag.viz.style import clip_is_padded, clip_note, plt, reading_note, save_figure, style
 
 
 def class_similarity(codes: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
@@ -128,10 +128,14 @@ def viz_concepts(
         "static_code": float(codes[static_index]),
         "dynamic_code": float(codes[dynamic_index]),
     }
+    sizes = sample_sizes(**{split: features})
     name = "/".join(Path(str(model.path)).parts[-2:])
     figure, saved = Path(out) / f"concepts-{video.stem}.{figure_format}", Path(out) / f"concepts-{video.stem}.npz"
     if dist.is_main():
-        title = f"Static and dynamic concepts — {name}; {video.name} and the {split} split by {target}"
+        title = (
+            f"Static and dynamic concepts — {name}; {video.name}{clip_note(indices)} "
+            f"and the {split} split by {target}{reading_note(sizes, split)}"
+        )
         save_figure(
             _plot(
                 shown,
@@ -164,7 +168,14 @@ def viz_concepts(
         data=data.path,
         figures=[str(figure)],
         files=[str(saved)],
-        config={**extractor.describe(), "video": str(video), "split": split, "target": target},
+        config={
+            **extractor.describe(),
+            "video": str(video),
+            "split": split,
+            "target": target,
+            **sizes,
+            "padded_clip": clip_is_padded(indices),
+        },
     )
 
 

@@ -30,11 +30,11 @@ from vdiag import distributed as dist
 from vdiag import koopman
 from vdiag.data.formats import check_target
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor, targets
+from vdiag.diagnostics.features import Extractor, sample_sizes, targets
 from vdiag.errors import VdiagError
 from vdiag.io import save_npz
 from vdiag.results import Result
-from vdiag.viz.style import plt, save_figure, style
+from vdiag.viz.style import plt, reading_note, save_figure, style
 
 DENSITY_ABOVE = 3000  # points; beyond this a scatter hides its own density
 STATIC_COLOURS = {"bolddi": "#009E73", "bodvcl": "#E69F00"}
@@ -223,12 +223,13 @@ def viz_eig(
         radii = np.zeros(videos * clips)
         np.maximum.at(radii, clip, np.abs(eigenvalues))
         summary["spectral_radius_mean"], summary["spectral_radius_max"] = float(radii.mean()), float(radii.max())
+    sizes = sample_sizes(**{split: features})
     model = extractor.model
     layer = f", layer {model.layer}" if model.layer else ""
     name = "/".join(Path(str(model.path)).parts[-2:])
     title = (
         f"Koopman eigenvalues of per-frame features — {name} ({model.name}{layer}); "
-        f"{split}, {videos} videos × {clips} clips, {estimator} estimator"
+        f"{split}, {videos} videos × {clips} clips, {estimator} estimator{reading_note(sizes, split)}"
     )
     figure = Path(out) / f"eig.{figure_format}"
     saved = Path(out) / "eig.npz"
@@ -256,5 +257,6 @@ def viz_eig(
             "omega": omega,
             "radius": radius,
             "colour_by": colour_by,
+            **sizes,
         },
     )

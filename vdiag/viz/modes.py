@@ -30,12 +30,12 @@ from vdiag import distributed as dist
 from vdiag import koopman
 from vdiag.data.views import eval_view
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor
+from vdiag.diagnostics.features import Extractor, sample_sizes
 from vdiag.errors import VdiagError
 from vdiag.io import save_npz
 from vdiag.results import Result
 from vdiag.viz.activation import read_clip, upsample
-from vdiag.viz.style import plt, save_figure, style
+from vdiag.viz.style import clip_is_padded, clip_note, plt, reading_note, save_figure, style
 
 COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
 
@@ -147,11 +147,13 @@ def viz_modes(
         projected = koopman.mode_amplitudes(positions.reshape(1, -1, channels), eigenvectors)[0].reshape(*positions.shape[:3], channels)
         spatial = {j: upsample(projected[..., j].abs().float(), shown.shape[1], extractor.sampling.size) for j in chosen}
 
+    sizes = sample_sizes(**{split: features})
     model = extractor.model
     name = "/".join(Path(str(model.path)).parts[-2:])
     title = (
         f"Koopman modes — {name} ({model.name}); {split}, {videos} videos × {clips} clips; "
-        f"one-step linear fit R² = {metrics['linear_fit_r2']:.2f}"
+        f"one-step linear fit R² = {metrics['linear_fit_r2']:.2f}{reading_note(sizes, split)}"
+        f"{clip_note(indices) if indices is not None else ''}"
     )
     figure, saved = Path(out) / f"modes.{figure_format}", Path(out) / "modes.npz"
     if dist.is_main():
@@ -166,7 +168,15 @@ def viz_modes(
         data=data.path,
         figures=[str(figure)],
         files=[str(saved)],
-        config={**extractor.describe(), "split": split, "modes": modes, "ridge": ridge, "video": str(video) if video else None},
+        config={
+            **extractor.describe(),
+            "split": split,
+            "modes": modes,
+            "ridge": ridge,
+            "video": str(video) if video else None,
+            **sizes,
+            "padded_clip": clip_is_padded(indices) if indices is not None else None,
+        },
         details={"chosen_eigenvalues": [[float(eigenvalues[j].real), float(eigenvalues[j].imag)] for j in chosen]},
     )
 

@@ -34,7 +34,7 @@ from vdiag.diagnostics.model import DiagnosticModel
 from vdiag.io import atomic_path, save_npz
 from vdiag.results import Result
 from vdiag.viz.activation import foreground_mass, read_clip, synthetic_mask, upsample
-from vdiag.viz.style import overlay_grid, save_figure
+from vdiag.viz.style import clip_is_padded, clip_note, overlay_grid, save_figure
 
 METHODS = ("gradient", "integrated_gradients", "grad_cam")
 TITLES = {"gradient": "gradient saliency", "integrated_gradients": "integrated gradients", "grad_cam": "Grad-CAM (per-frame weights)"}
@@ -175,7 +175,13 @@ def viz_saliency(
     pictures = shown.permute(1, 2, 3, 0).numpy()
     name = "/".join(Path(str(model.path)).parts[-2:])
     save_figure(
-        _grid(pictures, tubes, indices, frames_shown, f"Saliency tubes — {name} ({model.name}), {video.name}; target: {description}"),
+        _grid(
+            pictures,
+            tubes,
+            indices,
+            frames_shown,
+            f"Saliency tubes — {name} ({model.name}), {video.name}; target: {description}{clip_note(indices)}",
+        ),
         figure,
     )
     _animate(pictures, tubes, animation)
@@ -194,6 +200,7 @@ def viz_saliency(
             "stride": sampling.stride,
             "size": sampling.size,
             "start": int(indices[0]),
+            "padded_clip": clip_is_padded(indices),
         },
     )
 

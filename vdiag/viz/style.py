@@ -6,6 +6,7 @@ import contextlib
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # figures are files: never open a window, work without a display
 import matplotlib.pyplot as plt
@@ -68,3 +69,33 @@ def overlay_grid(rows: list[tuple], times, column_titles: list[str], *, title: s
             fig.colorbar(shown, ax=heated, fraction=0.03, pad=0.02, label=colour_label)
         fig.suptitle(title, fontsize=8)
     return fig
+
+
+def reading_note(sizes: dict[str, int], split: str) -> str:
+    """What a figure's title must say about how its clips were read: "" when every clip is real.
+
+    Args:
+        sizes: `vdiag.diagnostics.features.sample_sizes` of the figure's features.
+        split: the split whose counts to read (`<split>_clips`, `<split>_padded_clips`, …).
+
+    Returns:
+        e.g. "; 3 of 40 clips padded (videos shorter than a clip), 1 video unreadable and left out".
+    """
+    parts = []
+    padded, clips = sizes.get(f"{split}_padded_clips", 0), sizes.get(f"{split}_clips", 0)
+    if padded:
+        parts.append(f"{padded} of {clips} clips padded (videos shorter than a clip)")
+    failed = sizes.get(f"{split}_failed_videos", 0)
+    if failed:
+        parts.append(f"{failed} video{'s' if failed != 1 else ''} unreadable and left out")
+    return "; " + ", ".join(parts) if parts else ""
+
+
+def clip_is_padded(indices) -> bool:
+    """Whether a clip's frame indices `(T,)` repeat or wrap, i.e. the short-video policy filled it (never a real clip)."""
+    return bool(np.any(np.diff(np.asarray(indices)) <= 0))
+
+
+def clip_note(indices) -> str:
+    """What a one-clip figure's title says when its clip is padded ("" for a real clip)."""
+    return "; PADDED: the video ends before the clip, frames repeat" if clip_is_padded(indices) else ""

@@ -20,12 +20,12 @@ from vdiag import distributed as dist
 from vdiag.data.formats import check_target
 from vdiag.diagnostics.cluster import best_retrieved_classes
 from vdiag.diagnostics.data import DataRef
-from vdiag.diagnostics.features import Extractor, targets
+from vdiag.diagnostics.features import Extractor, sample_sizes, targets
 from vdiag.diagnostics.retrieval import normalise
 from vdiag.errors import VdiagError
 from vdiag.io import save_npz
 from vdiag.results import Result
-from vdiag.viz.style import plt, save_figure, style
+from vdiag.viz.style import plt, reading_note, save_figure, style
 
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000", "#999999", "#882255"]
 
@@ -98,6 +98,8 @@ def viz_tsne(
                 "labels": labels[keep],
                 "classes": chosen,
                 "silhouette": score,
+                "sizes": sample_sizes(**{split: features}),
+                "split": split,
             }
         )
 
@@ -130,7 +132,11 @@ def viz_tsne(
         figures=[str(figure)],
         files=[str(saved)],
         config={**extractors[0].describe(), "split": split, "target": target, "top_k": top_k, "perplexity": perplexity},
-        details={"checkpoints": [p["label"] for p in panels], "classes": [[class_names[c] for c in p["classes"]] for p in panels]},
+        details={
+            "checkpoints": [p["label"] for p in panels],
+            "sample_sizes": [p["sizes"] for p in panels],
+            "classes": [[class_names[c] for c in p["classes"]] for p in panels],
+        },
     )
 
 
@@ -147,7 +153,8 @@ def _plot(panels: list[dict], class_names: list[str], title: str):
             for c in panel["classes"]:
                 chosen = panel["labels"] == c
                 ax.scatter(*panel["points"][chosen].T, s=9, alpha=0.75, lw=0, color=colour[c], label=class_names[c])
-            ax.set_title(f"{panel['label']}\nsilhouette {panel['silhouette']:.3f}")
+            note = reading_note(panel["sizes"], panel["split"]).replace("; ", "\n")
+            ax.set_title(f"{panel['label']}\nsilhouette {panel['silhouette']:.3f}{note}")
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_xlabel("t-SNE 1")
