@@ -13,6 +13,10 @@ report.md (figures as PNG files beside it), report.json (every metric, as
 `diff.<index>-0.<diagnostic>.<metric>`), and the figures and JSON of each diagnostic under
 `<index>-<checkpoint name>/`. A checkpoint whose features are collapsed gets a column "collapsed: no
 reading" and no numbers.
+
+The checkpoints may be of different architectures (`vdiag report A.pth=r3d_18 B.pyth=slow_r50 C/`),
+each at its own sampling; a "models and clips" table above the card has a row per checkpoint (its
+backbone, frames × stride, crop size, normalisation), and the paired differences pair by test video.
 """
 
 from __future__ import annotations
