@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vdiag"
 FLOORS = (
     ("recipes", "__main__"),
     ("cli",),
-    ("demo", "report", "doctor"),
+    ("demo", "report", "doctor", "api"),
     ("viz",),
     ("diagnostics",),
     ("train",),

@@ -88,7 +88,8 @@ def test_report_html_is_self_contained_and_figures_decode(tiny_synth, tmp_path):
         assert image["src"].startswith("data:image/png;base64,") and image["alt"]
         with Image.open(io.BytesIO(base64.b64decode(image["src"].split(",", 1)[1]))) as decoded:
             decoded.verify()
-    assert parser.header_cells == 4 + 3  # card: metric, three checkpoints; paired differences: metric, two differences
+    # models and clips: 6 columns (a row per checkpoint); card: metric, three checkpoints; paired differences: metric, two differences
+    assert parser.header_cells == 6 + 4 + 3
     assert parser.rows >= 10  # header + the card's metrics (factors included: synthetic data)
     assert "static_ratio" not in text and "static ratio" in text and "[" in text  # labels and intervals
     assert "collapsed: no reading" in text and "Paired differences" in text and 'href="' in text

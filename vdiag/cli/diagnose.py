@@ -22,11 +22,79 @@ a split column is split by video (split seed 0, 30% of each class's videos held 
 the result); a collapsed model or non-finite weights are refused in one line."""
 
 
+class PerCheckpoint(click.ParamType):
+    """`--frames 16` (every checkpoint) or `--frames 8,16,-` (one per checkpoint, in order; `-` keeps
+    that checkpoint's own value): a tuple of ints or None."""
+
+    name = "n[,n…]"
+
+    def convert(self, value, param, ctx):
+        """A tuple with one entry (for all) or one per checkpoint; each an int ≥ `minimum` or None for `-`."""
+        if isinstance(value, tuple):
+            return value
+        parts = [part.strip() for part in str(value).split(",")]
+        minimum = 8 if param is not None and param.name == "size" else 1
+        values = []
+        for part in parts:
+            if part == "-":
+                values.append(None)
+            elif part.isdigit() and int(part) >= minimum:
+                values.append(int(part))
+            else:
+                self.fail(
+                    f"{value!r}: give whole numbers ≥ {minimum}, one for all checkpoints or one per checkpoint (- keeps its own)",
+                    param,
+                    ctx,
+                )
+        return tuple(values)
+
+
+def split_checkpoint(argument: str) -> tuple[str, str | None]:
+    """`PATH=NAME` → (PATH, NAME): a checkpoint with its own backbone; a path that exists, or one
+    without `=`, has none (a vdiag checkpoint, a Hugging Face folder, or `--backbone`'s).
+
+    Raises:
+        VdiagError: NAME is not a backbone name or `package.module:builder`.
+    """
+    from vdiag.catalog import BACKBONE_NAMES
+    from vdiag.errors import VdiagError
+    from vdiag.train.settings import is_builder_name
+
+    if "=" not in argument or Path(argument).exists():
+        return argument, None
+    path, name = argument.rsplit("=", 1)
+    if name not in BACKBONE_NAMES and not is_builder_name(name):
+        raise VdiagError(
+            f"{argument}: {name!r} is not a backbone; write PATH=NAME, NAME one of {', '.join(BACKBONE_NAMES)} or package.module:builder"
+        )
+    return path, name
+
+
+def per_checkpoint(values: tuple | None, index: int, count: int, flag: str):
+    """The value of option `flag` for checkpoint `index` of `count`: one value serves all, else one each.
+
+    Raises:
+        VdiagError: a list whose length is neither 1 nor `count`.
+    """
+    from vdiag.errors import VdiagError
+
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    if len(values) != count:
+        raise VdiagError(f"{flag} has {len(values)} values for {count} checkpoints; give one for all or one per checkpoint, in order")
+    return values[index]
+
+
 def diagnostic_options(function=None, *, data_format_flag: str = "--format", many: bool = False):
     """The options every probe / eval / viz command shares (viz names the dataset layout
-    `--data-format`, since its `--format` is the figure's; `many` takes several checkpoints)."""
+    `--data-format`, since its `--format` is the figure's; `many` takes several checkpoints, each
+    `PATH` or `PATH=BACKBONE`, with `--frames` / `--stride` / `--size` one for all or one per checkpoint)."""
     if function is None:
         return lambda f: diagnostic_options(f, data_format_flag=data_format_flag, many=many)
+    each = " One for all checkpoints, or one per checkpoint in order (8,16,-; - keeps its own)." if many else ""
+    number = PerCheckpoint() if many else click.IntRange(1)
     options = [
         click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
         if many
@@ -35,7 +103,8 @@ def diagnostic_options(function=None, *, data_format_flag: str = "--format", man
             "--backbone",
             type=BackboneType(),
             help="Architecture of a non-vdiag state dict: a name (see docs/backbones.md) or package.module:builder. "
-            "Not needed for a vdiag checkpoint or a Hugging Face model folder.",
+            "Not needed for a vdiag checkpoint or a Hugging Face model folder."
+            + (" Applies to every checkpoint given without its own PATH=NAME." if many else ""),
         ),
         click.option("--layer", help="Probe this module under the backbone body instead of the last stage (e.g. layer3, stages.2)."),
         click.option(
@@ -44,9 +113,13 @@ def diagnostic_options(function=None, *, data_format_flag: str = "--format", man
         click.option(data_format_flag, "data_format", type=click.Choice(FORMATS), help="Dataset layout [auto]."),
         click.option("--split-id", type=click.IntRange(1, 3), help="UCF-101 / HMDB-51 split [1]."),
         click.option("--clips", type=click.IntRange(1), default=10, show_default=True, help="Uniformly spread clips per video, averaged."),
-        click.option("--frames", type=click.IntRange(1), help="Frames per clip [as trained; 16 for other weights]."),
-        click.option("--stride", type=click.IntRange(1), help="Frame stride [as trained; 2 for other weights]."),
-        click.option("--size", type=click.IntRange(8), help="Crop side in pixels [as trained; 112 for other weights]."),
+        click.option("--frames", type=number, help="Frames per clip [as trained; the architecture's published clips]." + each),
+        click.option("--stride", type=number, help="Frame stride [as trained; the architecture's published clips]." + each),
+        click.option(
+            "--size",
+            type=PerCheckpoint() if many else click.IntRange(8),
+            help="Crop side in pixels [as trained; the architecture's published clips]." + each,
+        ),
         click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Clips per forward pass."),
         click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Decoding processes."),
         click.option("--no-cache", is_flag=True, help="Recompute features and do not store them."),
@@ -105,27 +178,29 @@ def run_diagnostic(name: str, *, keep_temporal: bool | None = None, many: bool =
             from vdiag.diagnostics.data import resolve_data
             from vdiag.diagnostics.features import load_extractor
 
-            paths = list(checkpoints) if many else [checkpoint]
+            pairs = [split_checkpoint(p) for p in checkpoints] if many else [(checkpoint, None)]
+            paths, count = [path for path, _ in pairs], len(pairs)
+            sampling = {"frames": frames, "stride": stride, "size": size}
+            if not many:
+                sampling = {key: (value,) for key, value in sampling.items()}
             device = dist.setup(resolve_device(settings.device))
             try:
                 extractors = [
                     load_extractor(
                         path,
-                        backbone=backbone,
+                        backbone=own or backbone,
                         layer=layer,
                         keep_temporal=keep_temporal,
                         device=device,
                         clips=clips,
-                        frames=frames,
-                        stride=stride,
-                        size=size,
+                        **{key: per_checkpoint(values, index, count, f"--{key}") for key, values in sampling.items()},
                         batch_size=batch_size,
                         workers=workers,
                         decoder=settings.decoder,
                         seed=settings.seed,
                         cache=not no_cache,
                     )
-                    for path in paths
+                    for index, (path, own) in enumerate(pairs)
                 ]
                 for extractor in extractors if precheck else ():
                     precheck(extractor)

@@ -13,6 +13,10 @@ report.md (figures as PNG files beside it), report.json (every metric, as
 `diff.<index>-0.<diagnostic>.<metric>`), and the figures and JSON of each diagnostic under
 `<index>-<checkpoint name>/`. A checkpoint whose features are collapsed gets a column "collapsed: no
 reading" and no numbers.
+
+The checkpoints may be of different architectures (`vdiag report A.pth=r3d_18 B.pyth=slow_r50 C/`),
+each at its own sampling; a "models and clips" table above the card has a row per checkpoint (its
+backbone, frames × stride, crop size, normalisation), and the paired differences pair by test video.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 
 from vdiag import __version__
 from vdiag.console import note, warn
+from vdiag.data.views import KINETICS_MEAN, KINETICS_STD
 from vdiag.diagnostics.data import DataRef
 from vdiag.diagnostics.features import Extractor, load_extractor
 from vdiag.io import atomic_path
@@ -133,15 +138,21 @@ class Entry:
     refused: str | None = None
 
 
-def run_diagnostics(extractor: Extractor, data: DataRef, folder: Path, *, has_factors: bool) -> dict[str, Result]:
+def run_diagnostics(
+    extractor: Extractor, data: DataRef, folder: Path, *, has_factors: bool, temporal: Extractor | None = None
+) -> dict[str, Result]:
     """Every diagnostic of the card for one checkpoint; each writes its JSON (and figures) in `folder`.
 
     Args:
         extractor: the checkpoint and its extraction settings; the Koopman eigenvalues reload it
-            with its temporal strides removed (`keep_temporal`).
+            with its temporal strides removed (`keep_temporal`), except a Hugging Face model with a
+            fixed time table (VideoMAE, ViViT), which keeps its tubelet steps so that it takes the
+            same clips as the other diagnostics (docs/backbones.md).
         data: the dataset.
         folder: where each diagnostic writes `<name>.json` and its files.
         has_factors: the data is synthetic: run `probe factors` too.
+        temporal: the extractor the Koopman eigenvalues use, instead of reloading the checkpoint
+            (a model held in memory, `vdiag.api`).
 
     Returns:
         diagnostic name ("static-bias", "shuffle", "retrieval", "cluster", "eig", "factors") → `Result`.
@@ -158,15 +169,16 @@ def run_diagnostics(extractor: Extractor, data: DataRef, folder: Path, *, has_fa
 
     model = extractor.model
     results = {"static-bias": static_bias(extractor, data)}  # first: it refuses a collapsed model before anything else runs
-    temporal = load_extractor(
-        model.path,
-        backbone=None if model.config else model.name,
-        layer=model.layer,
-        keep_temporal=True,
-        device=model.device,
-        sampling=extractor.sampling,
-        **extractor.settings,
-    )
+    if temporal is None:
+        temporal = load_extractor(
+            model.path,
+            backbone=None if model.config else model.name,
+            layer=model.layer,
+            keep_temporal=not fixed_time_table(model),
+            device=model.device,
+            sampling=extractor.sampling,
+            **extractor.settings,
+        )
     results.update(
         {
             "shuffle": shuffle_probe(extractor, data),
@@ -183,7 +195,73 @@ def run_diagnostics(extractor: Extractor, data: DataRef, folder: Path, *, has_fa
     return results
 
 
-def build_report(extractors: list[Extractor], data: DataRef, out: Path) -> Result:
+def fixed_time_table(model) -> bool:
+    """Whether a model's time position table is fixed (Hugging Face VideoMAE, ViViT): with `keep_temporal`
+    it would take half the frames, so its per-time-step features stay one per tubelet."""
+    return getattr(model.backbone.body, "kind", None) in ("videomae", "vivit") and hasattr(model.backbone.body, "tubelet")
+
+
+# the normalisations of docs/backbones.md, by name: (name, mean, std)
+NORMALISATIONS = (
+    ("Kinetics, torchvision", KINETICS_MEAN, KINETICS_STD),
+    ("Kinetics, pytorchvideo", (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),
+    ("ImageNet", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+)
+
+
+def normalisation_name(mean, std) -> str:
+    """ "ImageNet (mean 0.485/0.456/0.406, std 0.229/0.224/0.225)": the name of a known normalisation, and its numbers."""
+    numbers = f"mean {'/'.join(f'{m:g}' for m in mean)}, std {'/'.join(f'{v:g}' for v in std)}"
+    for name, known_mean, known_std in NORMALISATIONS:
+        if np.allclose(mean, known_mean, atol=1e-6) and np.allclose(std, known_std, atol=1e-6):
+            return f"{name} ({numbers})"
+    return numbers
+
+
+def backbone_label(model) -> str:
+    """The architecture in words: the backbone name (a Hugging Face folder's model type), the probed layer,
+    `keep-temporal` when its temporal strides are removed."""
+    body = model.backbone.body
+    name = f"{body.kind} (Hugging Face)" if hasattr(body, "tubelet") and hasattr(body, "kind") else model.name
+    if model.layer:
+        name += f", layer {model.layer}"
+    if model.backbone.keep_temporal:
+        name += ", keep-temporal"
+    return name
+
+
+def model_rows(extractors: list[Extractor], labels: list[str]) -> list[dict]:
+    """One row per checkpoint: what it is and the clips it was given (each model at its own sampling).
+
+    Args:
+        extractors: one per checkpoint.
+        labels: their short names (the card's column heads).
+
+    Returns:
+        Per checkpoint: `label`, `checkpoint` (path), `backbone` (`backbone_label`), `frames`, `stride`
+        (frames), `size` (crop side, pixels), `clips` (per video), `mean`, `std`, `normalisation` (in words).
+    """
+    rows = []
+    for extractor, label in zip(extractors, labels):
+        sampling = extractor.sampling
+        rows.append(
+            {
+                "label": label,
+                "checkpoint": str(extractor.model.path),
+                "backbone": backbone_label(extractor.model),
+                "frames": sampling.frames,
+                "stride": sampling.stride,
+                "size": sampling.size,
+                "clips": sampling.clips,
+                "mean": list(sampling.mean),
+                "std": list(sampling.std),
+                "normalisation": normalisation_name(sampling.mean, sampling.std),
+            }
+        )
+    return rows
+
+
+def build_report(extractors: list[Extractor], data: DataRef, out: Path, *, temporal: list[Extractor | None] | None = None) -> Result:
     """The report card of one or more checkpoints: every diagnostic of `CARD`, the t-SNE and the eigenvalue figures.
 
     Diagnostics: static-bias and shuffle (BOLD-DI §3.2, Fig. 2), factors (BOD-VCL, synthetic data
@@ -191,20 +269,26 @@ def build_report(extractors: list[Extractor], data: DataRef, out: Path) -> Resul
     eigenvalues (BOD-VCL Fig. 4a). A checkpoint whose features are collapsed gets a column
     "collapsed: no reading" (`DegenerateFeatures`) instead of numbers or a failed report. With
     several checkpoints, each is compared with the first by paired bootstrap over the same test
-    videos (`paired_differences`).
+    videos (`paired_differences`). The checkpoints may be of different architectures, each with its
+    own sampling (frames, stride, crop size, normalisation: a row per checkpoint above the card);
+    they are paired by test video, so their clips may differ while the videos are the same.
 
     Args:
-        extractors: one per checkpoint, all on the same data.
+        extractors: one per checkpoint, all on the same data, each with its own sampling.
         data: the dataset.
         out: folder for report.html (self-contained, figures embedded), report.md, the t-SNE and,
             per checkpoint, `<index>-<run folder>/` with each diagnostic's JSON and figures.
+        temporal: per checkpoint, the extractor of the Koopman eigenvalues (`run_diagnostics`), or
+            None to reload the checkpoint with its temporal strides removed.
 
     Returns:
         `Result` "report"; metrics `<checkpoint index>.<diagnostic>.<metric>` for every metric of
         every diagnostic (with their 95 % intervals) and `diff.<i>-0.<diagnostic>.<metric>` (paired
         differences with their intervals); config: the data (`DataRef.describe`) and sample sizes;
         details: `labels` (the checkpoints' short names), `refused` (index → why no reading),
-        `flags` (`<index>.<diagnostic>.<metric>` → intervals of width 0 at a ceiling).
+        `flags` (`<index>.<diagnostic>.<metric>` → intervals of width 0 at a ceiling); config `models`
+        (`model_rows`: per checkpoint its backbone and sampling; the top-level sampling keys are the
+        first checkpoint's).
     """
     from vdiag.diagnostics.features import DegenerateFeatures
     from vdiag.viz.tsne import checkpoint_label, viz_tsne
@@ -212,12 +296,14 @@ def build_report(extractors: list[Extractor], data: DataRef, out: Path) -> Resul
     out = Path(out)
     has_factors = bool(data.split("test").factor_values)
     entries: list[Entry] = []
+    temporal = temporal or [None] * len(extractors)
     for number, extractor in enumerate(extractors):
         label = checkpoint_label(extractor)
         note(f"report: diagnostics of {label} ({number + 1} of {len(extractors)})")
         folder = out / f"{number}-{Path(str(extractor.model.path)).parent.name or 'checkpoint'}"
         try:
-            entries.append(Entry(label, run_diagnostics(extractor, data, folder, has_factors=has_factors)))
+            results = run_diagnostics(extractor, data, folder, has_factors=has_factors, temporal=temporal[number])
+            entries.append(Entry(label, results))
         except DegenerateFeatures as err:
             warn(f"report: no reading for {label}: {err}")
             entries.append(Entry(label, {}, refused=str(err)))
@@ -245,20 +331,28 @@ def build_report(extractors: list[Extractor], data: DataRef, out: Path) -> Resul
         for name, flag in result.details.get("flags", {}).items()
     }
     about = data.describe()
-    sizes = sample_size_line(entries, extractors[0])
+    sizes = sample_size_line(entries, extractors)
+    models = model_rows(extractors, [entry.label for entry in entries])
     html_path, markdown_path = out / "report.html", out / "report.md"
     title = f"vdiag report — {len(entries)} checkpoint{'s' if len(entries) > 1 else ''}"
+    seed = extractors[0].seed
     with atomic_path(html_path) as tmp:
-        tmp.write_text(render_html(title, entries, figures, data=data, about=about, sizes=sizes, out=out, seed=extractors[0].seed))
+        tmp.write_text(render_html(title, entries, figures, data=data, about=about, sizes=sizes, out=out, seed=seed, models=models))
     with atomic_path(markdown_path) as tmp:
-        tmp.write_text(render_markdown(title, entries, figures, out=out, about=about, sizes=sizes, seed=extractors[0].seed))
+        tmp.write_text(render_markdown(title, entries, figures, out=out, about=about, sizes=sizes, seed=seed, models=models))
     return Result(
         command="report",
         metrics=metrics,
         data=data.path,
         figures=[str(path) for _, path in figures],
         files=[str(html_path), str(markdown_path)],
-        config={"checkpoints": [str(e.model.path) for e in extractors], **extractors[0].describe(), "data": about, "sample_sizes": sizes},
+        config={
+            "checkpoints": [str(e.model.path) for e in extractors],
+            **extractors[0].describe(),
+            "models": models,
+            "data": about,
+            "sample_sizes": sizes,
+        },
         details={
             "labels": [entry.label for entry in entries],
             "refused": {str(number): entry.refused for number, entry in enumerate(entries) if entry.refused},
@@ -267,19 +361,26 @@ def build_report(extractors: list[Extractor], data: DataRef, out: Path) -> Resul
     )
 
 
-def sample_size_line(entries: list[Entry], extractor: Extractor) -> str:
+def sample_size_line(entries: list[Entry], extractors: list[Extractor] | Extractor) -> str:
     """The sample sizes behind the card: videos of train and test, clips per video, frames per clip.
 
     Args:
         entries: the checkpoints' results (the first with a static-bias result supplies the counts).
-        extractor: the sampling (clips, frames, stride, size).
+        extractors: the checkpoints' extractors (or one): their sampling (clips, frames, stride, size);
+            when the checkpoints' clips differ, the line says they are given per checkpoint.
 
     Returns:
         One line, e.g. "train 96 videos (384 clips), test 64 videos (256 clips); 4 clips per video of
         8 frames at stride 1, 32 px".
     """
-    sampling = extractor.sampling
-    clips = f"{sampling.clips} clips per video of {sampling.frames} frames at stride {sampling.stride}, {sampling.size} px"
+    extractors = extractors if isinstance(extractors, list) else [extractors]
+    samplings = {(e.sampling.clips, e.sampling.frames, e.sampling.stride, e.sampling.size) for e in extractors}
+    sampling = extractors[0].sampling
+    if len(samplings) == 1:
+        clips = f"{sampling.clips} clips per video of {sampling.frames} frames at stride {sampling.stride}, {sampling.size} px"
+    else:
+        per_video = sorted({count for count, *_ in samplings})
+        clips = f"{'/'.join(map(str, per_video))} clips per video; frames, stride and size per checkpoint (models table)"
     for entry in entries:
         if "static-bias" in entry.results:
             c = entry.results["static-bias"].config
@@ -465,9 +566,36 @@ def _value_cell(cell: str) -> str:
     return f'<td class="value">{html.escape(value)}{below}</td>'
 
 
+def models_table(models: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The models table: a header and one row per checkpoint (checkpoint, backbone, frames × stride,
+    crop size, clips per video, normalisation), from `model_rows`."""
+    header = ["checkpoint", "backbone", "frames × stride", "crop", "clips per video", "normalisation"]
+    rows = [
+        [m["label"], m["backbone"], f"{m['frames']} × {m['stride']}", f"{m['size']} px", str(m["clips"]), m["normalisation"]]
+        for m in models
+    ]
+    return header, rows
+
+
+def _uncompared(entries: list[Entry]) -> list[str]:
+    """A line for each checkpoint left out of the paired differences because its test videos differ from the first's."""
+    notes = []
+    first = entries[0].results.get("static-bias")
+    ids = (first.details.get("per_video") or {}).get("video_ids") if first else None
+    for entry in entries[1:] if ids is not None and not entries[0].refused else ():
+        result = entry.results.get("static-bias")
+        other = (result.details.get("per_video") or {}).get("video_ids") if result else None
+        if not entry.refused and other is not None and other != ids:
+            notes.append(
+                f"{entry.label}: not compared with {entries[0].label}: its test videos differ ({len(other)} vs {len(ids)} decoded); "
+                "paired differences need the same videos"
+            )
+    return notes
+
+
 def _footnotes(entries: list[Entry]) -> list[str]:
     names = {name for _, name, *_ in CARD}
-    notes = []
+    notes = _uncompared(entries) if len(entries) > 1 else []
     if any(names & set(result.details.get("flags", {})) for entry in entries for result in entry.results.values()):
         notes.append(
             f"{CEILING_MARK} interval of width 0, uninformative: at a ceiling (or floor) every resample gives the same value; "
@@ -486,10 +614,12 @@ def render_html(
     sizes: str = "",
     out: Path | None = None,
     seed: int = 0,
+    models: list[dict] | None = None,
 ) -> str:
-    """The report as one self-contained HTML page: the data and sample sizes, the card (values with
-    95 % intervals and chance levels, how to read each row, a link to its docs page), the paired
-    differences with the first checkpoint, and the figures embedded as base64 PNG.
+    """The report as one self-contained HTML page: the data and sample sizes, the models and their
+    clips (a row per checkpoint), the card (values with 95 % intervals and chance levels, how to read
+    each row, a link to its docs page), the paired differences with the first checkpoint, and the
+    figures embedded as base64 PNG.
 
     Args:
         title: the page title.
@@ -500,6 +630,7 @@ def render_html(
         sizes: the sample-size line (`sample_size_line`).
         out: the report's folder (docs links are relative to it).
         seed: the paired bootstrap's seed.
+        models: `model_rows` (the models table; omitted when None).
 
     Returns:
         The HTML text.
@@ -526,6 +657,16 @@ def render_html(
             "intervals: an interval that excludes 0 is a difference the test set supports</p>\n"
             f"<table><thead><tr><th>metric</th>{diff_head}</tr></thead><tbody>{diff_rows}</tbody></table>\n"
         )
+    models_html = ""
+    if models:
+        header, rows = models_table(models)
+        models_html = (
+            "<h2>Models and clips</h2>\n"
+            '<p class="meta">each checkpoint at its own clips (frames × stride in frames of the video), on the same test videos</p>\n'
+            f"<table><thead><tr>{''.join(f'<th>{escape(h)}</th>' for h in header)}</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+            + "</tbody></table>\n"
+        )
     notes = "".join(f'<p class="meta">{escape(line)}</p>' for line in _footnotes(entries))
     figure_html = "".join(
         f'<figure><img alt="{escape(caption)}" src="{_data_uri(path)}"><figcaption>{escape(caption)}</figcaption></figure>'
@@ -545,7 +686,7 @@ def render_html(
 <h1>{escape(title)}</h1>
 <p class="meta">vdiag {escape(__version__)} · data: {escape(about.get("description", data.path))} · split: {escape(split)}</p>
 <p class="meta">samples: {escape(sizes)} · values with 95 % bootstrap intervals over test videos</p>
-<h2>Report card</h2>
+{models_html}<h2>Report card</h2>
 <table>
 <thead><tr><th>metric and how to read it</th>{head}</tr></thead>
 <tbody>
@@ -569,9 +710,11 @@ def render_markdown(
     about: dict | None = None,
     sizes: str = "",
     seed: int = 0,
+    models: list[dict] | None = None,
 ) -> str:
-    """The report as Markdown: data and sample sizes, the card as a table (cells escaped, docs pages as
-    links), the paired differences, figures linked relative to `out` (the folder of report.md).
+    """The report as Markdown: data and sample sizes, the models and their clips (`model_rows`, a row per
+    checkpoint), the card as a table (cells escaped, docs pages as links), the paired differences,
+    figures linked relative to `out` (the folder of report.md).
 
     Returns:
         The Markdown text.
@@ -581,6 +724,11 @@ def render_markdown(
         lines += [f"Data: {about.get('description', '')}; split: {about.get('split', '')}.", ""]
     if sizes:
         lines += [f"Samples: {sizes}.", ""]
+    if models:
+        header, rows = models_table(models)
+        lines += ["## Models and clips", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(markdown_cell(cell) for cell in row) + " |" for row in rows]
+        lines += [""]
     lines += ["Values with 95 % bootstrap intervals over test videos.", ""]
     lines.append("| metric | " + " | ".join(markdown_cell(entry.label) for entry in entries) + " | how to read it |")
     lines.append("|---|" + "---:|" * len(entries) + "---|")
@@ -612,6 +760,11 @@ def card_table(result: Result, *, entries_labels: list[str] | None = None):
     table.add_column("metric")
     for label in labels:
         table.add_column(label, justify="right")
+    models = result.config.get("models") or []
+    if len(models) == len(labels):  # each checkpoint's architecture and clips
+        table.add_row("backbone", *[m["backbone"] for m in models])
+        table.add_row("frames × stride, crop", *[f"{m['frames']} × {m['stride']}, {m['size']} px" for m in models])
+        table.add_row("normalisation", *[m["normalisation"].split(" (")[0] for m in models], end_section=True)
     for diagnostic, name, label, *_ in CARD:
         values = [result.metrics.get(f"{number}.{diagnostic}.{name}") for number in range(len(labels))]
         if any(v is not None for v in values):
