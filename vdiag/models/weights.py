@@ -6,7 +6,7 @@ Accepted files (nothing is ever unpickled: `torch.load(path, weights_only=True)`
   possibly nested under `state_dict`, `model`, `model_state`, `net`, `network`, `student`, `teacher`, …,
   with prefixes such as `module.`, `backbone.`, `encoder_q.`, `encoder.` in front of the library's own names;
 - a `.safetensors` file of such a state dict;
-- a PySlowFast checkpoint (`s1.pathway0_stem.conv.weight`, …) of Slow-R50 or SlowFast-R50: its names are
+- a PySlowFast checkpoint (`s1.pathway0_stem.conv.weight`, …) of Slow-R50, SlowFast-R50, I3D-R50 or C2D-R50: its names are
   converted to pytorchvideo's (`vdiag.models.pyslowfast`).
 
 Nested dicts are flattened to dotted names (`{"teacher": {"backbone.x": …}}` → `teacher.backbone.x`),

@@ -377,7 +377,8 @@ def sample_size_line(entries: list[Entry], extractors: list[Extractor] | Extract
     samplings = {(e.sampling.clips, e.sampling.frames, e.sampling.stride, e.sampling.size) for e in extractors}
     sampling = extractors[0].sampling
     if len(samplings) == 1:
-        clips = f"{sampling.clips} clips per video of {sampling.frames} frames at stride {sampling.stride}, {sampling.size} px"
+        plural = "s" if sampling.clips != 1 else ""
+        clips = f"{sampling.clips} clip{plural} per video of {sampling.frames} frames at stride {sampling.stride}, {sampling.size} px"
     else:
         per_video = sorted({count for count, *_ in samplings})
         clips = f"{'/'.join(map(str, per_video))} clips per video; frames, stride and size per checkpoint (models table)"
