@@ -9,7 +9,7 @@ import torch
 
 from vdiag import koopman
 from vdiag.errors import VdiagError
-from vdiag.viz.eig import clip_eigenvalues, plot_eigenvalues, viz_eig
+from vdiag.viz.eig import clip_eigenvalues, plot_eigenvalues, shuffled_in_time, static_measures, viz_eig
 
 
 @pytest.mark.parametrize("kind", ["constant", "one value", "two values"])
@@ -113,6 +113,48 @@ def test_static_energy_of_degenerate_clips():
         koopman.static_energy(features[:, :2])
 
 
+def test_static_measures_have_intervals_over_videos_and_an_order_free_chance_level():
+    """Chance = the same clips with their frames in a random order: a time-blind trajectory sits at it
+    (value = chance = 1), a slow drift above it (persistent beyond its content), a coherent rotation
+    below it; the values equal the eigenvalue count and the clip mean of `static_energy`; the
+    intervals resample videos."""
+    rng = np.random.default_rng(1)
+    clips, frames, dim, per_video = 16, 8, 64, 2
+    t = np.arange(frames)[None, :, None]
+    cases = {
+        "time-blind": _constant(rng, clips, frames, dim) + 1e-3 * rng.normal(size=(clips, frames, dim)),
+        "drift": _constant(rng, clips, frames, dim) + 0.2 * t * rng.normal(size=(clips, 1, dim)),
+        "+ rotation": _constant(rng, clips, frames, dim) + _rotation(rng, clips, frames, dim),
+    }
+    measured = {name: static_measures(f, per_video, seed=0) for name, f in cases.items()}
+    for rule in koopman.RULES:
+        energy, chance = f"static_energy_{rule}", f"static_energy_{rule}_chance"
+        assert measured["time-blind"][energy] == pytest.approx(1.0) and measured["time-blind"][chance] == pytest.approx(1.0)
+        assert measured["drift"][energy] > measured["drift"][f"{chance}_ci_high"], measured["drift"]
+        assert measured["+ rotation"][energy] < measured["+ rotation"][f"{chance}_ci_low"], measured["+ rotation"]
+        fraction = f"static_fraction_{rule}"
+        assert measured["drift"][fraction] > measured["drift"][f"{fraction}_chance"]
+        for name, features in cases.items():
+            m = measured[name]
+            eigenvalues, _ = clip_eigenvalues(features)
+            assert m[fraction] == pytest.approx(koopman.eigenvalue_summary(torch.from_numpy(eigenvalues))[fraction])
+            assert m[energy] == pytest.approx(float(koopman.static_energy(torch.from_numpy(features), rule)[0].mean()))
+            for key in (energy, chance, fraction, f"{fraction}_chance"):
+                assert m[f"{key}_ci_low"] <= m[key] + 1e-12 and m[key] <= m[f"{key}_ci_high"] + 1e-12
+    mixed = np.concatenate([cases["time-blind"][:8], _rotation(rng, 8, frames, dim)])  # 4 still videos, 4 turning ones
+    m = static_measures(mixed, per_video, seed=0)
+    assert m["static_energy_bodvcl"] == pytest.approx(0.5, abs=1e-6)
+    assert m["static_energy_bodvcl_ci_low"] < 0.5 < m["static_energy_bodvcl_ci_high"]  # videos differ: the interval is wide
+    assert m["static_energy_bodvcl_ci_high"] - m["static_energy_bodvcl_ci_low"] > 0.3
+
+
+def test_frames_shuffled_in_time_are_a_permutation_never_the_identity():
+    per_frame = np.arange(200 * 4, dtype=float).reshape(200, 4, 1)
+    shuffled = shuffled_in_time(per_frame, seed=3)
+    assert all(sorted(a.ravel()) == sorted(b.ravel()) and not np.array_equal(a, b) for a, b in zip(per_frame, shuffled))
+    np.testing.assert_array_equal(shuffled, shuffled_in_time(per_frame, seed=3))
+
+
 class TimeBlind(torch.nn.Module):
     """Per-frame features that do not change in time: each channel's mean over the whole clip,
     plus a per-channel constant, repeated at every frame (B, 4, T, 1, 1)."""
@@ -140,6 +182,9 @@ def test_viz_eig_on_a_time_blind_model(tiny_synth, tmp_path):
     assert (tmp_path / "eig.png").is_file()
     assert metrics["static_energy_bolddi"] == pytest.approx(1.0) and metrics["static_energy_bodvcl"] == pytest.approx(1.0)
     assert metrics["static_fraction_bolddi"] == 1.0 and metrics["static_fraction_bodvcl"] == 1.0
+    for name in ("static_energy_bolddi", "static_energy_bodvcl", "static_fraction_bolddi", "static_fraction_bodvcl"):
+        assert metrics[f"{name}_chance"] == pytest.approx(1.0)  # no order to lose: a time-blind model sits at chance
+        assert metrics[f"{name}_ci_low"] == pytest.approx(1.0) and metrics[f"{name}_ci_high"] == pytest.approx(1.0)
     clips = 8 * 2  # test videos × clips
     assert metrics["eigenvalues"] == clips and metrics["eigenvalues_below_noise_floor"] == clips * (4 - 1)  # rank 1 of min(7, 4)
 
