@@ -199,3 +199,21 @@ def test_verify_sees_a_changed_checkpoint(dataset):
     assert report.details["entries"][0]["reason"].startswith("checkpoint changed")
     weights.unlink()
     assert verify_cache().details["entries"][0]["reason"].startswith("checkpoint missing")
+
+
+def test_features_of_a_video_changed_during_extraction_are_not_cached(dataset, monkeypatch):
+    import vdiag.diagnostics.features as features_module
+
+    data, first, second, weights = dataset
+    extractor = Extractor(load_model(weights, backbone="tiny"), SAMPLING, workers=0)
+    extract = features_module._extract
+
+    def extract_then_change(*args, **kwargs):
+        out = extract(*args, **kwargs)
+        _replace_keeping_size_and_mtime(first, second)  # rewritten while the batch was being computed
+        return out
+
+    monkeypatch.setattr(features_module, "_extract", extract_then_change)
+    extract_features(extractor, data.split("test"))
+    monkeypatch.undo()
+    assert not list((cache_dir() / "features").glob("*.npz"))  # the key would name the old content

@@ -253,8 +253,8 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
 
 # --- content digests of input files (the caches' keys) ----------------------------------------
 
-DIGEST_WHOLE_UP_TO = 1 << 20  # bytes: files up to 1 MiB are hashed whole
 DIGEST_SAMPLE = 64 << 10  # bytes: of a larger file, its first, middle and last 64 KiB are hashed, with its size
+DIGEST_WHOLE_UP_TO = 3 * DIGEST_SAMPLE  # bytes: files up to 192 KiB are hashed whole (as much as the samples)
 _DIGESTS: dict[tuple, str] = {}  # this process's digests, by (path, device, inode, size, mtime, ctime)
 _DIGESTS_SIZE = 1 << 16
 
@@ -271,14 +271,15 @@ def file_stamp(stat: os.stat_result) -> tuple[int, int, int, int, int]:
 
 def content_digest(path: str | os.PathLike, stat: os.stat_result | None = None) -> str:
     """A cheap hash of a file's content: SHA-256 of the whole file up to `DIGEST_WHOLE_UP_TO`
-    (1 MiB), else of its size and its first, middle and last `DIGEST_SAMPLE` (64 KiB) bytes.
+    (192 KiB), else of its size and its first, middle and last `DIGEST_SAMPLE` (64 KiB) bytes:
+    at most 192 KiB read per file.
     A folder (of frame images) hashes its listing (names, sizes, modification times) and the
     digests of its first and last file.
 
     Remembered in this process by `file_stamp`, so each file is read once per process while it is
     unchanged. A sampled digest misses an edit of a large file that keeps its size and touches only
     bytes between the samples; re-encoding, trimming or replacing a video changes its header, its
-    end and its size. Measured cost (docs/commands/cache.md): about 0.1 ms per file from the page cache.
+    end and its size. Measured cost: docs/commands/cache.md.
 
     Args:
         path: a regular file.

@@ -43,6 +43,7 @@ from vdiag.catalog import CONCEPT_FEATURES
 from vdiag.console import note, progress_bar, warn
 from vdiag.data.datasets import FailureTracker, VideoClipDataset, collate_clips
 from vdiag.data.formats import DatasetIndex, check_target
+from vdiag.data.frameindex import cached_index
 from vdiag.data.sampling import ClipSpec
 from vdiag.data.views import KINETICS_MEAN, KINETICS_STD, eval_view, frame_difference, normalize, random_permutation, static_clip, trim
 from vdiag.diagnostics.model import DiagnosticModel, load_model
@@ -175,14 +176,18 @@ def _clip_seed(seed: int, video: int, clip: int) -> int:
 def video_sources(index: DatasetIndex) -> list[tuple[str, int, int, str]]:
     """Each video of a split as (path, size, mtime_ns, content digest); (path, −1, −1, "") when unreadable.
 
-    The digest (`vdiag.io.content_digest`: the whole file up to 1 MiB, else its size and first,
-    middle and last 64 KiB) tells a video replaced by another of the same size and mtime.
+    The digest (`vdiag.io.content_digest`: the whole file up to 192 KiB, else its size and first,
+    middle and last 64 KiB) tells a video replaced by another of the same size and mtime. It is
+    taken from the video's frame index when that is valid for the file as it is (same size, mtime,
+    inode and ctime: no read), else from the file.
     """
     out = []
     for record in index.records:
         try:
             stat = Path(record.path).stat()
-            out.append((str(record.path), stat.st_size, stat.st_mtime_ns, content_digest(record.path, stat)))
+            indexed = cached_index(record.path, stat)  # its frame index holds the digest while the file is unchanged
+            digest = indexed.digest if indexed is not None and indexed.digest else content_digest(record.path, stat)
+            out.append((str(record.path), stat.st_size, stat.st_mtime_ns, digest))
         except OSError:
             out.append((str(record.path), -1, -1, ""))
     return out
@@ -286,9 +291,12 @@ def extract_features(
             missing = list(views)
     if missing:
         computed = _extract(extractor, index, missing, output=output, max_failures=max_failures)
+        changed = [] if not (extractor.cache and dist.is_main()) else [a[0] for a, b in zip(videos, video_sources(index)) if a != b]
+        if changed:  # the features may hold the new content under the old key: keep them out of the cache
+            warn(f"{len(changed)} videos changed while their features were extracted (e.g. {changed[0]}); not caching these features")
         for view, features in computed.items():
             result[view] = features
-            if extractor.cache and dist.is_main():
+            if extractor.cache and dist.is_main() and not changed:
                 _write_cache(folder / f"{keys[view]}.npz", features, _sources(extractor, view, output, videos))
     elif dist.is_main():
         note(f"features of {', '.join(views)} for {index.split} ({len(index)} videos) read from the cache")
