@@ -217,3 +217,9 @@ def test_features_of_a_video_changed_during_extraction_are_not_cached(dataset, m
     extract_features(extractor, data.split("test"))
     monkeypatch.undo()
     assert not list((cache_dir() / "features").glob("*.npz"))  # the key would name the old content
+
+
+def test_cache_commands_have_examples_in_help():
+    for name in (["cache"], ["cache", "info"], ["cache", "verify"]):
+        help_text = run_cli(*name, "--help").stdout
+        assert "Examples:" in help_text and "vdiag cache" in help_text.split("Examples:")[1], name
