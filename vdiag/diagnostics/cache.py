@@ -227,7 +227,7 @@ class _Checker:
         except OSError:
             entry.status, entry.reason = "stale", f"video missing: {video}"
             return
-        if frameindex.cache_file(video) != entry.path:
+        if frameindex.cache_file(video).name != entry.path.name:  # named by the hash of the video's path
             entry.status, entry.reason = "stale", f"not where the index of {video} is looked up"
         elif frameindex.index_matches(index, video, stat) is False:
             entry.status, entry.reason = "stale", f"video changed: {video}"
