@@ -249,3 +249,88 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
             leftover.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+# --- content digests of input files (the caches' keys) ----------------------------------------
+
+DIGEST_SAMPLE = 64 << 10  # bytes: of a larger file, its first, middle and last 64 KiB are hashed, with its size
+DIGEST_WHOLE_UP_TO = 3 * DIGEST_SAMPLE  # bytes: files up to 192 KiB are hashed whole (as much as the samples)
+_DIGESTS: dict[tuple, str] = {}  # this process's digests, by (path, device, inode, size, mtime, ctime)
+_DIGESTS_SIZE = 1 << 16
+
+
+def file_stamp(stat: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What changes whenever a file's bytes may have: (device, inode, size, mtime_ns, ctime_ns).
+
+    A replaced file has a new inode (renamed over) or a new ctime (written in place, or its mtime set
+    back with `touch -r` / `cp -p`: setting the mtime sets the ctime to now), so an unchanged stamp
+    means unchanged bytes; a changed stamp does not mean changed bytes (`chmod`, a copy).
+    """
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def content_digest(path: str | os.PathLike, stat: os.stat_result | None = None) -> str:
+    """A cheap hash of a file's content: SHA-256 of the whole file up to `DIGEST_WHOLE_UP_TO`
+    (192 KiB), else of its size and its first, middle and last `DIGEST_SAMPLE` (64 KiB) bytes:
+    at most 192 KiB read per file.
+    A folder (of frame images) hashes its listing (names, sizes, modification times) and the
+    digests of its first and last file.
+
+    Remembered in this process by `file_stamp`, so each file is read once per process while it is
+    unchanged. A sampled digest misses an edit of a large file that keeps its size and touches only
+    bytes between the samples; re-encoding, trimming or replacing a video changes its header, its
+    end and its size. Measured cost: docs/commands/cache.md.
+
+    Args:
+        path: a regular file.
+        stat: its `os.stat` result, if already taken.
+
+    Returns:
+        24 hexadecimal characters.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    path = Path(path)
+    stat = stat or path.stat()
+    if stat_is_dir(stat):
+        return _folder_digest(path)
+    key = (str(path), *file_stamp(stat))
+    found = _DIGESTS.get(key)
+    if found is not None:
+        return found
+    import hashlib
+
+    digest = hashlib.sha256(f"{stat.st_size}|".encode())
+    with open(path, "rb") as f:
+        if stat.st_size <= DIGEST_WHOLE_UP_TO:
+            digest.update(f.read())
+        else:
+            for offset in (0, (stat.st_size - DIGEST_SAMPLE) // 2, stat.st_size - DIGEST_SAMPLE):
+                f.seek(offset)
+                digest.update(f.read(DIGEST_SAMPLE))
+    found = digest.hexdigest()[:24]
+    if len(_DIGESTS) >= _DIGESTS_SIZE:
+        _DIGESTS.clear()
+    _DIGESTS[key] = found
+    return found
+
+
+def stat_is_dir(stat: os.stat_result) -> bool:
+    """Whether an `os.stat` result is a folder's."""
+    import stat as stat_module
+
+    return stat_module.S_ISDIR(stat.st_mode)
+
+
+def _folder_digest(folder: Path) -> str:
+    import hashlib
+
+    files = sorted((entry for entry in os.scandir(folder) if entry.is_file() and not entry.name.startswith(".")), key=lambda e: e.name)
+    digest = hashlib.sha256(b"folder|")
+    for entry in files:
+        stat = entry.stat()
+        digest.update(f"{entry.name}|{stat.st_size}|{stat.st_mtime_ns}|".encode())
+    for entry in files[:1] + files[-1:]:
+        digest.update(content_digest(entry.path).encode())
+    return digest.hexdigest()[:24]

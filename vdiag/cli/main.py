@@ -25,6 +25,7 @@ Examples:
   vdiag report runs/simclr-tiny/final.pt runs/dclr-tiny/final.pt   # side-by-side HTML report card
   vdiag synth-dataset --preview        # the synthetic static/dynamic dataset
   vdiag doctor                         # check decoders, versions, CUDA
+  vdiag cache verify                   # cached features / frame indexes still match their sources?
   vdiag demo                           # the whole story on this machine
 
 Set VDIAG_DEBUG=1 to see tracebacks; VDIAG_CACHE_DIR moves the cache (default ~/.cache/vdiag).""",
@@ -53,6 +54,7 @@ def cli(ctx: click.Context, device: str, seed: int, decoder: str, quiet: bool) -
 
 
 def _register() -> None:
+    from vdiag.cli.cache import cache_group
     from vdiag.cli.demo import demo
     from vdiag.cli.diagnose import evaluate, probe
     from vdiag.cli.doctor import doctor
@@ -62,7 +64,7 @@ def _register() -> None:
     from vdiag.cli.validate import validate
     from vdiag.cli.viz import viz
 
-    for command in (pretrain, probe, evaluate, viz, report_command, validate, synth_dataset, doctor, demo):
+    for command in (pretrain, probe, evaluate, viz, report_command, validate, synth_dataset, doctor, demo, cache_group):
         cli.add_command(command)
     cli.add_command(__import__("vdiag.cli.check_data", fromlist=["check_data_command"]).check_data_command)
 

@@ -16,10 +16,14 @@ as a player (or `ffmpeg -i FILE`) shows the video:
   (`"ok"`, or the reason it does not; `None` when decord is not installed). A file where decord
   disagrees is read with PyAV (vdiag.data.decode counts and reports the switch).
 
-Cache: one small JSON file per video under `<cache dir>/frame-index/v1/` (`$VDIAG_CACHE_DIR`, else
-`~/.cache/vdiag`), named by a hash of the file's absolute path and valid while the file's size and
-modification time are unchanged; training, every diagnostic and `vdiag check-data` share it. Frame
-folders (a directory of JPEG/PNG images, one per frame) are indexed by listing, not cached.
+Cache: one small JSON file per video under `<cache dir>/frame-index/v2/` (`$VDIAG_CACHE_DIR`, else
+`~/.cache/vdiag`), named by a hash of the file's absolute path and valid while the file's size,
+modification time and content digest (`vdiag.io.content_digest`, taken before the decode) are
+unchanged: a video replaced by another of the same size and mtime is indexed again. The digest is
+re-read only when the file's inode or ctime changed (`vdiag.io.file_stamp`), so an unchanged file
+costs one `stat`. Training, every diagnostic and `vdiag check-data` share it; `vdiag cache verify`
+checks it. Frame folders (a directory of JPEG/PNG images, one per frame) are indexed by listing,
+not cached.
 """
 
 from __future__ import annotations
@@ -40,9 +44,9 @@ from stat import S_ISDIR, S_ISREG
 import numpy as np
 
 from vdiag.errors import DecodeError
-from vdiag.io import cache_dir
+from vdiag.io import cache_dir, content_digest
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: entries record the file's content digest, inode and ctime
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 # Pixel formats whose first plane is 8-bit luma (read directly; others are converted to grey).
 EIGHT_BIT_LUMA_FIRST = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv411p", "yuv440p", "nv12", "nv21", "gray")
@@ -77,6 +81,9 @@ class FrameIndex:
         error: why decoding stopped before the end of the file, None when it did not.
         codec: the video codec's name.
         size, mtime_ns: the file's size and modification time the index is valid for.
+        digest: the file's `content_digest`, taken before it was decoded ('' for frame folders).
+        inode, ctime_ns: the file's inode and ctime when `digest` was taken; while they are
+            unchanged the digest is not read again.
     """
 
     path: str
@@ -97,6 +104,9 @@ class FrameIndex:
     codec: str = ""
     size: int = 0
     mtime_ns: int = 0
+    digest: str = ""
+    inode: int = 0
+    ctime_ns: int = 0
 
     @property
     def count_mismatch(self) -> bool:
@@ -185,6 +195,11 @@ def _stamp(path: Path) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
+def cache_file(path: str | Path) -> Path:
+    """The frame-index cache file of a video (whether or not it exists)."""
+    return _cache_file(Path(path).absolute())
+
+
 def is_frame_folder(path: str | Path) -> bool:
     """Whether `path` is a folder of image files (one per frame)."""
     path = Path(path)
@@ -204,18 +219,39 @@ def frame_files(folder: Path) -> list[Path]:
     return sorted(files, key=key)
 
 
+def index_matches(entry: FrameIndex, path: Path, stat: os.stat_result) -> bool | None:
+    """Whether a frame index still describes the file: same size, mtime and content digest.
+
+    Returns:
+        True (unchanged stamp: same inode and ctime, no read), None (same content under a new inode
+        or ctime, e.g. after `chmod` or a copy: valid, its stamp to be refreshed), False (changed).
+    """
+    if (entry.size, entry.mtime_ns) != (stat.st_size, stat.st_mtime_ns) or not entry.digest:
+        return False
+    if (entry.inode, entry.ctime_ns) == (stat.st_ino, stat.st_ctime_ns):
+        return True
+    try:
+        return None if content_digest(path, stat) == entry.digest else False
+    except OSError:
+        return False
+
+
 def cached_index(path: str | Path, stat: os.stat_result | None = None) -> FrameIndex | None:
-    """The cached index of `path` if it is still valid (same size and mtime), else None."""
+    """The cached index of `path` if it is still valid (same size, mtime and content digest), else None."""
     path = Path(path).absolute()
     try:
         stat = stat or path.stat()
     except OSError:
         return None
-    size, mtime = stat.st_size, stat.st_mtime_ns
     key = str(path)
     with _MEMO_LOCK:
         memo = _MEMO.get(key)
-    if memo is not None and (memo.size, memo.mtime_ns) == (size, mtime):
+    if memo is not None and (memo.size, memo.mtime_ns, memo.inode, memo.ctime_ns) == (
+        stat.st_size,
+        stat.st_mtime_ns,
+        stat.st_ino,
+        stat.st_ctime_ns,
+    ):
         return memo
     try:
         data = json.loads(_cache_file(path).read_text())
@@ -224,8 +260,14 @@ def cached_index(path: str | Path, stat: os.stat_result | None = None) -> FrameI
         entry = FrameIndex.from_json(data)
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    if (entry.size, entry.mtime_ns) != (size, mtime) or entry.path != key:
+    if entry.path != key:
         return None
+    match = index_matches(entry, path, stat)
+    if match is False:
+        return None
+    if match is None:  # same content, new inode / ctime: remember the new stamp
+        entry = replace(entry, inode=stat.st_ino, ctime_ns=stat.st_ctime_ns)
+        _store(path, entry)
     _remember(key, entry)
     return entry
 
@@ -369,7 +411,8 @@ def build_index(path: str | Path, check_decord: bool = True) -> FrameIndex:
         DecodeError: the file cannot be opened or not one frame decodes.
     """
     path = Path(path).absolute()
-    size, mtime = _stamp(path)
+    stat = path.stat()
+    digest = content_digest(path, stat)  # of the bytes before the decode: a file rewritten meanwhile never matches
     pts: list[int | None] = []
     keyframes: list[int] = []
     duplicate_runs: list[list[int]] = []
@@ -429,8 +472,11 @@ def build_index(path: str | Path, check_decord: bool = True) -> FrameIndex:
         duplicate_runs=tuple((a, b) for a, b in duplicate_runs),
         error=error,
         codec=codec,
-        size=size,
-        mtime_ns=mtime,
+        size=stat.st_size,
+        mtime_ns=stat.st_mtime_ns,
+        digest=digest,
+        inode=stat.st_ino,
+        ctime_ns=stat.st_ctime_ns,
     )
     if check_decord and _decord_available():
         entry = replace(entry, decord=decord_agreement(path, entry))

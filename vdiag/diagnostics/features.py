@@ -14,10 +14,13 @@ are deterministic: the static clip repeats the
 first frame (BOLD-DI §3.2), the shuffled clip's order is drawn from (seed, video, clip) and is
 never the identity, the frame difference uses one extra decoded frame instead of wrapping around.
 
-The cache (`<cache dir>/features/<key>.npz`) is keyed by the model's fingerprint (checkpoint bytes,
-backbone, layer), the dataset split's content (paths, sizes, modification times, labels), the view,
-the sampling and the seed, so a second diagnostic on the same checkpoint reads instead of
-recomputing, and any change to what the features depend on misses the cache.
+The cache (`<cache dir>/features/<key>.npz`) is keyed by the model's fingerprint (the tensors
+actually loaded, backbone, layer), the dataset split's content (paths, sizes, modification times,
+content digests of the videos (`vdiag.io.content_digest`), labels), the view, the sampling and the
+seed, so a second diagnostic on the same checkpoint reads instead of recomputing, and any change to
+what the features depend on misses the cache, a video replaced by one of the same size and mtime
+included. Each entry records its sources (`sources` in its metadata: the checkpoint and every
+video with its size, mtime and digest), which `vdiag cache verify` checks.
 
 Under `torchrun` each rank extracts every world_size-th video and all ranks receive the whole set
 (`all_gather_object`); rank 0 writes the cache.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
 
@@ -39,15 +43,16 @@ from vdiag.catalog import CONCEPT_FEATURES
 from vdiag.console import note, progress_bar, warn
 from vdiag.data.datasets import FailureTracker, VideoClipDataset, collate_clips
 from vdiag.data.formats import DatasetIndex, check_target
+from vdiag.data.frameindex import cached_index
 from vdiag.data.sampling import ClipSpec
 from vdiag.data.views import KINETICS_MEAN, KINETICS_STD, eval_view, frame_difference, normalize, random_permutation, static_clip, trim
 from vdiag.diagnostics.model import DiagnosticModel, load_model
 from vdiag.errors import VdiagError
-from vdiag.io import cache_dir, save_npz
+from vdiag.io import cache_dir, content_digest, save_npz
 
 VIEWS = ("real", "static", "shuffled", "reversed", "difference")
 OUTPUTS = ("pooled", "temporal", *(f"concepts.{name}" for name in CONCEPT_FEATURES))
-CACHE_VERSION = 2  # 2: Sampling has mean/std; features record how their videos were read
+CACHE_VERSION = 3  # 2: Sampling has mean/std; features record how their videos were read; 3: videos keyed by content, sources recorded
 
 
 @dataclass(frozen=True)
@@ -168,28 +173,54 @@ def _clip_seed(seed: int, video: int, clip: int) -> int:
     return int(np.random.SeedSequence([seed, video, clip]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def index_fingerprint(index: DatasetIndex) -> str:
-    """A hash of what the features of a split depend on: files (with size and mtime) and labels."""
-    digest = hashlib.sha256(f"{index.format}|{index.split}".encode())
+def video_sources(index: DatasetIndex) -> list[tuple[str, int, int, str]]:
+    """Each video of a split as (path, size, mtime_ns, content digest); (path, −1, −1, "") when unreadable.
+
+    The digest (`vdiag.io.content_digest`: the whole file up to 192 KiB, else its size and first,
+    middle and last 64 KiB) tells a video replaced by another of the same size and mtime. It is
+    taken from the video's frame index when that is valid for the file as it is (same size, mtime,
+    inode and ctime: no read), else from the file.
+    """
+    out = []
     for record in index.records:
         try:
-            stat = record.path.stat()
-            size, mtime = stat.st_size, stat.st_mtime_ns
+            stat = Path(record.path).stat()
+            indexed = cached_index(record.path, stat)  # its frame index holds the digest while the file is unchanged
+            digest = indexed.digest if indexed is not None and indexed.digest else content_digest(record.path, stat)
+            out.append((str(record.path), stat.st_size, stat.st_mtime_ns, digest))
         except OSError:
-            size, mtime = -1, -1
-        digest.update(f"|{record.path}|{size}|{mtime}|{record.label}|{sorted(record.factors.items())}".encode())
+            out.append((str(record.path), -1, -1, ""))
+    return out
+
+
+def index_fingerprint(index: DatasetIndex, sources: list[tuple[str, int, int, str]] | None = None) -> str:
+    """A hash of what the features of a split depend on: files (size, mtime, content digest) and labels.
+
+    Args:
+        index: the dataset split.
+        sources: its `video_sources`, if already taken.
+
+    Returns:
+        24 hexadecimal characters.
+    """
+    sources = video_sources(index) if sources is None else sources
+    digest = hashlib.sha256(f"{index.format}|{index.split}".encode())
+    for record, (_, size, mtime, content) in zip(index.records, sources):
+        digest.update(f"|{record.path}|{size}|{mtime}|{content}|{record.label}|{sorted(record.factors.items())}".encode())
     return digest.hexdigest()[:24]
 
 
-def cache_key(extractor: Extractor, index: DatasetIndex, view: str, *, output: str = "pooled") -> str:
+def cache_key(extractor: Extractor, index: DatasetIndex, view: str, *, output: str = "pooled", data: str | None = None) -> str:
     """The feature cache's key: a hash of everything the features depend on.
 
     Args:
-        extractor: its model's fingerprint (checkpoint bytes, backbone, layer), sampling and seed
+        extractor: its model's fingerprint (the loaded tensors, backbone, layer), sampling and seed
             (the seed only for the shuffled view, the one view it changes).
-        index: the dataset split (`index_fingerprint`: files, sizes, modification times, labels).
+        index: the dataset split (`index_fingerprint`: files, sizes, modification times, content
+            digests, labels).
         view: one of `VIEWS`.
         output: one of `OUTPUTS`.
+        data: `index_fingerprint(index)`, if already computed.
 
     Returns:
         32 hexadecimal characters, the file name of `<cache dir>/features/<key>.npz`.
@@ -197,7 +228,7 @@ def cache_key(extractor: Extractor, index: DatasetIndex, view: str, *, output: s
     parts = {
         "version": CACHE_VERSION,
         "model": extractor.model.fingerprint,
-        "data": index_fingerprint(index),
+        "data": data or index_fingerprint(index),
         "view": view,
         "sampling": asdict(extractor.sampling),
         "seed": extractor.seed if view == "shuffled" else None,
@@ -245,7 +276,9 @@ def extract_features(
     folder = cache_dir() / "features"
     if output not in OUTPUTS:
         raise VdiagError(f"unknown feature output {output!r}; choose one of: {', '.join(OUTPUTS)}")
-    keys = {view: cache_key(extractor, index, view, output=output) for view in views}
+    videos = video_sources(index)
+    data_key = index_fingerprint(index, videos)
+    keys = {view: cache_key(extractor, index, view, output=output, data=data_key) for view in views}
     result: dict[str, Features] = {}
     if extractor.cache:
         for view in views:
@@ -258,10 +291,13 @@ def extract_features(
             missing = list(views)
     if missing:
         computed = _extract(extractor, index, missing, output=output, max_failures=max_failures)
+        changed = [] if not (extractor.cache and dist.is_main()) else [a[0] for a, b in zip(videos, video_sources(index)) if a != b]
+        if changed:  # the features may hold the new content under the old key: keep them out of the cache
+            warn(f"{len(changed)} videos changed while their features were extracted (e.g. {changed[0]}); not caching these features")
         for view, features in computed.items():
             result[view] = features
-            if extractor.cache and dist.is_main():
-                _write_cache(folder / f"{keys[view]}.npz", features)
+            if extractor.cache and dist.is_main() and not changed:
+                _write_cache(folder / f"{keys[view]}.npz", features, _sources(extractor, view, output, videos))
     elif dist.is_main():
         note(f"features of {', '.join(views)} for {index.split} ({len(index)} videos) read from the cache")
     return {view: result[view] for view in views}
@@ -377,17 +413,38 @@ def _read_cache(path: Path, view: str) -> Features | None:
                 meta["factor_values"],
                 meta.get("reading", {}),
             )
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # a truncated or foreign file
         warn(f"ignoring an unreadable feature cache file {path} ({err}); recomputing")
         return None
 
 
-def _write_cache(path: Path, features: Features) -> None:
+def _sources(extractor: Extractor, view: str, output: str, videos: list[tuple[str, int, int, str]]) -> dict:
+    """What a cache entry was computed from, for `vdiag cache verify`: the checkpoint (path, how it
+    was loaded, the fingerprint of the tensors loaded) and every video (path, size, mtime, digest),
+    as they were before extraction."""
+    model = extractor.model
+    return {
+        "version": CACHE_VERSION,
+        "view": view,
+        "output": output,
+        "model": {
+            "path": str(model.path),
+            "fingerprint": model.fingerprint,
+            "backbone": None if model.config else model.name,
+            "layer": model.layer,
+            "keep_temporal": model.backbone.keep_temporal,
+        },
+        "videos": [list(video) for video in videos],
+    }
+
+
+def _write_cache(path: Path, features: Features, sources: dict | None = None) -> None:
     meta = {
         "video_ids": features.video_ids,
         "class_names": features.class_names,
         "factor_values": features.factor_values,
         "reading": features.reading,
+        "sources": sources,
     }
     arrays = {f"factor_{name}": values for name, values in features.factors.items()}
     try:

@@ -13,7 +13,11 @@ and, without training anything, how much the embedding moves when time is destro
 cosine similarity between a clip's embedding and that of its static, shuffled and reversed
 versions (`sim_static`, `sim_shuffled`, `sim_reversed`; 1.0 = blind to time). Embeddings are
 centred on the mean real test clip first, so that unrelated clips sit near 0 rather than near the
-shared positive offset of ReLU features.
+shared positive offset of ReLU features. The chance level of each similarity
+(`sim_<view>_chance`) is the same cosine between a real clip and the view of *another* test video
+(one drawn at random per video, `unrelated_videos`; the same clip index): how similar the view of
+an unrelated video is.
+A similarity at its chance level means the perturbation moved the clip as far as replacing the video.
 """
 
 from __future__ import annotations
@@ -43,6 +47,20 @@ def centred_similarity(reference: np.ndarray, other: np.ndarray, centre: np.ndar
     return (a * b).sum(-1) / np.maximum(norms, 1e-12)
 
 
+def unrelated_videos(count: int, seed: int = 0) -> np.ndarray:
+    """For each of `count` videos, another one drawn at random (never itself): the pairs of the
+    similarities' chance level. Dataset order often groups a class together, so the next video would
+    mostly share the class.
+
+    Returns:
+        `(count,)` int64 indices, index i ≠ i (all zeros for a single video).
+    """
+    if count < 2:
+        return np.zeros(count, dtype=np.int64)
+    rng = np.random.default_rng([seed, count])
+    return (np.arange(count) + rng.integers(1, count, size=count)) % count
+
+
 def static_bias(extractor: Extractor, data: DataRef, *, target: str = "label") -> Result:
     """Does the model still classify when every frame is the same? (BOLD-DI §3.2, experiment 1, Fig. 2a–b)
 
@@ -61,7 +79,9 @@ def static_bias(extractor: Extractor, data: DataRef, *, target: str = "label") -
         (top-1 on real, static, frame-difference clips), `static_ratio` = acc_static / acc_real
         (near 1: the decision comes from appearance), `contrasted_acc` (right on real and wrong on
         static), `sim_static` / `sim_shuffled` / `sim_reversed` (mean centred cosine, 1 = blind to
-        time) and `chance` (share of the most frequent test class).
+        time) and `chance` (share of the most frequent test class), and `sim_<view>_chance` (the
+        chance level of each similarity: the mean centred cosine between a real clip and the view
+        of another test video drawn at random, `unrelated_videos`; with its interval).
 
     Raises:
         VdiagError: (from `train_test` / `fit_probe`) `target` is not a factor of the data, or the
@@ -75,7 +95,12 @@ def static_bias(extractor: Extractor, data: DataRef, *, target: str = "label") -
     }
     real = test["real"].features
     centre = real.reshape(-1, real.shape[-1]).mean(axis=0)
-    similarity = {view: centred_similarity(real, test[view].features, centre).mean(axis=1) for view in ("static", "shuffled", "reversed")}
+    similarity = {}  # per test video: the cosine to its own view, and (chance) to the view of another video
+    others = unrelated_videos(len(real), seed=extractor.seed)
+    for view in ("static", "shuffled", "reversed"):
+        similarity[view] = centred_similarity(real, test[view].features, centre).mean(axis=1)
+        other = centred_similarity(real, test[view].features[others], centre).mean(axis=1)
+        similarity[f"{view}_chance"] = other if len(real) > 1 else np.full(len(real), np.nan)  # one video: no other to compare
 
     def statistics(rows: np.ndarray) -> dict[str, float]:
         acc_real, acc_static = correct["real"][rows].mean(), correct["static"][rows].mean()

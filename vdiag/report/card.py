@@ -63,7 +63,7 @@ CARD = [
         "similarity to shuffled",
         "embedding of a clip vs its shuffled version; 1 = blind to frame order",
         "diagnostics/static-bias.md",
-        None,
+        "sim_shuffled_chance",
     ),
     (
         "shuffle",
@@ -119,9 +119,16 @@ CARD = [
         "Koopman static fraction (BOLD-DI)",
         "share of eigenvalues with |λ| ≥ 0.9 and |Arg λ| ≤ 0.1",
         "viz/eig.md",
-        None,
+        "static_fraction_bolddi_chance",
     ),
-    ("eig", "static_fraction_bodvcl", "Koopman static fraction (BOD-VCL)", "share of eigenvalues with |λ − 1| ≤ 0.1", "viz/eig.md", None),
+    (
+        "eig",
+        "static_fraction_bodvcl",
+        "Koopman static fraction (BOD-VCL)",
+        "share of eigenvalues with |λ − 1| ≤ 0.1",
+        "viz/eig.md",
+        "static_fraction_bodvcl_chance",
+    ),
 ]
 
 COLLAPSED = "collapsed: no reading"

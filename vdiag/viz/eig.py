@@ -14,8 +14,18 @@ when there are many; side panels with the histograms of |λ| and Arg λ. The eig
 and its label are saved next to the figure (`eig.npz`).
 
 Metrics (`vdiag.koopman.eigenvalue_summary`): `static_fraction_bolddi`, `static_fraction_bodvcl`
-(share of eigenvalues in each static region), `spectral_radius_mean` / `_max` (of the per-clip
-operators), `modulus_mean`, `argument_abs_mean`.
+(share of eigenvalues in each static region), `static_energy_bolddi`, `static_energy_bodvcl`
+(share of the trajectory's energy in static modes, `vdiag.koopman.static_energy`),
+`spectral_radius_mean` / `_max` (of the per-clip operators), `modulus_mean`, `argument_abs_mean`.
+
+The four static measures carry a 95 % bootstrap interval over videos (`<name>_ci_low` /
+`_ci_high`; the fractions with the per-clip estimator only, a shared operator is one fit) and a
+chance level `<name>_chance` (with its interval): the same measure on the same clips with their
+frames in a random order (one permutation per clip, never the identity, drawn from the seed). A
+trajectory without temporal order keeps its frames' content (the constant part stays constant) and
+loses its persistence and its coherent motion, so a value above chance means the features persist
+over time more than their content alone explains, and a value below it means they move coherently
+(rotation, drift) rather than jitter. A time-blind model sits at chance with both near 1.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from vdiag import koopman
 from vdiag.data.formats import check_target
 from vdiag.diagnostics.data import DataRef
 from vdiag.diagnostics.features import Extractor, sample_sizes, targets
+from vdiag.diagnostics.probe import bootstrap, with_intervals
 from vdiag.errors import VdiagError
 from vdiag.io import save_npz
 from vdiag.results import Result
@@ -69,6 +80,88 @@ def clip_eigenvalues(per_frame: np.ndarray, *, estimator: str = "clip", ridge: f
     clip = np.broadcast_to(np.arange(len(values))[:, None], values.shape)
     keep = np.abs(values) > 0
     return values[keep], clip[keep]
+
+
+def shuffled_in_time(per_frame: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Each clip's frames in a random order (one permutation per clip, never the identity).
+
+    Args:
+        per_frame: `(clips, T, C)` features, T ≥ 2.
+        seed: draws the permutations.
+
+    Returns:
+        `(clips, T, C)`, the same frames reordered.
+    """
+    rng = np.random.default_rng(seed)
+    steps = per_frame.shape[1]
+    out = np.empty_like(per_frame)
+    for clip in range(len(per_frame)):
+        order = rng.permutation(steps)
+        while steps > 1 and (order == np.arange(steps)).all():
+            order = rng.permutation(steps)
+        out[clip] = per_frame[clip, order]
+    return out
+
+
+def static_measures(
+    per_frame: np.ndarray,
+    clips_per_video: int,
+    *,
+    estimator: str = "clip",
+    xi: float = 0.9,
+    omega: float = 0.1,
+    radius: float = 0.1,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The Koopman static measures of a model's clips, each with a bootstrap interval over videos and a chance level.
+
+    For each rule (BOLD-DI: |λ| ≥ ξ and |Arg λ| ≤ ω, §4.2; BOD-VCL: |λ − 1| ≤ radius):
+    `static_fraction_<rule>` (the papers' count: share of the clips' DMD eigenvalues in the static
+    region) and `static_energy_<rule>` (`vdiag.koopman.static_energy`: share of the trajectory's
+    energy in static modes, averaged over clips). Chance: the same measure with every clip's frames
+    in a random order (`shuffled_in_time`), the reading of the same content without temporal order.
+
+    Args:
+        per_frame: `(videos · clips_per_video, T, C)` per-frame features, a video's clips consecutive.
+        clips_per_video: clips of each video (the bootstrap resamples videos with all their clips).
+        estimator: "clip" (per-clip DMD; the fractions get intervals) or "shared" (one operator for
+            all clips: its fractions have no interval).
+        xi, omega, radius: the rules' thresholds.
+        seed: the permutations and the bootstrap.
+
+    Returns:
+        `static_fraction_<rule>`, `static_energy_<rule>`, each followed by `_ci_low` / `_ci_high`
+        (95 %), and `<name>_chance` with its interval; NaN where no clip has a value.
+    """
+    videos = len(per_frame) // clips_per_video
+    per_video: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name → (numerator, denominator) per video
+    whole: dict[str, float] = {}  # values that cannot be resampled (a shared operator)
+    for suffix, frames in (("", per_frame), ("_chance", shuffled_in_time(per_frame, seed))):
+        eigenvalues, clip = clip_eigenvalues(frames, estimator=estimator)
+        for rule in koopman.RULES:
+            inside = koopman.static_modes(torch.from_numpy(eigenvalues), rule, xi, omega, radius).numpy().astype(float)
+            name = f"static_fraction_{rule}{suffix}"
+            if estimator == "clip":
+                video = clip // clips_per_video
+                per_video[name] = (np.bincount(video, inside, videos), np.bincount(video, minlength=videos).astype(float))
+            else:
+                whole[name] = float(inside.mean()) if len(inside) else float("nan")
+        for rule in koopman.RULES:
+            shares, _ = koopman.static_energy(torch.from_numpy(frames), rule, xi, omega, radius)
+            shares = shares.numpy().reshape(videos, clips_per_video)
+            valid = np.isfinite(shares)
+            per_video[f"static_energy_{rule}{suffix}"] = (np.where(valid, shares, 0).sum(axis=1), valid.sum(axis=1).astype(float))
+
+    def statistics(rows: np.ndarray) -> dict[str, float]:
+        out = {}
+        for name, (numerator, denominator) in per_video.items():
+            total = denominator[rows].sum()
+            out[name] = float(numerator[rows].sum() / total) if total > 0 else float("nan")
+        return out
+
+    values = {**statistics(np.arange(videos)), **whole}
+    order = [f"static_{kind}_{rule}{suffix}" for kind in ("fraction", "energy") for rule in koopman.RULES for suffix in ("", "_chance")]
+    return with_intervals({name: values[name] for name in order}, bootstrap(statistics, videos, seed=seed))
 
 
 def plot_eigenvalues(
@@ -194,6 +287,9 @@ def viz_eig(
     Returns:
         `Result` "viz eig"; metrics (`vdiag.koopman.eigenvalue_summary`): `static_fraction_bolddi`,
         `static_fraction_bodvcl` (share of eigenvalues in each static region, in [0, 1]),
+        `static_energy_bolddi`, `static_energy_bodvcl` (share of the trajectory's energy in static
+        modes), each with a 95 % interval over videos and a chance level `<name>_chance` (frames in
+        a random order; `static_measures`),
         `spectral_radius_mean` / `_max` (of the per-clip operators; > 1 grows),
         `modulus_mean`, `argument_abs_mean` (radians per frame), `eigenvalues` (how many).
 
@@ -216,9 +312,8 @@ def viz_eig(
         groups = labels[clip // clips]
     dropped = videos * clips * min(steps - 1, channels) - len(eigenvalues) if estimator == "clip" else None
     summary = koopman.eigenvalue_summary(torch.from_numpy(eigenvalues), xi, omega, radius, below_noise_floor=dropped)
-    for rule in koopman.RULES:  # energy-weighted: how much of each clip's trajectory its static modes carry
-        shares, _ = koopman.static_energy(torch.from_numpy(per_frame), rule, xi, omega, radius)
-        summary[f"static_energy_{rule}"] = float(np.nanmean(shares.numpy())) if not shares.isnan().all() else float("nan")
+    static = static_measures(per_frame, clips, estimator=estimator, xi=xi, omega=omega, radius=radius, seed=extractor.seed)
+    summary = {**static, **{k: v for k, v in summary.items() if not k.startswith("static_fraction")}}
     if estimator == "clip":  # the spectral radius of each clip's operator, not of the pooled set
         radii = np.zeros(videos * clips)
         np.maximum.at(radii, clip, np.abs(eigenvalues))
