@@ -228,6 +228,12 @@ def detect_format(path: Path) -> str:
         return found[0]
     if len(found) > 1:
         raise VdiagError(f"{path} holds the annotation files of {' and '.join(found)}; pass --format {' or --format '.join(found)}")
+    kinetics = _kinetics_annotations(path)
+    if kinetics:
+        raise VdiagError(
+            f"{path} is a Kinetics download (annotations/{kinetics[0].name}); pass its annotation file: --data {kinetics[0]} "
+            f"(the clips are found in {path / kinetics[0].stem})"
+        )
     if any(_videos_in(d) for d in _subdirs(path)) or any(_videos_in(d) for s in SPLITS for d in _subdirs(path / s)):
         return "folder"
     if _pathlist_files(path):
@@ -246,6 +252,22 @@ def detect_format(path: Path) -> str:
         f"cannot tell the dataset format of {path} (no manifest.json, split files, JSON annotations, class folders of videos, "
         f"GIFs or frame folders); supported video files: {' '.join(VIDEO_EXTENSIONS)}; check the path or pass --format"
     )
+
+
+def _kinetics_annotations(folder: Path) -> list[Path]:
+    """The Kinetics annotation CSVs of a CVDF download folder (`annotations/train.csv` …), train first."""
+    found = []
+    for name in ("train", "val", "validate", "test"):
+        candidate = folder / "annotations" / f"{name}.csv"
+        if candidate.is_file():
+            try:
+                with open(candidate, errors="replace") as handle:
+                    header = {c.strip().lower() for c in handle.readline().split(",")}
+            except OSError:
+                continue
+            if KINETICS_COLUMNS <= header:
+                found.append(candidate)
+    return found
 
 
 def _list_format(path: Path) -> str:
@@ -604,7 +626,8 @@ def load_pathlist(path: Path, split: str, video_root=None) -> DatasetIndex:
     One video per line: its path, whitespace, an integer label (0-based). The label is the last
     field and everything before it the path, spaces included (pytorchvideo's rule). `path` is one
     list (its videos have no split) or a folder holding `train.csv` / `val.csv` / `test.csv` (or
-    `.txt`), one list per split (PySlowFast's `DATA.PATH_TO_DATA_DIR`). Relative paths are taken
+    `.txt`), one list per split (PySlowFast's `DATA.PATH_TO_DATA_DIR`; without a test list, `val.csv`
+    is the test split, as Kinetics is tested on its validation set). Relative paths are taken
     from `video_root` (PySlowFast's `DATA.PATH_PREFIX`), else from the list's folder. Class names
     are the label numbers.
 
@@ -615,9 +638,14 @@ def load_pathlist(path: Path, split: str, video_root=None) -> DatasetIndex:
         files = _pathlist_files(path)
         if not files:
             raise VdiagError(f"{path} holds no 'path label' lists named train.csv, val.csv or test.csv; pass a list file or --format")
-        if split != "all" and split not in files:
-            raise VdiagError(f"{path} has no {split}.csv list (found: {', '.join(f.name for f in files.values())}); pick --split")
-        wanted = files if split == "all" else {split: files[split]}
+        found = ", ".join(f.name for f in files.values())
+        aliased = "test" not in files and "val" in files  # PySlowFast Kinetics folders: val.csv is what is tested on
+        if aliased:
+            files["test"] = files.pop("val")
+        key = "test" if split == "val" and aliased else split
+        if split != "all" and key not in files:
+            raise VdiagError(f"{path} has no {split}.csv list (found: {found}); pick --split")
+        wanted = files if split == "all" else {split: files[key]}
         base = Path(video_root) if video_root else path
     else:
         wanted = {None: path}
