@@ -61,12 +61,15 @@ def test_kinetics_as_distributed_loads_with_and_without_video_root(tmp_path, sai
     assert with_root.class_names == ["passing American football (in game)", "riding a bike"]
     assert len(with_root) == 4 and with_root.missing == ["gone0000001"] and with_root.listed == 5
     assert {r.video_id for r in with_root.records} >= {"-3B32lodo2M_000059_000069", "Yy-9__xz0Q8_000123_000133"}
-    assert said == [f"1 of 5 listed clips are missing; first: gone0000001 (csv dataset at {csv} under {k400 / 'train'}); using the 4 found"]
+    videos = k400 / "train"
+    dataset = f"csv dataset at {csv}, split train, videos under {videos}"
+    assert said == [f"1 of 5 listed clips are missing; first: gone0000001 ({dataset}); using the 4 found"]
     beside = load_index(csv)  # no --video-root: annotations/train.csv beside train/
-    assert [r.path for r in beside.records] == [r.path for r in with_root.records] and beside.video_root == k400 / "train"
-    assert len(said) == 1  # said once per (dataset, split, video root) and process
-    load_index(csv, split="all", video_root=k400 / "train")
-    assert len(said) == 2 and said[1] == said[0]
+    assert [r.path for r in beside.records] == [r.path for r in with_root.records] and beside.video_root == videos
+    load_index(csv, split="all", video_root=videos)
+    assert len(said) == 1  # said once per dataset (and video root) and process
+    load_index(csv, video_root=k400)  # another video root: said again
+    assert len(said) == 2 and f"videos under {k400})" in said[1]
 
 
 def test_a_kinetics_download_folder_is_not_read_as_class_folders(tmp_path):

@@ -45,7 +45,7 @@ SYNTHETIC_GENERATOR = "vdiag-synth"
 LIST_SUFFIXES = (".csv", ".txt", ".tsv", ".lst")
 MAX_MISSING_SHARE = 0.5  # more listed videos missing than this share: refused (a wrong --video-root, not link rot)
 FOLDER_LAYOUTS = ("synthetic", "folder")  # layouts without annotation files: --video-root does not apply
-_SAID_MISSING: set = set()  # (format, root, split, video root) whose missing videos were said in this process
+_SAID_MISSING: set = set()  # (format, root, video root) whose missing videos were said in this process
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def load_index(
 
 
 def check_missing(index: DatasetIndex, max_missing: float = MAX_MISSING_SHARE) -> None:
-    """Say, once per process, how many listed videos are missing; refuse more than `max_missing` of them.
+    """Say, once per dataset and process, how many listed videos are missing; refuse more than `max_missing` of them.
 
     The line: "4,812 of 246,534 listed clips are missing; first: …". The videos found are used and
     every result counts them (`missing_videos` beside `failed_videos` and `padded_clips`).
@@ -187,7 +187,7 @@ def check_missing(index: DatasetIndex, max_missing: float = MAX_MISSING_SHARE) -
             f"{head} (more than {max_missing:.0%}; first: {index.missing[0]}; looked{where or ' beside the annotation file'}): "
             "that is a wrong folder far more often than missing downloads; pass the folder holding the videos with --video-root"
         )
-    key = (index.format, str(index.root), index.split, str(index.video_root))
+    key = (index.format, str(index.root), str(index.video_root))  # the first split read says it (a diagnostic reads "all" first)
     if key in _SAID_MISSING:
         return
     _SAID_MISSING.add(key)
@@ -195,7 +195,9 @@ def check_missing(index: DatasetIndex, max_missing: float = MAX_MISSING_SHARE) -
     from vdiag.console import warn
 
     if dist.is_main():
-        warn(f"{head}; first: {index.missing[0]} ({index.format} dataset at {index.root}{where}); using the {len(index):,} found")
+        videos = f", videos{where}" if where else ""
+        dataset = f"{index.format} dataset at {index.root}, split {index.split}{videos}"
+        warn(f"{head}; first: {index.missing[0]} ({dataset}); using the {len(index):,} found")
 
 
 def detect_format(path: Path) -> str:
