@@ -408,3 +408,21 @@ def test_diagnostics_read_a_run_with_its_recorded_video_root(tmp_path, said):
     assert ref.describe()["video_root"] == str(copy) and ref.describe()["missing_videos"] == 1
     with pytest.raises(VdiagError, match="is not the one this checkpoint was trained on"):
         resolve_data(SimpleNamespace(config={"data": {**data, "video_root": None}}))
+
+
+def test_video_root_reaches_training_and_the_diagnostics_from_the_command_line(tmp_path):
+    import torch
+    from test_pretrain import run_cli
+
+    from vdiag.models.backbones import build_backbone
+
+    torch.save(build_backbone("tiny").body.state_dict(), tmp_path / "w.pt")
+    k400 = make_kinetics(tmp_path / "k400")
+    csv = k400 / "annotations" / "train.csv"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pretrain = ["pretrain", "--method", "simclr", "--out", tmp_path / "run"]
+    for command in (pretrain, ["probe", "static-bias", tmp_path / "w.pt", "--backbone", "tiny"]):
+        proc = run_cli(*command, "--data", csv, "--video-root", empty, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"none of the 5 clips of {csv} were found under {empty}" in proc.stderr, proc.stderr
