@@ -61,6 +61,7 @@ class Recipe:
         dry_run: print the commands, run nothing.
         device: "auto", "cpu" or "cuda".
         full_preset: the preset at full size ("paper", or "cpu" for synthetic experiments).
+        video_root: the folder holding the pretraining dataset's videos (`--video-root`) [beside the annotations].
         commands: the `vdiag` lines run so far (written under each table).
     """
 
@@ -74,6 +75,7 @@ class Recipe:
     dry_run: bool
     device: str
     full_preset: str = "paper"
+    video_root: str | None = None
     commands: list[str] = field(default_factory=list)
 
     @classmethod
@@ -99,6 +101,7 @@ class Recipe:
         parser.add_argument("--out", default=f"recipes/{name}", help="where runs, diagnostics and the table go [recipes/%(prog)s]")
         parser.add_argument("--data", help="pretraining dataset (folder or CSV) at full size")
         parser.add_argument("--format", dest="data_format", help="its layout (ucf101, hmdb51, csv, folder, synthetic) [auto]")
+        parser.add_argument("--video-root", help="the folder holding its videos, for annotation-file layouts [beside the annotations]")
         parser.add_argument(
             "--eval-data", action="append", default=[], help="evaluation dataset(s) [the pretraining data]; repeat for several"
         )
@@ -118,6 +121,7 @@ class Recipe:
             dry_run=args.dry_run,
             device=args.device,
             full_preset=preset,
+            video_root=args.video_root,
         )
 
     # --- running vdiag -------------------------------------------------------------------------
@@ -199,7 +203,12 @@ class Recipe:
     def _data_options(self, data: str | None) -> list[str]:
         if not data:
             return []
-        return ["--data", data] + (["--format", self.data_format] if self.data_format and data == self.data else [])
+        own = data == self.data
+        return (
+            ["--data", data]
+            + (["--format", self.data_format] if self.data_format and own else [])
+            + (["--video-root", self.video_root] if self.video_root and own else [])
+        )
 
     # --- the table ----------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from vdiag.cli.common import emit, json_option, metrics_table
+from vdiag.cli.common import emit, json_option, metrics_table, video_root_option
 from vdiag.console import track
 from vdiag.data.check import check_data
 from vdiag.data.formats import FORMATS
@@ -22,6 +22,7 @@ Examples:
   vdiag check-data data/ucf101                  # every file of every split
   vdiag check-data k400/train.csv --max-problems 50
   vdiag check-data data/ssv2 --json > check.json
+  vdiag check-data k400/annotations/val.csv --video-root k400/val   # counts the listed clips that are missing
   vdiag check-data k400/train.csv --workers 8      # 8 processes (the scan decodes every file once)
   vdiag --decoder pyav check-data data/hmdb51 --split test""",
 )
@@ -29,7 +30,7 @@ Examples:
 @click.option("--format", "data_format", type=click.Choice(FORMATS), default="auto", show_default=True, help="Dataset layout.")
 @click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="all", show_default=True)
 @click.option("--split-id", type=click.IntRange(1, 3), default=1, show_default=True, help="UCF-101 / HMDB-51 split number.")
-@click.option("--video-root", type=click.Path(), help="Where the videos are, for annotation-file layouts.")
+@video_root_option
 @click.option("--frames", type=click.IntRange(1), default=8, show_default=True, help="Frames per clip (for the agreement clips).")
 @click.option("--stride", type=click.IntRange(1), default=2, show_default=True, help="Clip stride.")
 @click.option("--clips", type=click.IntRange(1), default=2, show_default=True, help="Clips per file compared between decord and PyAV.")

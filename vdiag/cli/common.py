@@ -48,6 +48,15 @@ def resolve_device(name: str) -> str:
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout, nothing else.")
 
+# `--video-root`: one definition for every command that takes `--data` (`data.video_root` in configs);
+# the value is checked by `vdiag.data.formats.load_index` with the rest of the dataset.
+video_root_option = click.option(
+    "--video-root",
+    type=click.Path(file_okay=False),
+    help="Folder holding the videos of an annotation-file layout (Kinetics CSV, UCF-101, HMDB-51, SSv2, Diving-48, "
+    "'path label' and rawframes lists) [beside the annotations].",
+)
+
 
 def comma_list(value: str | None) -> list[str] | None:
     """An option's comma-separated list ("a, b,,c" → ["a", "b", "c"]); None stays None."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from vdiag.catalog import CONCEPT_FEATURES
-from vdiag.cli.common import BackboneType, emit, json_option, resolve_device
+from vdiag.cli.common import BackboneType, emit, json_option, resolve_device, video_root_option
 from vdiag.data.formats import FORMATS
 
 CEILING_MARK = "†"  # the report card's mark for an interval of width 0
@@ -110,6 +110,7 @@ def diagnostic_options(function=None, *, data_format_flag: str = "--format", man
         click.option(
             "--data", "data_path", type=click.Path(), help="Dataset folder or CSV [the checkpoint's; else the synthetic dataset]."
         ),
+        video_root_option,
         click.option(data_format_flag, "data_format", type=click.Choice(FORMATS), help="Dataset layout [auto]."),
         click.option("--split-id", type=click.IntRange(1, 3), help="UCF-101 / HMDB-51 split [1]."),
         click.option("--clips", type=click.IntRange(1), default=10, show_default=True, help="Uniformly spread clips per video, averaged."),
@@ -159,6 +160,7 @@ def run_diagnostic(name: str, *, keep_temporal: bool | None = None, many: bool =
             backbone,
             layer,
             data_path,
+            video_root,
             data_format,
             split_id,
             clips,
@@ -204,7 +206,9 @@ def run_diagnostic(name: str, *, keep_temporal: bool | None = None, many: bool =
                 ]
                 for extractor in extractors if precheck else ():
                     precheck(extractor)
-                data = resolve_data(extractors[0].model, data_path, format=data_format, split_id=split_id) if needs_data else None
+                data = None
+                if needs_data:
+                    data = resolve_data(extractors[0].model, data_path, format=data_format, split_id=split_id, video_root=video_root)
                 folder = Path(out) if out else Path(paths[0]).parent / "diagnostics" / Path(paths[0]).stem
                 result = body(extractors if many else extractors[0], data, folder, device, **extra)
                 result.checkpoint = ", ".join(str(p) for p in paths)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from vdiag.catalog import METHOD_NAMES
-from vdiag.cli.common import BackboneType, emit, json_option, metrics_table, resolve_device
+from vdiag.cli.common import BackboneType, emit, json_option, metrics_table, resolve_device, video_root_option
 from vdiag.data.formats import FORMATS
 from vdiag.errors import VdiagError
 
@@ -34,6 +34,7 @@ Examples:
   vdiag pretrain --method vididi-vicreg --set method_args.schedule=reverse   # a ViDiDi ablation
   vdiag pretrain --method moco --data data/ucf101 --backbone r3d_18 --set data.size=112
   vdiag pretrain --method simclr --preset paper --data k400/train.csv --out runs/k400-simclr
+  vdiag pretrain --method simclr --data k400/annotations/train.csv --video-root k400/train   # Kinetics as distributed
   vdiag pretrain --resume --out runs/simclr-tiny --epochs 10   # continue, and train longer
   vdiag pretrain --method simclr --out runs/s --resume auto --save-every-minutes 10   # a preemptible job: same command each time
   torchrun --nproc_per_node 8 -m vdiag pretrain --method swav --preset paper --data k400/train.csv""",
@@ -47,6 +48,7 @@ Examples:
 @click.option(
     "--data", "data_path", type=click.Path(), help="Dataset folder or CSV [default: the synthetic dataset, generated on first use]."
 )
+@video_root_option
 @click.option("--format", "data_format", type=click.Choice(FORMATS), help="Dataset layout [auto].")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs [preset]; with --resume, may be raised to train longer.")
 @click.option("--batch-size", type=click.IntRange(1), help="Videos per step over all processes [preset].")
@@ -83,6 +85,7 @@ def pretrain(
     method,
     backbone,
     data_path,
+    video_root,
     data_format,
     epochs,
     batch_size,
@@ -125,7 +128,8 @@ def pretrain(
     if method:
         options["method"] = method
     _put(options["backbone"], name=backbone, keep_temporal=keep_temporal, weights=weights)
-    _put(options["data"], path=data_path, format=data_format, positives=positives, workers=workers, max_failures=max_failures)
+    _put(options["data"], path=data_path, video_root=video_root, format=data_format, positives=positives, workers=workers)
+    _put(options["data"], max_failures=max_failures)
     _put(options["train"], epochs=epochs, batch_size=batch_size)
     _put(options["train"], save_every_steps=save_every_steps, save_every_minutes=save_every_minutes)
     if target:

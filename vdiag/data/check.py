@@ -186,7 +186,8 @@ def check_data(
     """
     resolve_decoder(decoder)
     clip = clip or ClipSpec(8, stride=2)
-    index = load_index(path, format=format, split=split, split_id=split_id, video_root=video_root)
+    # every share of missing videos is reported here (metrics["missing"]), not refused as training refuses it
+    index = load_index(path, format=format, split=split, split_id=split_id, video_root=video_root, max_missing=1.0)
     records = index.records
     jobs = [(record.path, clip, clips, decoder, record.declared_frames) for record in records]
     started = time.perf_counter()

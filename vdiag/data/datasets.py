@@ -166,7 +166,9 @@ class FailureTracker:
     `max_failure_share` is the share of distinct videos that may fail before the run stops with an
     error naming the files (default 5%). `min_seen` keeps one early failure from tripping it.
 
-    It also counts, from each batch: clips filled by the short-video policy (`padded_clips`, and
+    It also carries the videos the annotation files list but that are not on disk (`missing`,
+    counted when the index was read, `vdiag.data.formats.check_missing`: they never reach a batch)
+    and counts, from each batch: clips filled by the short-video policy (`padded_clips`, and
     the videos they came from), files read with PyAV because decord disagrees with their frame
     index (`switched`, warned once per file) and files whose container records another frame
     count than the frames that decode (`count_mismatches`, warned once per file). `summary()`
@@ -177,8 +179,17 @@ class FailureTracker:
         VdiagError: (from `update`) when more than the allowed share of videos has failed.
     """
 
-    def __init__(self, total_videos: int, max_failure_share: float = 0.05, warn: Callable[[str], None] | None = None, min_seen: int = 20):
+    def __init__(
+        self,
+        total_videos: int,
+        max_failure_share: float = 0.05,
+        warn: Callable[[str], None] | None = None,
+        min_seen: int = 20,
+        *,
+        missing: int = 0,
+    ):
         self.total_videos = max(total_videos, 1)
+        self.missing = missing
         self.max_failure_share = max_failure_share
         self.warn = warn or (lambda message: None)
         self.min_seen = min_seen
@@ -235,8 +246,9 @@ class FailureTracker:
         return len(self.errors)
 
     def summary(self) -> dict[str, int]:
-        """Counts for a run's results: failed videos, padded clips and videos, decoder switches, count mismatches."""
+        """Counts for a run's results: missing and failed videos, padded clips and videos, decoder switches, count mismatches."""
         return {
+            "missing_videos": self.missing,
             "failed_videos": self.failed,
             "padded_clips": self.padded_clips,
             "padded_videos": len(self.padded_videos),

@@ -36,14 +36,19 @@ _SAID: set = set()  # generated splits already announced in this process
 @dataclass(frozen=True)
 class DataRef:
     """A dataset a diagnostic reads: folder or CSV, layout (`FORMATS`, "auto" detects it), the
-    UCF-101 / HMDB-51 split number (1–3), and, for a dataset without splits, the share of each
-    class's videos held out for testing and the seed that picks them."""
+    UCF-101 / HMDB-51 split number (1–3), the folder holding the videos of an annotation-file
+    layout (`--video-root`, absolute; None: found beside the annotations), and, for a dataset
+    without splits, the share of each class's videos held out for testing and the seed that picks them."""
 
     path: str
     format: str = "auto"
     split_id: int = 1
     test_share: float = TEST_SHARE
     split_seed: int = SPLIT_SEED
+    video_root: str | None = None
+
+    def _load(self, split: str) -> DatasetIndex:
+        return load_index(self.path, self.format, split, self.split_id, video_root=self.video_root)
 
     def split(self, name: str) -> DatasetIndex:
         """The index of split `name` ("train", "val", "test", "all"), disjoint from the other splits.
@@ -52,14 +57,14 @@ class DataRef:
             VdiagError: a missing or malformed dataset; a video listed in both train and test; "val"
                 of a dataset without splits.
         """
-        everything = load_index(self.path, self.format, "all", self.split_id)
+        everything = self._load("all")
         if name == "all":
             return everything
         if not _has_splits(everything):
             return _generated_split(everything, name, test_share=self.test_share, seed=self.split_seed)
-        index = load_index(self.path, self.format, name, self.split_id)
+        index = self._load(name)
         if name in ("train", "test"):
-            other = load_index(self.path, self.format, "test" if name == "train" else "train", self.split_id)
+            other = self._load("test" if name == "train" else "train")
             shared = sorted({str(r.path) for r in index.records} & {str(r.path) for r in other.records})
             if shared:
                 raise VdiagError(
@@ -71,7 +76,7 @@ class DataRef:
     @property
     def generated_split(self) -> bool:
         """True when the dataset has no splits of its own and `split` makes them (by video, seeded)."""
-        return not _has_splits(load_index(self.path, self.format, "all", self.split_id))
+        return not _has_splits(self._load("all"))
 
     def describe(self) -> dict:
         """What a result records about its data: the dataset (for a synthetic one: its size, frames,
@@ -80,10 +85,15 @@ class DataRef:
         Returns:
             A JSON-able dict: `path`, `format`, `description`, `split` ("as given" or "by video,
             seeded"), and for a generated split `split_seed`, `test_share`, `train_videos`,
-            `test_videos` and `test_video_ids`.
+            `test_videos` and `test_video_ids`; `video_root` and `missing_videos` (listed but not on
+            disk, all splits) where they apply.
         """
-        everything = load_index(self.path, self.format, "all", self.split_id)
+        everything = self._load("all")
         out = {"path": self.path, "format": everything.format, "description": describe_dataset(everything)}
+        if self.video_root:
+            out["video_root"] = self.video_root
+        if everything.missing:
+            out["missing_videos"] = len(everything.missing)
         if _has_splits(everything):
             return {**out, "split": "as given by the dataset"}
         train = _generated_split(everything, "train", test_share=self.test_share, seed=self.split_seed, quiet=True)
@@ -153,15 +163,27 @@ def _generated_split(index: DatasetIndex, name: str, *, test_share: float, seed:
     return DatasetIndex(index.format, index.root, name, chosen, list(index.class_names), dict(index.factor_values), list(index.missing))
 
 
-def resolve_data(model: DiagnosticModel, path: str | None = None, *, format: str | None = None, split_id: int | None = None) -> DataRef:
+def resolve_data(
+    model: DiagnosticModel,
+    path: str | None = None,
+    *,
+    format: str | None = None,
+    split_id: int | None = None,
+    video_root: str | None = None,
+) -> DataRef:
     """The dataset a diagnostic reads: `path`, else the one recorded in a vdiag checkpoint, else the
     default synthetic dataset (generated on first use, and said so).
+
+    The recorded dataset is read with its recorded `data.video_root` (or `video_root` when given),
+    and its training split must match the recorded fingerprint (whose video paths include the
+    video root), so a diagnostic finds the videos the run trained on.
 
     Args:
         model: the loaded checkpoint (its config records the training data).
         path: the dataset folder or CSV (`--data`).
         format: its layout [auto, or as recorded].
         split_id: the UCF-101 / HMDB-51 split [1, or as recorded].
+        video_root: the folder holding the videos (`--video-root`) [none, or as recorded].
 
     Returns:
         The `DataRef`.
@@ -174,10 +196,16 @@ def resolve_data(model: DiagnosticModel, path: str | None = None, *, format: str
     if path is None and recorded.get("path"):
         from vdiag.checkpoint import check_recorded_data
 
-        check_recorded_data(model.config, load_split=load_index)  # never diagnose another folder's data silently
+        video_root = video_root or recorded.get("video_root")
+
+        def load_split(*args):
+            return load_index(*args, video_root=video_root)
+
+        check_recorded_data(model.config, load_split=load_split)  # never diagnose another folder's data silently
         path = recorded["path"]
         format = format or recorded.get("format", "auto")
         split_id = split_id or recorded.get("split_id", 1)
     if not path:
         path = str(default_synthetic_dataset())
-    return DataRef(str(path), format or "auto", split_id or 1)
+    root = str(Path(video_root).expanduser().resolve()) if video_root else None
+    return DataRef(str(path), format or "auto", split_id or 1, video_root=root)

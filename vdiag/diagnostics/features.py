@@ -317,7 +317,7 @@ def _extract(extractor: Extractor, index: DatasetIndex, views: list[str], *, out
         collate_fn=collate_clips,
         persistent_workers=False,
     )
-    tracker = FailureTracker(len(order), max_failures, warn)
+    tracker = FailureTracker(len(order), max_failures, warn, missing=len(index.missing))
     chunks: dict[str, list[np.ndarray]] = {view: [] for view in views}
     done: list[int] = []
     with progress_bar("videos") as progress, torch.inference_mode():
@@ -647,7 +647,8 @@ def sample_sizes(**splits: Features) -> dict[str, int]:
 
     Returns:
         `<split>_videos`, `<split>_clips` for each split (`clips` counts every clip, N · K), and how
-        its videos were read: `<split>_padded_clips` (clips of videos shorter than one clip, padded
+        its videos were read: `<split>_missing_videos` (listed by the annotation files but not on
+        disk, left out), `<split>_padded_clips` (clips of videos shorter than one clip, padded
         by repeating their last frame: never presented as real), `<split>_failed_videos`,
         `<split>_decoder_switches`, `<split>_frame_count_mismatches` (docs/data-formats.md).
     """
@@ -655,7 +656,7 @@ def sample_sizes(**splits: Features) -> dict[str, int]:
     for name, features in splits.items():
         out[f"{name}_videos"] = len(features)
         out[f"{name}_clips"] = int(np.prod(features.features.shape[:2]))
-        for key in ("padded_clips", "failed_videos", "decoder_switches", "frame_count_mismatches"):
+        for key in ("missing_videos", "padded_clips", "failed_videos", "decoder_switches", "frame_count_mismatches"):
             out[f"{name}_{key}"] = int(features.reading.get(key, 0))
     return out
 

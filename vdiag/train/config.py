@@ -11,7 +11,7 @@ re-defaults a setting. A config stored by an older vdiag goes through `migrate_c
 the settings added since with the values of its preset.
 
 Keys (dotted for `--set`): `method`, `preset`, `seed`, `backbone.{name,keep_temporal,weights}`,
-`data.{path,format,split,split_id,frames,stride,positives,size,pad,workers,max_failures,fingerprint}`,
+`data.{path,video_root,format,split,split_id,frames,stride,positives,size,pad,workers,max_failures,fingerprint}`,
 `augment.{crop_scale,flip_p,jitter_p,grayscale_p,blur_p}`, `train.{epochs,batch_size,optimizer,lr,
 weight_decay,momentum,warmup_epochs,min_lr_ratio,schedule,milestones,gamma,clip_grad,amp,
 save_every_steps,save_every_minutes}`,
@@ -171,7 +171,7 @@ def resolve_config(
 
     Returns:
         A plain JSON-able dict: `method`, `preset`, `seed`, `backbone`, `data`, `augment`, `train`,
-        `method_args`, `vdiag_version`. `data.path` and `backbone.weights` are absolute paths, so a
+        `method_args`, `vdiag_version`. `data.path`, `data.video_root` and `backbone.weights` are absolute paths, so a
         run read from another folder still names the files it was trained on.
 
     Raises:
@@ -206,8 +206,8 @@ def resolve_config(
 
 
 def _absolute_paths(config: dict) -> dict:
-    """`data.path` and `backbone.weights` as absolute paths: a run read from another folder names its files."""
-    for section, key in (("data", "path"), ("backbone", "weights")):
+    """`data.path`, `data.video_root` and `backbone.weights` as absolute paths: a run read from another folder names its files."""
+    for section, key in (("data", "path"), ("data", "video_root"), ("backbone", "weights")):
         if config[section][key]:
             config[section][key] = str(Path(config[section][key]).expanduser().resolve())
     return config

@@ -103,6 +103,9 @@ SCHEMA: dict[str, Setting] = {
     "backbone.keep_temporal": Setting("bool", help="remove temporal strides: one feature per input frame"),
     "backbone.weights": Setting("text", nullable=True, help="a local file to start the backbone from; null: random"),
     "data.path": Setting("text", nullable=True, help="dataset folder or CSV; null: the default synthetic dataset"),
+    "data.video_root": Setting(
+        "text", nullable=True, help="folder holding the videos of an annotation-file layout (--video-root); null: found beside them"
+    ),
     "data.format": _choice(*FORMATS, help="dataset layout"),
     "data.split": _choice(*SPLITS, help="the split trained on"),
     "data.split_id": _int(1, 3, help="UCF-101 / HMDB-51 split number"),

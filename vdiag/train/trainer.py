@@ -92,7 +92,7 @@ def resolve_data(config: dict) -> DatasetIndex:
     """The training split named by the config; the default synthetic dataset when `data.path` is null.
 
     Args:
-        config: a resolved config (`data.{path,format,split,split_id}` are read).
+        config: a resolved config (`data.{path,video_root,format,split,split_id}` are read).
 
     Returns:
         The split's index (videos, labels, and for synthetic data the factor values).
@@ -102,7 +102,7 @@ def resolve_data(config: dict) -> DatasetIndex:
     """
     data = config["data"]
     path = data["path"] or str(default_synthetic_dataset())
-    return load_index(path, data["format"], data["split"], data["split_id"])
+    return load_index(path, data["format"], data["split"], data["split_id"], video_root=data["video_root"])
 
 
 def build_training_dataset(config: dict, index: DatasetIndex, decoder: str) -> VideoClipDataset:
@@ -480,7 +480,9 @@ def _open_outputs(run: _Run, position: Position) -> None:
             tmp.write_text(dump_config(run.config))
         _truncate_log(run.out / "metrics.jsonl", position.global_step)
     run.log = _MetricsLog(run.out, enabled=run.main)
-    run.tracker = FailureTracker(len(run.dataset), run.config["data"]["max_failures"], warn=warn if run.main else None)
+    run.tracker = FailureTracker(
+        len(run.dataset), run.config["data"]["max_failures"], warn=warn if run.main else None, missing=len(run.index.missing)
+    )
     if run.main:
         config, train = run.config, run.train
         processes = f", {run.world} processes" if run.world > 1 else ""
@@ -709,7 +711,7 @@ def _finish(run: _Run, position: Position, stop: _StopFlag | None) -> Result:
     metrics["clips_per_s"] = run.clips_done / max(seconds, 1e-9)
     if history:
         metrics.update({f"final_{k}": v for k, v in history[-1].items() if k not in ("epoch", "global_step", "seconds")})
-    metrics.update(run.tracker.summary())  # failed videos, padded clips, decoder switches, frame-count mismatches
+    metrics.update(run.tracker.summary())  # missing and failed videos, padded clips, decoder switches, frame-count mismatches
     metrics["skipped_steps"] = run.skipped
     metrics["loss_spikes"] = run.spikes
     result = Result(
