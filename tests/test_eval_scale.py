@@ -1,0 +1,109 @@
+"""Evaluation at scale (issue 21): blocked neighbour search, blocked silhouettes, the torch probe,
+extraction under autocast and the online kNN monitor, each against the implementation it replaces
+or a known answer on constructed data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import silhouette_samples, silhouette_score
+
+from vdiag.diagnostics.cluster import best_retrieved_classes, class_distance_sums, silhouette_values, silhouettes
+from vdiag.diagnostics.retrieval import normalise, retrieval_hits
+from vdiag.neighbours import knn_classify, nearest
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def _hits_full_matrix(queries, query_labels, gallery, gallery_labels, ranks=(1, 5, 10, 20, 50)):
+    """The implementation before blocks: one (Q, G) matrix, a stable argsort."""
+    order = np.argsort(-(queries @ gallery.T), axis=1, kind="stable")
+    same = gallery_labels[order] == query_labels[:, None]
+    first = np.where(same.any(axis=1), same.argmax(axis=1), len(gallery))
+    return {k: first < k for k in ranks if k <= len(gallery)}
+
+
+def test_nearest_equals_a_stable_sort_with_ties(rng):
+    # integer rows: dot products are exact, so many exact ties, which must go to the lower gallery index
+    gallery = rng.integers(-1, 2, size=(97, 6)).astype(np.float32)
+    queries = rng.integers(-1, 2, size=(41, 6)).astype(np.float32)
+    similarity, index = nearest(queries, gallery, 12, rows=7)
+    order = np.argsort(-(queries @ gallery.T), axis=1, kind="stable")[:, :12]
+    np.testing.assert_array_equal(index.numpy(), order)
+    np.testing.assert_array_equal(similarity.numpy(), np.take_along_axis(queries @ gallery.T, order, axis=1))
+    many, _ = nearest(queries, gallery, 500, rows=5)  # k above the gallery: all of it
+    assert many.shape == (41, 97)
+
+
+def test_nearest_leave_one_out_equals_argmax_without_diagonal(rng):
+    x = rng.integers(-1, 2, size=(60, 5)).astype(np.float64)
+    similarity = x @ x.T
+    np.fill_diagonal(similarity, -np.inf)
+    _, index = nearest(x, x, 1, exclude_self=True, rows=8)
+    np.testing.assert_array_equal(index[:, 0].numpy(), similarity.argmax(axis=1))
+
+
+@pytest.mark.parametrize("rows", [3, 64, None])
+def test_blocked_retrieval_equals_the_full_matrix(rng, rows):
+    labels = rng.integers(0, 7, size=150)
+    gallery = normalise(rng.normal(size=(150, 16)).astype(np.float32), 0)
+    queries = normalise(rng.normal(size=(90, 16)).astype(np.float32), 0)
+    query_labels = rng.integers(0, 7, size=90)
+    got = retrieval_hits(queries, query_labels, gallery=gallery, gallery_labels=labels, rows=rows)
+    want = _hits_full_matrix(queries, query_labels, gallery, labels)
+    assert got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+    # ties: duplicated gallery rows of different classes, the first copy decides
+    tied = np.concatenate([gallery[:20], gallery[:20]])
+    tied_labels = np.concatenate([labels[:20], (labels[:20] + 1) % 7])
+    got = retrieval_hits(gallery[:20], labels[:20], gallery=tied, gallery_labels=tied_labels, rows=3)
+    want = _hits_full_matrix(gallery[:20], labels[:20], tied, tied_labels)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+    assert got[1].all()
+
+
+def test_blocked_silhouettes_equal_scikit_learn(rng):
+    labels = np.repeat(np.arange(6), [3, 15, 8, 20, 1, 9])  # a class of one video: its value is 0
+    embeddings = normalise(rng.normal(size=(len(labels), 12)) + 0.8 * np.eye(12)[labels], 0)
+    sums = class_distance_sums(embeddings, labels, rows=5)
+    np.testing.assert_allclose(silhouette_values(sums, labels), silhouette_samples(embeddings, labels), rtol=1e-9, atol=1e-12)
+    ranked = best_retrieved_classes(embeddings, labels, rows=4)
+    scores = silhouettes(embeddings, labels, top_k=(3, 5), rows=7)
+    for k in (3, 5):
+        keep = np.isin(labels, ranked[:k])
+        assert scores[f"silhouette@{k}"] == pytest.approx(silhouette_score(embeddings[keep], labels[keep]), rel=1e-9)
+    assert scores["silhouette@all"] == pytest.approx(silhouette_score(embeddings, labels), rel=1e-9)
+    # float32 features (what extraction stores): scikit-learn rounds its distances to float32
+    single = embeddings.astype(np.float32)
+    got = silhouette_values(class_distance_sums(single, labels, rows=11), labels)
+    np.testing.assert_allclose(got, silhouette_samples(single, labels), atol=2e-6)
+
+
+def test_best_retrieved_classes_equals_the_full_matrix(rng):
+    labels = rng.integers(0, 5, size=80)
+    embeddings = normalise(rng.normal(size=(80, 8)) + np.eye(8)[labels], 0)
+    similarity = embeddings @ embeddings.T
+    np.fill_diagonal(similarity, -np.inf)
+    correct = labels[similarity.argmax(axis=1)] == labels
+    classes = np.unique(labels)
+    accuracy = [correct[labels == c].mean() for c in classes]
+    want = [int(classes[i]) for i in sorted(range(len(classes)), key=lambda i: (-accuracy[i], classes[i]))]
+    assert best_retrieved_classes(embeddings, labels, rows=6) == want
+
+
+def test_knn_vote_known_answers(rng):
+    labels = np.repeat(np.arange(4), 25)
+    separable = torch.nn.functional.normalize(torch.as_tensor(np.eye(16)[labels] + 0.01 * rng.normal(size=(100, 16))), dim=1)
+    similarity, index = nearest(separable, separable, 5, exclude_self=True, rows=9)
+    assert (knn_classify(similarity, index, labels, 4).numpy() == labels).all()
+    noise = torch.nn.functional.normalize(torch.as_tensor(rng.normal(size=(2000, 32))), dim=1)
+    random_labels = rng.integers(0, 4, size=2000)
+    similarity, index = nearest(noise[1000:], noise[:1000], 20, rows=100)
+    accuracy = (knn_classify(similarity, index, random_labels[:1000], 4).numpy() == random_labels[1000:]).mean()
+    assert abs(accuracy - 0.25) < 0.05
