@@ -107,3 +107,53 @@ def test_knn_vote_known_answers(rng):
     similarity, index = nearest(noise[1000:], noise[:1000], 20, rows=100)
     accuracy = (knn_classify(similarity, index, random_labels[:1000], 4).numpy() == random_labels[1000:]).mean()
     assert abs(accuracy - 0.25) < 0.05
+
+
+def _gaussian_classes(rng, classes: int, count: int, dims: int = 24, spread: float = 0.35):
+    """Classes as Gaussians around random centres, with a constant and a large-offset dimension."""
+    centres = rng.normal(size=(classes, dims)) * spread
+    labels = rng.integers(0, classes, size=count)
+    x = centres[labels] + rng.normal(size=(count, dims))
+    x[:, 0] = 7.0  # constant: scaled by 1, as StandardScaler
+    x[:, 1] = x[:, 1] * 50 + 1000  # large offset and scale: only standardisation makes it comparable
+    return x.astype(np.float32), labels
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+def test_torch_probe_matches_scikit_learn(rng, classes):
+    from vdiag.diagnostics.probe import TorchProbe, fit_probe, predict_proba
+
+    x, y = _gaussian_classes(rng, classes, 4000)
+    train, test = slice(0, 2000), slice(2000, None)
+    reference = fit_probe(x[train], y[train], backend="sklearn")
+    probe = fit_probe(x[train], y[train], backend="torch", device="cpu")
+    assert isinstance(probe, TorchProbe)
+    np.testing.assert_array_equal(probe.classes_, reference.classes_)
+    accuracy = {name: (p.predict(x[test]) == y[test]).mean() for name, p in (("sklearn", reference), ("torch", probe))}
+    assert 0.6 < accuracy["sklearn"] < 0.99  # neither trivial nor hopeless: a difference could show
+    assert abs(accuracy["torch"] - accuracy["sklearn"]) <= 0.005
+    np.testing.assert_allclose(probe.predict_proba(x[test]), reference.predict_proba(x[test]), atol=0.01)
+    # the optimum itself: scikit-learn's coefficients (one vector for two classes, as in its binary model)
+    np.testing.assert_allclose(probe.coef_.numpy(), reference[-1].coef_, atol=0.02 * np.abs(reference[-1].coef_).max())
+    # per-clip input, a class the probe never saw: same shapes and columns from both
+    clips = x[test][:300].reshape(100, 3, -1)
+    wide = [predict_proba(p, clips, classes + 1) for p in (reference, probe)]
+    assert wide[0].shape == wide[1].shape == (100, classes + 1)
+    assert (wide[1][:, classes] == 0).all()
+    np.testing.assert_allclose(wide[1], wide[0], atol=0.01)
+
+
+def test_probe_backend_choice_and_record(rng):
+    from vdiag.diagnostics import probe as probes
+    from vdiag.errors import VdiagError
+
+    x, y = _gaussian_classes(rng, 3, 300)
+    assert probes.choose_backend("auto", 300, 24) == "sklearn"
+    assert probes.choose_backend("auto", probes.AUTO_TORCH_ELEMENTS, 2) == "torch"
+    with probes.probe_backend("torch", device="cpu") as used:
+        assert isinstance(probes.fit_probe(x, y), probes.TorchProbe)
+        probes.fit_probe(x, y, backend="sklearn")  # a call's own choice wins
+    assert used == ["torch", "sklearn"]
+    assert not isinstance(probes.fit_probe(x, y), probes.TorchProbe)  # outside: auto, small data → sklearn
+    with pytest.raises(VdiagError, match="unknown probe backend"), probes.probe_backend("gpu"):
+        pass
