@@ -157,3 +157,35 @@ def test_probe_backend_choice_and_record(rng):
     assert not isinstance(probes.fit_probe(x, y), probes.TorchProbe)  # outside: auto, small data → sklearn
     with pytest.raises(VdiagError, match="unknown probe backend"), probes.probe_backend("gpu"):
         pass
+
+
+def test_extraction_under_cpu_bf16_autocast_is_close_and_float32(tiny_synth, tmp_path):
+    from vdiag.data.formats import load_index
+    from vdiag.diagnostics.features import Extractor, Sampling, autocast_dtype, cache_key, extract_features
+    from vdiag.diagnostics.model import load_model
+    from vdiag.errors import VdiagError
+    from vdiag.models.backbones import build_backbone
+
+    root, _ = tiny_synth
+    torch.manual_seed(0)
+    path = tmp_path / "random-tiny.pt"
+    torch.save(build_backbone("tiny").body.state_dict(), path)
+    model = load_model(path, backbone="tiny")
+    index = load_index(root, "auto", "test")
+    sampling = Sampling(frames=8, stride=1, size=32, clips=2)
+    exact = Extractor(model, sampling, workers=0, cache=False, precision="auto")  # auto on CPU: float32
+    half = Extractor(model, sampling, workers=0, cache=False, precision="bf16")
+    assert exact.amp_dtype is None and half.amp_dtype is torch.bfloat16
+    assert autocast_dtype("cuda:0") is torch.bfloat16 and autocast_dtype("cuda", "fp32") is None
+    with pytest.raises(VdiagError, match="unknown precision"):
+        autocast_dtype("cpu", "fp16")
+    reference = extract_features(exact, index)["real"].features
+    lowered = extract_features(half, index)["real"].features
+    assert reference.dtype == lowered.dtype == np.float32
+    assert not np.array_equal(reference, lowered)  # autocast did run: bf16 rounding shows
+    relative = np.linalg.norm(lowered - reference) / np.linalg.norm(reference)
+    assert relative < 0.03  # bf16 keeps 8 bits of mantissa: a few parts in a thousand per layer
+    cosine = (lowered * reference).sum(-1) / np.linalg.norm(lowered, axis=-1) / np.linalg.norm(reference, axis=-1)
+    assert cosine.min() > 0.999
+    assert cache_key(exact, index, "real") != cache_key(half, index, "real")  # never read for one another
+    assert exact.describe()["precision"] == "fp32" and half.describe()["precision"] == "bf16"
