@@ -189,3 +189,33 @@ def test_extraction_under_cpu_bf16_autocast_is_close_and_float32(tiny_synth, tmp
     assert cosine.min() > 0.999
     assert cache_key(exact, index, "real") != cache_key(half, index, "real")  # never read for one another
     assert exact.describe()["precision"] == "fp32" and half.describe()["precision"] == "bf16"
+
+
+def test_cli_probe_backends_give_the_same_result_shape(tiny_synth, tmp_path):
+    import json
+
+    from test_pretrain import run_cli
+
+    from vdiag.models.backbones import build_backbone
+
+    root, _ = tiny_synth
+    torch.manual_seed(0)
+    weights = tmp_path / "random-tiny.pt"
+    torch.save(build_backbone("tiny").body.state_dict(), weights)
+    common = [str(weights), "--backbone", "tiny", "--data", str(root), "--target", "bg_color", "--clips", "2", "--workers", "0"]
+    results = {
+        backend: json.loads(
+            run_cli("eval", "linear", *common, "--out", str(tmp_path / backend), "--probe-backend", backend, "--json").stdout
+        )
+        for backend in ("sklearn", "torch")
+    }
+    reference, torch_probe = results["sklearn"], results["torch"]
+    assert reference["config"]["probe_backend"] == "sklearn" and torch_probe["config"]["probe_backend"] == "torch"
+    assert reference["metrics"].keys() == torch_probe["metrics"].keys()
+    assert reference["details"].keys() == torch_probe["details"].keys()
+    assert torch_probe["config"]["precision"] == "fp32"  # auto on CPU
+    videos = reference["config"]["test_videos"]
+    assert abs(reference["metrics"]["top1"] - torch_probe["metrics"]["top1"]) <= 1 / videos + 1e-9  # at most one of few videos
+    print({b: r["metrics"]["top1"] for b, r in results.items()})
+    refused = run_cli("eval", "linear", *common, "--probe-backend", "gpu", check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
