@@ -219,3 +219,69 @@ def test_cli_probe_backends_give_the_same_result_shape(tiny_synth, tmp_path):
     print({b: r["metrics"]["top1"] for b, r in results.items()})
     refused = run_cli("eval", "linear", *common, "--probe-backend", "gpu", check=False)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
+
+
+def test_knn_monitor_does_not_disturb_training_and_logs_each_epoch(tiny_synth, tmp_path):
+    import json
+
+    from test_pretrain import SMALL, step_losses
+
+    from vdiag.checkpoint import load_checkpoint
+    from vdiag.train.config import resolve_config
+    from vdiag.train.trainer import pretrain
+
+    root, _ = tiny_synth
+
+    def config(every):
+        return resolve_config(
+            "simclr", "cpu", options={"data": {"path": str(root)}, "train": {"epochs": 2}}, assignments=[*SMALL, f"train.knn_every={every}"]
+        )
+
+    pretrain(config(0), tmp_path / "off")
+    result = pretrain(config(1), tmp_path / "on")
+    assert step_losses(tmp_path / "on") == step_losses(tmp_path / "off")  # no RNG drawn, no BatchNorm statistic moved
+    a, b = load_checkpoint(tmp_path / "off" / "final.pt")["model"], load_checkpoint(tmp_path / "on" / "final.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    records = [json.loads(line) for line in (tmp_path / "on" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["type"] == "epoch"]
+    assert len(epochs) == 2 and all(0 <= r["knn_top1"] <= 1 and 0 < r["knn_chance"] <= 1 for r in epochs)
+    assert all(r["knn_failed_videos"] == 0 for r in epochs)
+    assert result.metrics["final_knn_top1"] == epochs[-1]["knn_top1"]
+    off = [json.loads(line) for line in (tmp_path / "off" / "metrics.jsonl").read_text().splitlines()]
+    assert not any("knn_top1" in r for r in off)
+
+
+def test_knn_monitor_known_answers(tiny_synth, monkeypatch, rng):
+    from vdiag.train import monitor
+    from vdiag.train.config import resolve_config
+
+    root, _ = tiny_synth
+    config = resolve_config("simclr", "cpu", options={"data": {"path": str(root)}}, assignments=["train.knn_every=2"])
+    labels = {"train": rng.integers(0, 4, size=400), "val": rng.integers(0, 4, size=400)}
+    centres = torch.nn.functional.normalize(torch.randn(4, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    separable = True
+
+    def fake_embed(backbone, index, config, device, *, decoder="auto"):
+        y = labels[index.split]
+        noise = torch.as_tensor(rng.normal(size=(len(y), 16)), dtype=torch.float32)
+        x = centres[y] + 0.05 * noise if separable else noise
+        return torch.nn.functional.normalize(x, dim=1), y, 0
+
+    class Log:
+        def __init__(self):
+            self.tensorboard, self.scalars = self, []
+
+        def add_scalar(self, name, value, step):
+            self.scalars.append((name, value, step))
+
+    method = torch.nn.Sequential(torch.nn.BatchNorm1d(3))
+    method.backbone = method[0]
+    monkeypatch.setattr(monitor, "embed_split", fake_embed)
+    log = Log()
+    assert monitor.knn_monitor(method, config, "cpu", epoch=1, step=10, log=log) == {}  # not due at epoch 1 of every 2
+    found = monitor.knn_monitor(method, config, "cpu", epoch=2, step=20, log=log)
+    assert found["knn_top1"] == 1.0 and log.scalars == [("val/knn_top1", 1.0, 20)]
+    assert method.training and method[0].training  # modes restored
+    separable = False
+    found = monitor.knn_monitor(method, config, "cpu", epoch=4, step=40, log=log)
+    assert abs(found["knn_top1"] - 0.25) < 0.08 and found["knn_chance"] < 0.35
