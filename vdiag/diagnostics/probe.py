@@ -50,6 +50,7 @@ PROBE_BACKENDS = ("auto", "sklearn", "torch")
 # 2.4M clips × 2048 dims)
 AUTO_TORCH_ELEMENTS = 50_000_000
 C_REGULARISATION = 1.0  # scikit-learn's default C, the probe's inverse L2 strength
+STANDARDISE_ROWS = 8192  # rows per float64 block while standardising (bounds the temporaries)
 
 _BACKEND: contextvars.ContextVar[tuple[str, str | None, list[str] | None]] = contextvars.ContextVar(
     "vdiag_probe_backend", default=("auto", None, None)
@@ -196,21 +197,22 @@ class TorchProbe:
 
     def _standardise(self, x: torch.Tensor, *, fit: bool = False) -> torch.Tensor:
         """`(N, C)` → standardised float32 on the device, block by block (statistics in float64)."""
+        rows = STANDARDISE_ROWS  # float64 temporaries of this many rows only
         if fit:
             total = torch.zeros(x.shape[1], dtype=torch.float64, device=self.device)
-            for start in range(0, len(x), self.block):
-                total += x[start : start + self.block].to(self.device, torch.float64).sum(0)
+            for start in range(0, len(x), rows):
+                total += x[start : start + rows].to(self.device, torch.float64).sum(0)
             mean = total / len(x)
             square = torch.zeros_like(total)
-            for start in range(0, len(x), self.block):
-                square += ((x[start : start + self.block].to(self.device, torch.float64) - mean) ** 2).sum(0)
+            for start in range(0, len(x), rows):
+                square += ((x[start : start + rows].to(self.device, torch.float64) - mean) ** 2).sum(0)
             scale = (square / len(x)).sqrt()
             scale[scale < 10 * torch.finfo(torch.float64).eps] = 1.0  # a constant dimension, as StandardScaler
             self.mean_, self.scale_ = mean, scale
         out = torch.empty(x.shape, dtype=torch.float32, device=self.device)
-        for start in range(0, len(x), self.block):
-            block = x[start : start + self.block].to(self.device, torch.float64)
-            out[start : start + self.block] = ((block - self.mean_) / self.scale_).float()
+        for start in range(0, len(x), rows):
+            block = x[start : start + rows].to(self.device, torch.float64)
+            out[start : start + rows] = ((block - self.mean_) / self.scale_).float()
         return out
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
