@@ -77,7 +77,8 @@ def class_distance_sums(embeddings: np.ndarray, labels: np.ndarray, *, rows: int
     sums = torch.zeros(len(x), classes, dtype=torch.float64)
     for start in range(0, len(x), step):
         block = x[start : start + step]
-        distance = (squares[start : start + step, None] + squares[None, :] - 2 * block @ x.T).clamp_(min=0).sqrt_()
+        distance = (block @ x.T).mul_(-2).add_(squares[None, :]).add_(squares[start : start + step, None])  # in place, sklearn's order
+        distance.clamp_(min=0).sqrt_()
         here = torch.arange(len(block))
         distance[here, here + start] = 0.0
         sums[start : start + step] = torch.zeros(len(block), classes, dtype=torch.float64).index_add_(1, index, distance)
