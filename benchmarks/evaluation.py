@@ -34,9 +34,14 @@ RESULTS = Path(__file__).parent / "results"
 def _features(n: int, dims: int, classes: int, seed: int = 0, distance: float = 3.0):
     """N clips of `classes` unit-variance Gaussians whose centres lie about `distance` from the origin."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(classes, dims)) * distance / np.sqrt(dims)
+    centres = (rng.normal(size=(classes, dims)) * distance / np.sqrt(dims)).astype(np.float32)
     labels = rng.integers(0, classes, size=n)
-    return (centres[labels] + rng.normal(size=(n, dims))).astype(np.float32), labels
+    x = np.empty((n, dims), dtype=np.float32)
+    for start in range(0, n, 4096):  # float32 from the start: no float64 peak before the case is measured
+        x[start : start + 4096] = centres[labels[start : start + 4096]] + rng.standard_normal(
+            (len(x[start : start + 4096]), dims), np.float32
+        )
+    return x, labels
 
 
 def _rss() -> int:
