@@ -20,8 +20,8 @@ the sampling and the seed, so a second diagnostic on the same checkpoint reads i
 recomputing, and any change to what the features depend on misses the cache.
 
 Precision (`Extractor.precision`, `--precision`): "auto" runs the backbone under bf16 autocast on
-CUDA (about twice the clips per second of float32 on tensor-core GPUs) and in float32 elsewhere;
-"bf16" asks for autocast on any device (CPU autocast too), "fp32" never. Features are stored as
+CUDA (tensor cores; its speed-up is not measured on this project's CPU machine) and in float32
+elsewhere; "bf16" asks for autocast on any device (CPU autocast too), "fp32" never. Features are stored as
 float32 whatever the precision; a bf16 extraction is a different cache entry from a float32 one, and
 results record the precision used (`config.precision`).
 
