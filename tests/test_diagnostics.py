@@ -362,7 +362,7 @@ def test_load_extractor_carries_the_settings(tmp_path):
     extractor = load_extractor(path, backbone="tiny", frames=4, clips=3, workers=0, seed=5, cache=False)
     published = BACKBONES["tiny"].default_sampling  # other weights: their architecture's published clips
     assert extractor.sampling == Sampling(frames=4, stride=published["stride"], size=published["size"], clips=3)
-    assert extractor.settings == {"batch_size": 64, "workers": 0, "decoder": "auto", "seed": 5, "cache": False}
+    assert extractor.settings == {"batch_size": 64, "workers": 0, "decoder": "auto", "seed": 5, "cache": False, "precision": "auto"}
     temporal = load_extractor(path, backbone="tiny", keep_temporal=True, sampling=extractor.sampling, **extractor.settings)
     assert temporal.sampling == extractor.sampling and temporal.settings == extractor.settings
     assert temporal.model.backbone.keep_temporal and not extractor.model.backbone.keep_temporal

@@ -21,7 +21,7 @@ FLOORS = (
     ("diagnostics",),
     ("train",),
     ("methods",),
-    ("losses", "koopman"),
+    ("losses", "koopman", "neighbours"),
     ("data", "models"),
     ("errors", "console", "io", "results", "distributed", "checkpoint", "catalog", "__init__"),
 )

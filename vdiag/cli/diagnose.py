@@ -124,6 +124,14 @@ def diagnostic_options(function=None, *, data_format_flag: str = "--format", man
         click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Clips per forward pass."),
         click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Decoding processes."),
         click.option("--no-cache", is_flag=True, help="Recompute features and do not store them."),
+        click.option(
+            "--precision",
+            type=click.Choice(["auto", "fp32", "bf16"]),
+            default="auto",
+            show_default=True,
+            help="Feature extraction: auto = bf16 autocast on CUDA, float32 elsewhere; bf16 = autocast on any device. "
+            "Features are stored as float32 either way.",
+        ),
         click.option("--out", type=click.Path(file_okay=False), help="Output folder [<checkpoint folder>/diagnostics/<checkpoint name>]."),
         json_option,
         click.pass_obj,
@@ -170,6 +178,7 @@ def run_diagnostic(name: str, *, keep_temporal: bool | None = None, many: bool =
             batch_size,
             workers,
             no_cache,
+            precision,
             out,
             as_json,
             checkpoint=None,
@@ -179,6 +188,7 @@ def run_diagnostic(name: str, *, keep_temporal: bool | None = None, many: bool =
             from vdiag import distributed as dist
             from vdiag.diagnostics.data import resolve_data
             from vdiag.diagnostics.features import load_extractor
+            from vdiag.diagnostics.probe import probe_backend
 
             pairs = [split_checkpoint(p) for p in checkpoints] if many else [(checkpoint, None)]
             paths, count = [path for path, _ in pairs], len(pairs)
@@ -201,6 +211,7 @@ def run_diagnostic(name: str, *, keep_temporal: bool | None = None, many: bool =
                         decoder=settings.decoder,
                         seed=settings.seed,
                         cache=not no_cache,
+                        precision=precision,
                     )
                     for index, (path, own) in enumerate(pairs)
                 ]
@@ -210,7 +221,11 @@ def run_diagnostic(name: str, *, keep_temporal: bool | None = None, many: bool =
                 if needs_data:
                     data = resolve_data(extractors[0].model, data_path, format=data_format, split_id=split_id, video_root=video_root)
                 folder = Path(out) if out else Path(paths[0]).parent / "diagnostics" / Path(paths[0]).stem
-                result = body(extractors if many else extractors[0], data, folder, device, **extra)
+                backend = extra.pop("probe_backend", None)
+                with probe_backend(backend or "auto", device=device) as used:
+                    result = body(extractors if many else extractors[0], data, folder, device, **extra)
+                if backend is not None:  # commands that fit probes record the backend the fits used
+                    result.config["probe_backend"] = "+".join(sorted(set(used))) or backend
                 result.checkpoint = ", ".join(str(p) for p in paths)
                 if dist.is_main():
                     written = result.write(folder / f"{name}.json")
@@ -249,6 +264,15 @@ def evaluate():
     """Standard evaluations of a pretrained backbone: linear, fine-tune, retrieval, clustering."""
 
 
+_PROBE_BACKEND = click.option(
+    "--probe-backend",
+    type=click.Choice(["auto", "sklearn", "torch"]),
+    default="auto",
+    show_default=True,
+    help="The linear probe: scikit-learn, or the same probe in torch (L-BFGS on the --device, for "
+    "Kinetics-scale features); auto = torch above 50M training samples × dimensions (docs/diagnostics/linear.md).",
+)
+
 _TARGET = click.option(
     "--target",
     default="label",
@@ -269,6 +293,7 @@ Examples:
 )
 @diagnostic_options
 @_TARGET
+@_PROBE_BACKEND
 @run_diagnostic("static-bias")
 def static_bias_command(extractor, data, out, device, target):
     """Does the model still classify when every frame is the same? (BOLD-DI §3.2, Fig. 2b)
@@ -301,6 +326,7 @@ Examples:
     show_default=True,
     help="What the negative clips are.",
 )
+@_PROBE_BACKEND
 @run_diagnostic("shuffle")
 def shuffle_command(extractor, data, out, device, perturbation):
     """Can a linear probe tell true frame order from shuffled? (BOLD-DI §3.2, Fig. 2c)
@@ -322,6 +348,7 @@ Examples:
     + COMMON_EPILOG,
 )
 @diagnostic_options
+@_PROBE_BACKEND
 @run_diagnostic("factors")
 def factors_command(extractor, data, out, device):
     """Which generative factors of the synthetic data are linearly decodable? (BOD-VCL's claim, Fig. 5 data)
@@ -341,6 +368,7 @@ Examples:
   vdiag eval linear runs/simclr-tiny/final.pt
   vdiag eval linear r3d18.pth --backbone r3d_18 --data data/hmdb51 --split-id 2
   vdiag eval linear runs/concepts-tiny/final.pt --feature F_v_dynamic   # concepts Table 3
+  vdiag --device cuda eval linear r50.pth --backbone slow_r50 --data data/k400 --probe-backend torch
 """
     + COMMON_EPILOG,
 )
@@ -354,6 +382,7 @@ Examples:
     help="What to probe: the pooled embedding, or (concepts checkpoints) a Table 3 feature: "
     "v, codes q_v (static / dynamic), top-10% local features F_v (static / dynamic).",
 )
+@_PROBE_BACKEND
 @run_diagnostic("linear")
 def linear_command(extractor, data, out, device, target, feature):
     """Linear evaluation: a probe on frozen features, 10-clip test averaging (top1, top5; DCLR §4.1)."""

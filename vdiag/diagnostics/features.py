@@ -22,6 +22,12 @@ what the features depend on misses the cache, a video replaced by one of the sam
 included. Each entry records its sources (`sources` in its metadata: the checkpoint and every
 video with its size, mtime and digest), which `vdiag cache verify` checks.
 
+Precision (`Extractor.precision`, `--precision`): "auto" runs the backbone under bf16 autocast on
+CUDA (tensor cores; its speed-up is not measured on this project's CPU machine) and in float32
+elsewhere; "bf16" asks for autocast on any device (CPU autocast too), "fp32" never. Features are stored as
+float32 whatever the precision; a bf16 extraction is a different cache entry from a float32 one, and
+results record the precision used (`config.precision`).
+
 Under `torchrun` each rank extracts every world_size-th video and all ranks receive the whole set
 (`all_gather_object`); rank 0 writes the cache.
 """
@@ -53,6 +59,20 @@ from vdiag.io import cache_dir, content_digest, save_npz
 VIEWS = ("real", "static", "shuffled", "reversed", "difference")
 OUTPUTS = ("pooled", "temporal", *(f"concepts.{name}" for name in CONCEPT_FEATURES))
 CACHE_VERSION = 3  # 2: Sampling has mean/std; features record how their videos were read; 3: videos keyed by content, sources recorded
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def autocast_dtype(device: str | torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype of extraction: bf16 for "bf16", and for "auto" on CUDA; None (float32) otherwise.
+
+    Raises:
+        VdiagError: an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise VdiagError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if precision == "bf16" or (precision == "auto" and torch.device(device).type == "cuda"):
+        return torch.bfloat16
+    return None
 
 
 @dataclass(frozen=True)
@@ -234,6 +254,8 @@ def cache_key(extractor: Extractor, index: DatasetIndex, view: str, *, output: s
         "seed": extractor.seed if view == "shuffled" else None,
         "output": output,
     }
+    if extractor.amp_dtype is not None:  # bf16 features are another entry; float32 keys stay as they were
+        parts["precision"] = "bf16"
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -320,7 +342,9 @@ def _extract(extractor: Extractor, index: DatasetIndex, views: list[str], *, out
     tracker = FailureTracker(len(order), max_failures, warn, missing=len(index.missing))
     chunks: dict[str, list[np.ndarray]] = {view: [] for view in views}
     done: list[int] = []
-    with progress_bar("videos") as progress, torch.inference_mode():
+    amp = extractor.amp_dtype
+    autocast = torch.autocast(torch.device(model.device).type, dtype=amp, enabled=amp is not None)
+    with progress_bar("videos") as progress, torch.inference_mode(), autocast:
         task = progress.add_task(f"features {index.split}, {len(views)} view{'s' if len(views) > 1 else ''}", total=len(order))
         for batch in loader:
             tracker.update(batch)
@@ -465,6 +489,8 @@ class Extractor:
         decoder: "auto", "decord" or "pyav".
         seed: draws the shuffled orders and seeds every probe and bootstrap of a diagnostic.
         cache: read and write the on-disk feature cache.
+        precision: "auto" (bf16 autocast on CUDA, float32 elsewhere), "fp32" or "bf16" (autocast on
+            any device); features are stored as float32 either way.
     """
 
     model: DiagnosticModel
@@ -475,6 +501,7 @@ class Extractor:
     decoder: str = "auto"
     seed: int = 0
     cache: bool = True
+    precision: str = "auto"
 
     def __call__(self, index: DatasetIndex, views=("real",), *, output: str = "pooled") -> dict[str, Features]:
         """`extract_features(self, index, views, output=output)`."""
@@ -483,7 +510,19 @@ class Extractor:
     @property
     def settings(self) -> dict:
         """The settings besides model and sampling, as keywords for `Extractor` or `load_extractor`."""
-        return {"batch_size": self.batch_size, "workers": self.workers, "decoder": self.decoder, "seed": self.seed, "cache": self.cache}
+        return {
+            "batch_size": self.batch_size,
+            "workers": self.workers,
+            "decoder": self.decoder,
+            "seed": self.seed,
+            "cache": self.cache,
+            "precision": self.precision,
+        }
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """The autocast dtype extraction runs under on the model's device (`autocast_dtype`), None for float32."""
+        return autocast_dtype(self.model.device, self.precision)
 
     def describe(self) -> dict:
         """The settings a result records in its `config`."""
@@ -494,6 +533,7 @@ class Extractor:
             "trained_with": self.model.method_name,
             **asdict(self.sampling),
             "seed": self.seed,
+            "precision": "fp32" if self.amp_dtype is None else "bf16",
         }
 
 
@@ -514,6 +554,7 @@ def load_extractor(
     decoder: str = "auto",
     seed: int = 0,
     cache: bool = True,
+    precision: str = "auto",
 ) -> Extractor:
     """Load a checkpoint (`load_model`) and attach the extraction settings: what every diagnostic starts from.
 
@@ -522,19 +563,20 @@ def load_extractor(
         backbone, layer, keep_temporal, device: as for `load_model`.
         sampling: the sampling to use; None takes the checkpoint's (`default_sampling`) with
             `clips`, `frames`, `stride` and `size` overriding it.
-        batch_size, workers, decoder, seed, cache: as the `Extractor`'s attributes.
+        batch_size, workers, decoder, seed, cache, precision: as the `Extractor`'s attributes.
 
     Returns:
         The `Extractor`.
 
     Raises:
         VdiagError: (from `load_model`) the file is not a checkpoint, does not fit its backbone, or
-            `layer` does not exist.
+            `layer` does not exist; an unknown precision.
     """
     model = load_model(path, backbone=backbone, layer=layer, keep_temporal=keep_temporal, device=device)
     if sampling is None:
         sampling = default_sampling(model, clips=clips, frames=frames, stride=stride, size=size)
-    return Extractor(model, sampling, batch_size=batch_size, workers=workers, decoder=decoder, seed=seed, cache=cache)
+    autocast_dtype(device, precision)  # an unknown precision is refused before any data is read
+    return Extractor(model, sampling, batch_size=batch_size, workers=workers, decoder=decoder, seed=seed, cache=cache, precision=precision)
 
 
 def targets(features: Features, target: str = "label") -> tuple[np.ndarray, list[str]]:

@@ -15,6 +15,7 @@ import numpy as np
 from vdiag.diagnostics.data import DataRef
 from vdiag.diagnostics.features import Extractor, sample_sizes, train_test
 from vdiag.diagnostics.probe import bootstrap, ceiling_flags, with_intervals
+from vdiag.neighbours import nearest
 from vdiag.results import Result
 
 RANKS = (1, 5, 10, 20, 50)
@@ -27,23 +28,37 @@ def normalise(features: np.ndarray, centre: np.ndarray) -> np.ndarray:
 
 
 def retrieval_hits(
-    queries: np.ndarray, query_labels: np.ndarray, *, gallery: np.ndarray, gallery_labels: np.ndarray, ranks=RANKS
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    *,
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    ranks=RANKS,
+    rows: int | None = None,
+    device: str | None = None,
 ) -> dict[int, np.ndarray]:
     """Which queries find a same-class gallery item among their k nearest (cosine; ViDiDi App. B.4).
+
+    The neighbours come from `vdiag.neighbours.nearest` in blocks of queries (the same search as the
+    kNN monitor of pretraining): memory grows with the gallery, never with queries × gallery.
 
     Args:
         queries: `(Q, C)` L2-normalised; query_labels: `(Q,)` int.
         gallery: `(G, C)` L2-normalised; gallery_labels: `(G,)` int.
         ranks: the k to report; those above G are left out.
+        rows: queries per block [chosen for about 256 MiB].
+        device: where to compute the similarities [CPU].
 
     Returns:
         k → `(Q,)` bool: a same-class gallery item is among the k most similar. Ties keep gallery order.
     """
-    similarity = queries @ gallery.T
-    order = np.argsort(-similarity, axis=1, kind="stable")
-    same = gallery_labels[order] == query_labels[:, None]  # (Q, G), nearest first
-    first = np.where(same.any(axis=1), same.argmax(axis=1), len(gallery))  # rank of the first hit
-    return {k: first < k for k in ranks if k <= len(gallery)}
+    kept = [k for k in ranks if k <= len(gallery)]
+    if not kept:
+        return {}
+    _, order = nearest(queries, gallery, max(kept), rows=rows, device=device)  # (Q, K), nearest first
+    same = np.asarray(gallery_labels)[order.numpy()] == np.asarray(query_labels)[:, None]
+    first = np.where(same.any(axis=1), same.argmax(axis=1), max(kept))  # rank of the first hit (K: none in the top K)
+    return {k: first < k for k in kept}
 
 
 def retrieval(extractor: Extractor, data: DataRef, *, target: str = "label", ranks=RANKS) -> Result:

@@ -14,7 +14,7 @@ Keys (dotted for `--set`): `method`, `preset`, `seed`, `backbone.{name,keep_temp
 `data.{path,video_root,format,split,split_id,frames,stride,positives,size,pad,workers,max_failures,fingerprint}`,
 `augment.{crop_scale,flip_p,jitter_p,grayscale_p,blur_p}`, `train.{epochs,batch_size,optimizer,lr,
 weight_decay,momentum,warmup_epochs,min_lr_ratio,schedule,milestones,gamma,clip_grad,amp,
-save_every_steps,save_every_minutes}`,
+save_every_steps,save_every_minutes,knn_every}`,
 `method_args.<name>`. Each setting's type and range: `vdiag.train.settings.SCHEMA`.
 """
 
@@ -221,6 +221,7 @@ CHANGEABLE_ON_RESUME = (
     "train.clip_grad",
     "train.save_every_steps",
     "train.save_every_minutes",
+    "train.knn_every",
     "data.workers",
     "data.max_failures",
 )

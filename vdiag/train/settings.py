@@ -137,6 +137,7 @@ SCHEMA: dict[str, Setting] = {
     "train.amp": Setting("bool", help="mixed precision on CUDA"),
     "train.save_every_steps": _int(1, nullable=True, help="also save last.pt every this many steps; null: at epoch ends only"),
     "train.save_every_minutes": _float(0, low_open=True, nullable=True, help="also save last.pt every this many minutes"),
+    "train.knn_every": _int(0, help="kNN top-1 accuracy on the validation split every this many epochs; 0: off"),
 }
 
 

@@ -59,6 +59,7 @@ from vdiag.methods import METHODS, build_model
 from vdiag.methods.base import Method
 from vdiag.results import Result
 from vdiag.train.config import CHANGEABLE_ON_RESUME, config_differences, dump_config, migrate_config
+from vdiag.train.monitor import knn_monitor
 from vdiag.train.optim import build_optimizer, learning_rate, set_learning_rate
 
 SHORT_VIDEO_POLICY = {"clamp": "pad", "loop": "loop"}  # `data.pad` → the sampler's short-video policy (data/sampling.py)
@@ -568,6 +569,9 @@ def _train(run: _Run, position: Position, stop_after_epochs: int | None) -> _Sto
                 return stop
             summary = {"epoch": position.epoch + 1, "global_step": position.global_step, **means}
             summary["seconds"] = time.perf_counter() - run.started
+            summary.update(
+                knn_monitor(run.method, run.config, run.device, epoch=position.epoch + 1, step=position.global_step, log=run.log)
+            )
             position.history.append(summary)
             run.log.epoch(summary)
             position.epoch, position.step = position.epoch + 1, 0
