@@ -47,6 +47,7 @@ import torch
 from vdiag import distributed as dist
 from vdiag.console import warn
 from vdiag.errors import VdiagError
+from vdiag.losses.precision import float32_island
 
 RULES = ("bolddi", "bodvcl")
 NOISE_FLOOR = 1e-3  # singular values below NOISE_FLOOR × the largest (energy < 1e-6 of it) are noise
@@ -70,6 +71,7 @@ def transitions(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return features[:, :-1], features[:, 1:]
 
 
+@float32_island
 def fit_operator(features: torch.Tensor, estimator: str = "shared", ridge: float = 1e-3, rtol: float = 1e-4) -> torch.Tensor:
     """K̂ with u_{t+1} ≈ K̂ u_t.
 
@@ -124,6 +126,7 @@ def _warn_if_exact(equations: int, unknowns: int, frames: int) -> None:
     )
 
 
+@float32_island
 def prediction_loss(features: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
     """‖U_fore − K̂ U_back‖² averaged over transitions and dimensions (BOLD-DI Eq. 6; BOD-VCL L_pred).
 
@@ -136,6 +139,7 @@ def prediction_loss(features: torch.Tensor, operator: torch.Tensor) -> torch.Ten
     return (fore - predicted).pow(2).mean()
 
 
+@float32_island
 def eigen(operator: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """K̂ = Φ Λ Φ^{-1}: eigenvalues (…, M) and eigenvectors as columns (…, M, M), complex, detached."""
     eigenvalues, eigenvectors = torch.linalg.eig(operator.detach().double())
@@ -168,6 +172,7 @@ def static_modes(eigenvalues: torch.Tensor, rule: str = "bolddi", xi: float = 0.
     raise VdiagError(f"unknown eigen-split rule {rule!r}; choose one of {', '.join(RULES)}")
 
 
+@float32_island
 def mode_amplitudes(features: torch.Tensor, eigenvectors: torch.Tensor) -> torch.Tensor:
     """b(t) = Φ^{-1} u_t for every frame (BOLD-DI Eq. 8–9): (…, L, M) complex.
 
@@ -178,6 +183,7 @@ def mode_amplitudes(features: torch.Tensor, eigenvectors: torch.Tensor) -> torch
     return torch.linalg.solve(eigenvectors, columns).transpose(-1, -2)
 
 
+@float32_island
 def split_projectors(eigenvectors: torch.Tensor, static: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Real (M, M) projectors P_static = Re(Φ_S Φ^{-1}[S]) and P_dynamic = I − P_static.
 
@@ -190,6 +196,7 @@ def split_projectors(eigenvectors: torch.Tensor, static: torch.Tensor) -> tuple[
     return projector, identity - projector
 
 
+@float32_island
 def project(features: torch.Tensor, projector: torch.Tensor) -> torch.Tensor:
     """Rows of `features` (…, M) through a real (M, M) projector from `split_projectors`."""
     return features @ projector.to(features.dtype).transpose(-1, -2)

@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from vdiag.distributed import gather_with_grad, rank
+from vdiag.losses.precision import float32_island
 
 
+@float32_island
 def pair_info_nce(
     anchors: torch.Tensor,
     positives: torch.Tensor,

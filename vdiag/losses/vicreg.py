@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from vdiag.distributed import gather_with_grad
+from vdiag.losses.precision import float32_island
 
 FORMS = ("reference", "paper")
 
@@ -69,6 +70,7 @@ def covariance_term(z: torch.Tensor) -> torch.Tensor:
     return off_diagonal.pow(2).sum() / dim
 
 
+@float32_island
 def vicreg_loss(
     embeddings: torch.Tensor,
     invariance_weight: float = 1.0,

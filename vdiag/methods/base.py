@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from vdiag.errors import VdiagError
+from vdiag.losses.precision import float32_island
 from vdiag.models.backbones import VideoBackbone
 
 
@@ -103,8 +104,11 @@ class Method(nn.Module):
         """Called after each optimiser step with the fraction of training done."""
 
 
+@float32_island
 def apply_transform(vectors: torch.Tensor, transform: torch.Tensor | None) -> torch.Tensor:
-    """Rows of `vectors` (…, D) through a linear map P: v Pᵀ; identity when `transform` is None."""
+    """Rows of `vectors` (…, D) through a linear map P: v Pᵀ; identity when `transform` is None.
+
+    In float32 whatever the autocast state: P is BOD-VCL's eigen-projector (`vdiag.koopman.split_projectors`)."""
     return vectors if transform is None else vectors @ transform.to(vectors.dtype).T
 
 
