@@ -13,7 +13,7 @@ about 3 significant digits, so
   differ by ε·Hv, about 1 % of either, below bf16's resolution.
 
 `float32_island` (a decorator or a context manager) disables autocast on every device type where
-it is enabled and, as a decorator, promotes 16-bit floating tensor arguments to float32 (float64
+it is enabled and, as a decorator, promotes 16-bit floating tensor arguments (also inside lists, tuples and dicts) to float32 (float64
 and complex inputs are kept). The loss inputs are (n, ρ, D) embeddings: the island costs nothing
 measurable next to the backbone.
 """
@@ -30,11 +30,13 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def at_least_float32(value):
-    """A 16-bit floating tensor as float32; any other tensor or value unchanged (lists and tuples element-wise)."""
+    """A 16-bit floating tensor as float32; any other tensor or value unchanged (lists, tuples and dicts element-wise)."""
     if isinstance(value, torch.Tensor):
         return value.float() if value.dtype in _LOW_PRECISION else value
     if isinstance(value, (list, tuple)):
         return type(value)(at_least_float32(v) for v in value)
+    if isinstance(value, dict):
+        return {k: at_least_float32(v) for k, v in value.items()}
     return value
 
 

@@ -59,6 +59,7 @@ class Method(nn.Module):
     max_positives: int | None = None  # two-view objectives (ViDiDi, DCLR, concepts) set 2
     sync_batchnorm = True  # SyncBN under DDP on GPU (BOLD-DI §5.1: all methods but MoCo)
     extra_frames = 0  # frames sampled after each clip (derivatives, frame differences)
+    accumulates_exactly = False  # a mean over independent samples, so micro-batches add up to the batch (`train.accumulate`)
 
     def __init__(self, backbone: VideoBackbone):
         super().__init__()
