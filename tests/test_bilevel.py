@@ -133,7 +133,7 @@ def test_forward_difference_takes_one_inner_pass_less_per_step():
         method = build("bolddi-simclr", inner_steps=3, hvp=hvp)
         calls = []
         original = method.inner_loss
-        method.inner_loss = lambda *a, **k: calls.append(1) or original(*a, **k)
+        method.inner_loss = lambda *a, calls=calls, original=original, **k: calls.append(1) or original(*a, **k)
         method(clips())
         counts[hvp] = len(calls)
     assert counts == {"central": 3 + 2 * 3, "forward": 3 + 3}
