@@ -38,7 +38,15 @@ from pathlib import Path
 SIZES = {
     # backbone, frames, pixels, videos per step, steps timed, end-to-end epochs
     "tiny": {"backbones": ["tiny"], "frames": 8, "size": 32, "videos": 8, "steps": 3, "epochs": 2, "train_videos": 32},
-    "paper": {"backbones": ["r2plus1d_18", "r3d_18"], "frames": 16, "size": 112, "videos": 64, "steps": 10, "epochs": 2, "train_videos": 1024},
+    "paper": {
+        "backbones": ["r2plus1d_18", "r3d_18"],
+        "frames": 16,
+        "size": 112,
+        "videos": 64,
+        "steps": 10,
+        "epochs": 2,
+        "train_videos": 1024,
+    },
 }
 METHODS = ["simclr", "dclr", "bolddi-simclr"]
 OPTION_SETS = {
@@ -163,7 +171,11 @@ def end_to_end(method_name: str, backbone: str, size_name: str, options: dict, d
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as out:
         result = pretrain(config, Path(out) / "run", device=device)
-    return {"e2e_clips_per_s": result.metrics["clips_per_s"], "e2e_seconds": result.metrics["seconds"], "e2e_steps": result.metrics["steps_done"]}
+    return {
+        "e2e_clips_per_s": result.metrics["clips_per_s"],
+        "e2e_seconds": result.metrics["seconds"],
+        "e2e_steps": result.metrics["steps_done"],
+    }
 
 
 def loader_alone(size_name: str, data: str, workers: int, batches: int = 12) -> dict:
@@ -218,7 +230,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = str(Path(tmp) / "data")
         frames = size["frames"] + 8
-        generate_dataset(SynthConfig(size=max(64, size["size"]), frames=frames, num_train=size["train_videos"], num_val=0, num_test=0), data)
+        generate_dataset(
+            SynthConfig(size=max(64, size["size"]), frames=frames, num_train=size["train_videos"], num_val=0, num_test=0), data
+        )
         loader = _child("loader", [args.size, data, args.workers])
         print(loader, flush=True)
         for backbone in size["backbones"]:
@@ -244,7 +258,8 @@ def _write(args, name: str, size: dict, rows: list[dict], loader: dict) -> None:
         f"{size['frames']}×{size['size']}², AdamW, amp {'auto (bf16)' if args.device.startswith('cuda') else 'off'}; "
         f"end to end: {size['epochs']} epochs on {size['train_videos']} synthetic videos, {args.workers} loader workers.",
         "",
-        "| backbone | method | options | s/step | clips/s | × plain | peak MiB | × simclr mem | first step s | e2e clips/s | e2e / compute |",
+        "| backbone | method | options | s/step | clips/s | × plain | peak MiB | × simclr mem | first step s "
+        "| e2e clips/s | e2e / compute |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
