@@ -32,6 +32,11 @@ conjugate eigenvalues real features produce. Gradients reach the features throug
 (Z · φ_j with φ_j fixed for the step) and through the operator of the prediction loss (a smooth
 ridge solve).
 
+**Precision.** `fit_operator`, `prediction_loss`, `eigen`, `mode_amplitudes`, `split_projectors` and
+`project` run in float32 or wider whatever the autocast state (`vdiag.losses.precision.float32_island`):
+under bf16 autocast the Gram matrices of Eq. 5 would keep ~3 significant digits, and CUDA's solve
+refused the mixed dtypes outright.
+
 Example:
     >>> features = torch.randn(32, 8, 128)                  # 32 clips, 8 frames, M = 128
     >>> operator = fit_operator(features)                   # (128, 128), shared
