@@ -80,6 +80,8 @@ def transitions(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def fit_operator(features: torch.Tensor, estimator: str = "shared", ridge: float = 1e-3, rtol: float = 1e-4) -> torch.Tensor:
     """K̂ with u_{t+1} ≈ K̂ u_t.
 
+    Runs in float32 or wider whatever the autocast state (the ridge solve of BOLD-DI Eq. 5).
+
     Args:
         features: (B, L, M) per-frame features, time along dim 1.
         estimator: 'shared' (one operator, ridge over all clips' transitions, DDP-global) or

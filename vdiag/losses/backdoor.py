@@ -32,6 +32,8 @@ SMOOTHING = 1e-3
 def backdoor_info_nce(embeddings: torch.Tensor, directions: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """L_ct(f, do): InfoNCE per dynamic eigenvector, averaged over eigenvectors.
 
+    Runs in float32 whatever the autocast state: the projections and log-sum-exp of Eq. 11.
+
     Args:
         embeddings: `(n, ρ, M)` clip representations Z (L2-normalised here).
         directions: `(M, J)` complex dynamic eigenvectors φ_j (treated as constants).

@@ -21,6 +21,8 @@ from vdiag.losses.precision import float32_island
 def byol_loss(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean of 2 − 2 cos(p_j, sg(t_k)) over videos and ordered pairs j ≠ k.
 
+    Runs in float32 whatever the autocast state (Eq. 2's cosines).
+
     Args:
         predictions: `(n, ρ, D)` online predictor outputs.
         targets: `(n, ρ, D)` target projector outputs (detached here in any case).

@@ -29,6 +29,8 @@ def concept_alignment(
 ) -> torch.Tensor:
     """Eq. 4 for one pair of code sets, averaged over the batch.
 
+    Runs in float32 whatever the autocast state (Sinkhorn and the log-softmax of Eq. 4).
+
     Args:
         codes_a, codes_b: `(B, K)` concept codes (cosines) of two inputs of the same videos.
         temperature: τ of the softmax; epsilon, iterations: Sinkhorn-Knopp's entropy and steps.

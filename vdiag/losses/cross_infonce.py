@@ -35,6 +35,8 @@ def pair_info_nce(
 ) -> torch.Tensor:
     """Σ_k p_k I(anchor_k; positive_k) averaged over this rank's videos (DCLR Eq. 2 and Eq. 10).
 
+    Runs in float32 whatever the autocast state: the similarities and log-sum-exp of Eq. 2.
+
     Args:
         anchors: `(n, K, D)` or `(n, D)`: what each row contrasts from.
         positives: `(n, K, D)` or `(n, D)`: its positive(s); K broadcasts against `anchors`.

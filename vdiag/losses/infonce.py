@@ -54,6 +54,8 @@ def batch_masks(n: int, positives: int, candidates: int, *, device) -> tuple[tor
 def info_nce(embeddings: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """v-SimCLR: every other clip in the (global) batch is a candidate; same-video clips are positives.
 
+    Runs in float32 whatever the autocast state: the similarities and log-sum-exp of Eq. 1.
+
     Args:
         embeddings: `(n, ρ, D)` projector outputs of this rank's n videos, ρ ≥ 2 clips each.
         temperature: α (0.1 in BOLD-DI §5.1 and ViDiDi B.3).
@@ -81,6 +83,8 @@ def info_nce(embeddings: torch.Tensor, temperature: float = 0.1) -> torch.Tensor
 def moco_info_nce(queries: torch.Tensor, keys: torch.Tensor, queue: torch.Tensor, *, temperature: float = 0.1) -> torch.Tensor:
     """v-MoCo: queries from the online network, positives the momentum keys of the same video's
     other clips, negatives the queue of earlier keys (Eq. 1 with Z₋ = queue).
+
+    Runs in float32 whatever the autocast state: the similarities and log-sum-exp of Eq. 1.
 
     Args:
         queries: `(n, ρ, D)` online projector outputs (with gradient).

@@ -34,6 +34,8 @@ from vdiag.losses.precision import float32_island
 def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
     """Sinkhorn-Knopp codes (SwAV §3.1, Eq. 3; facebookresearch/swav `distributed_sinkhorn`).
 
+    Runs in float32 whatever the autocast state (exp of scores / ε).
+
     Args:
         scores: `(B, K)` cosine scores (≤ 1) of B samples against K prototypes; B is summed over
             ranks under DDP.
@@ -80,6 +82,8 @@ def swav_codes(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3,
 @float32_island
 def swav_loss(scores: torch.Tensor, codes: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """Swapped prediction over ordered pairs of clips.
+
+    Runs in float32 whatever the autocast state (the log-softmax of the swapped prediction).
 
     Args:
         scores: `(n, ρ, K)` cosine scores of this rank's clips against the prototypes.

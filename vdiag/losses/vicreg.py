@@ -82,6 +82,8 @@ def vicreg_loss(
 ) -> dict[str, torch.Tensor]:
     """VICReg over ρ views; returns {'loss', 'invariance', 'variance', 'covariance'} (unweighted parts).
 
+    Runs in float32 whatever the autocast state (variances and covariances, Eq. 9–10).
+
     Args:
         embeddings: `(n, ρ, D)` expander outputs.
         invariance_weight, variance_weight, covariance_weight: λ, μ, ν (the reference code and the
