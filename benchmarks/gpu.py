@@ -37,7 +37,7 @@ from pathlib import Path
 
 SIZES = {
     # backbone, frames, pixels, videos per step, steps timed, end-to-end epochs
-    "tiny": {"backbones": ["tiny"], "frames": 8, "size": 32, "videos": 8, "steps": 3, "epochs": 2, "train_videos": 32},
+    "tiny": {"backbones": ["tiny"], "frames": 8, "size": 32, "videos": 8, "steps": 6, "epochs": 2, "train_videos": 32},
     "paper": {
         "backbones": ["r2plus1d_18", "r3d_18"],
         "frames": 16,
