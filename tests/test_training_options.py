@@ -169,3 +169,10 @@ def test_a_deferred_finiteness_check_names_the_step_that_failed(tiny_synth, tmp_
     )
     with pytest.raises(VdiagError, match=r"loss became nan at epoch 1, step 2 "):
         pretrain(config, tmp_path / "run")
+
+
+def test_activation_checkpointing_is_refused_for_bilevel_methods():
+    """Their inner passes run at swapped-in parameters; a recomputation in backward would use the module's own."""
+    with pytest.raises(VdiagError, match="activation_checkpointing does not work with bolddi-simclr"):
+        resolve_config("bolddi-simclr", "cpu", assignments=["train.activation_checkpointing=true"])
+    assert resolve_config("dclr", "cpu", assignments=["train.activation_checkpointing=true"])["train"]["activation_checkpointing"]

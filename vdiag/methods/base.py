@@ -60,6 +60,7 @@ class Method(nn.Module):
     sync_batchnorm = True  # SyncBN under DDP on GPU (BOLD-DI §5.1: all methods but MoCo)
     extra_frames = 0  # frames sampled after each clip (derivatives, frame differences)
     accumulates_exactly = False  # a mean over independent samples, so micro-batches add up to the batch (`train.accumulate`)
+    recomputable = True  # `train.activation_checkpointing` may recompute the backbone's blocks in backward
 
     def __init__(self, backbone: VideoBackbone):
         super().__init__()

@@ -68,6 +68,10 @@ HESSIAN_VECTOR_PRODUCTS = ("central", "forward")
 class KoopmanBilevel(Method):
     """Bi-level optimisation over per-frame features; subclasses define `inner_loss` and `outer_loss`.
 
+    Not `recomputable`: the inner and finite-difference passes run at swapped-in parameters
+    (`functional_call`), and a checkpointed block would recompute its activations in backward with the
+    module's own parameters instead.
+
     Args:
         inner_steps: k, inner gradient steps per training step (1, Table 9: 1 / 5 / 10; 0 = none).
         inner_lr: γ of the inner step θ − γ∇L_inner (plain SGD, whatever the outer optimiser).
@@ -78,6 +82,8 @@ class KoopmanBilevel(Method):
         single_level: sum inner and outer losses instead (Table 5's ablation).
         **base_arguments: the base objective's options (temperature, projector widths, …).
     """
+
+    recomputable = False
 
     def __init__(
         self,

@@ -326,7 +326,8 @@ def validate(config: dict) -> None:
     Raises:
         VdiagError: an unknown section or setting, a method option the method does not take, a value
             of the wrong type or outside its range (see `SCHEMA`), too few or too many positives,
-            gradient accumulation for an objective it would change.
+            gradient accumulation for an objective it would change, activation checkpointing for a
+            bi-level method.
     """
     _validate_keys(config)
     check_config(config, argument_types(config["method"]))
@@ -336,6 +337,11 @@ def validate(config: dict) -> None:
         raise VdiagError(f"method {config['method']} needs data.positives (ρ) ≥ {minimum}, got {data['positives']!r}")
     if maximum is not None and data["positives"] > maximum:
         raise VdiagError(f"method {config['method']} pairs exactly {maximum} clips per video; set --positives {maximum}")
+    if config["train"].get("activation_checkpointing") and not METHODS[config["method"]].recomputable:
+        raise VdiagError(
+            f"train.activation_checkpointing does not work with {config['method']}: its inner passes run at other parameters "
+            "than the module's, which a recomputation would use instead; set it to false (lower memory with train.amp)"
+        )
     accumulate = config["train"].get("accumulate", 1)
     if accumulate > 1 and not METHODS[config["method"]].accumulates_exactly:
         raise VdiagError(
