@@ -110,3 +110,35 @@ def test_bad_options_are_user_errors():
         build("bolddi-simclr", hypergradient="newton")
     with pytest.raises(VdiagError, match="inner_steps"):
         build("bodvcl-simclr", inner_steps=-1)
+
+
+@pytest.mark.parametrize("name", ["bolddi-simclr", "bodvcl-simclr"])
+def test_forward_difference_matches_central_to_first_order_in_epsilon(name):
+    """Against the unrolled hypergradient: the one-sided H v's error halves with ε (O(ε)), the central
+    difference's quarters (O(ε²)); small ε because the projector's ReLUs put kinks in the gradient."""
+    options = dict(inner_lr=0.5, inner_steps=1)
+    exact = gradient(name, hypergradient="itd", **options)
+    forward = [relative(gradient(name, hypergradient="fd", hvp="forward", fd_epsilon=eps, **options), exact) for eps in (1e-4, 5e-5)]
+    central = [relative(gradient(name, hypergradient="fd", fd_epsilon=eps, **options), exact) for eps in (1e-4, 5e-5)]
+    assert 0 < forward[1] < 2e-2
+    assert 1.8 < forward[0] / forward[1] < 2.2  # first order in ε
+    assert 3.5 < central[0] / central[1] < 4.5  # second order in ε
+    assert central[0] < forward[0]
+
+
+def test_forward_difference_takes_one_inner_pass_less_per_step():
+    """1 + 2k passes instead of 1 + 3k: counted as calls of the inner loss."""
+    counts = {}
+    for hvp in ("central", "forward"):
+        method = build("bolddi-simclr", inner_steps=3, hvp=hvp)
+        calls = []
+        original = method.inner_loss
+        method.inner_loss = lambda *a, calls=calls, original=original, **k: calls.append(1) or original(*a, **k)
+        method(clips())
+        counts[hvp] = len(calls)
+    assert counts == {"central": 3 + 2 * 3, "forward": 3 + 3}
+
+
+def test_unknown_hvp_is_a_user_error():
+    with pytest.raises(VdiagError, match="hvp"):
+        build("bolddi-simclr", hvp="backward")

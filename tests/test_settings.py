@@ -18,7 +18,7 @@ def _bad_values(rule: Setting) -> dict[str, object]:
         else:
             outside = rule.high + 1
         return {"type": wrong, "range": outside}
-    if rule.kind == "bool":
+    if rule.kind in ("bool", "bool_or_auto"):
         return {"type": "maybe", "range": 2}
     if rule.kind == "choice":
         return {"type": [1], "range": "nonsense"}

@@ -32,6 +32,11 @@ conjugate eigenvalues real features produce. Gradients reach the features throug
 (Z · φ_j with φ_j fixed for the step) and through the operator of the prediction loss (a smooth
 ridge solve).
 
+**Precision.** `fit_operator`, `prediction_loss`, `eigen`, `mode_amplitudes`, `split_projectors` and
+`project` run in float32 or wider whatever the autocast state (`vdiag.losses.precision.float32_island`):
+under bf16 autocast the Gram matrices of Eq. 5 would keep ~3 significant digits, and CUDA's solve
+refused the mixed dtypes outright.
+
 Example:
     >>> features = torch.randn(32, 8, 128)                  # 32 clips, 8 frames, M = 128
     >>> operator = fit_operator(features)                   # (128, 128), shared
@@ -47,6 +52,7 @@ import torch
 from vdiag import distributed as dist
 from vdiag.console import warn
 from vdiag.errors import VdiagError
+from vdiag.losses.precision import float32_island
 
 RULES = ("bolddi", "bodvcl")
 NOISE_FLOOR = 1e-3  # singular values below NOISE_FLOOR × the largest (energy < 1e-6 of it) are noise
@@ -70,8 +76,11 @@ def transitions(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return features[:, :-1], features[:, 1:]
 
 
+@float32_island
 def fit_operator(features: torch.Tensor, estimator: str = "shared", ridge: float = 1e-3, rtol: float = 1e-4) -> torch.Tensor:
     """K̂ with u_{t+1} ≈ K̂ u_t.
+
+    Runs in float32 or wider whatever the autocast state (the ridge solve of BOLD-DI Eq. 5).
 
     Args:
         features: (B, L, M) per-frame features, time along dim 1.
@@ -124,6 +133,7 @@ def _warn_if_exact(equations: int, unknowns: int, frames: int) -> None:
     )
 
 
+@float32_island
 def prediction_loss(features: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
     """‖U_fore − K̂ U_back‖² averaged over transitions and dimensions (BOLD-DI Eq. 6; BOD-VCL L_pred).
 
@@ -136,6 +146,7 @@ def prediction_loss(features: torch.Tensor, operator: torch.Tensor) -> torch.Ten
     return (fore - predicted).pow(2).mean()
 
 
+@float32_island
 def eigen(operator: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """K̂ = Φ Λ Φ^{-1}: eigenvalues (…, M) and eigenvectors as columns (…, M, M), complex, detached."""
     eigenvalues, eigenvectors = torch.linalg.eig(operator.detach().double())
@@ -168,6 +179,7 @@ def static_modes(eigenvalues: torch.Tensor, rule: str = "bolddi", xi: float = 0.
     raise VdiagError(f"unknown eigen-split rule {rule!r}; choose one of {', '.join(RULES)}")
 
 
+@float32_island
 def mode_amplitudes(features: torch.Tensor, eigenvectors: torch.Tensor) -> torch.Tensor:
     """b(t) = Φ^{-1} u_t for every frame (BOLD-DI Eq. 8–9): (…, L, M) complex.
 
@@ -178,6 +190,7 @@ def mode_amplitudes(features: torch.Tensor, eigenvectors: torch.Tensor) -> torch
     return torch.linalg.solve(eigenvectors, columns).transpose(-1, -2)
 
 
+@float32_island
 def split_projectors(eigenvectors: torch.Tensor, static: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Real (M, M) projectors P_static = Re(Φ_S Φ^{-1}[S]) and P_dynamic = I − P_static.
 
@@ -190,6 +203,7 @@ def split_projectors(eigenvectors: torch.Tensor, static: torch.Tensor) -> tuple[
     return projector, identity - projector
 
 
+@float32_island
 def project(features: torch.Tensor, projector: torch.Tensor) -> torch.Tensor:
     """Rows of `features` (…, M) through a real (M, M) projector from `split_projectors`."""
     return features @ projector.to(features.dtype).transpose(-1, -2)

@@ -75,6 +75,7 @@ Examples:
 )
 @click.option("--save-every-steps", type=click.IntRange(1), help="Also save last.pt every N steps [only at epoch ends].")
 @click.option("--save-every-minutes", type=click.FloatRange(0, min_open=True), help="Also save last.pt every M minutes.")
+@click.option("--save-every", "save_every_epochs", type=click.IntRange(1), help="Also keep epoch_NNNN.pt every N epochs [last.pt only].")
 @click.option("--stop-after", type=click.IntRange(1), help="Stop after this many epochs now (checkpoint saved); resume later.")
 @click.option("--workers", type=click.IntRange(0), help="Data-loading processes per training process [preset].")
 @click.option("--max-failures", type=click.FloatRange(0, 1), help="Share of unreadable videos tolerated before stopping [0.05].")
@@ -100,6 +101,7 @@ def pretrain(
     resume,
     save_every_steps,
     save_every_minutes,
+    save_every_epochs,
     stop_after,
     workers,
     max_failures,
@@ -131,7 +133,7 @@ def pretrain(
     _put(options["data"], path=data_path, video_root=video_root, format=data_format, positives=positives, workers=workers)
     _put(options["data"], max_failures=max_failures)
     _put(options["train"], epochs=epochs, batch_size=batch_size)
-    _put(options["train"], save_every_steps=save_every_steps, save_every_minutes=save_every_minutes)
+    _put(options["train"], save_every_steps=save_every_steps, save_every_minutes=save_every_minutes, save_every_epochs=save_every_epochs)
     if target:
         if (method or "") != "supervised" and resume is None:
             raise VdiagError("--target applies to --method supervised only")

@@ -2,7 +2,9 @@
 
 Embeddings from ρ clips per video travel as `(n, ρ, D)`: n videos on this rank, ρ positives each
 (BOLD-DI Eq. 1–2). Every loss returns the mean over this rank's anchors; under DDP the pieces
-that need the whole batch (negatives, batch statistics, Sinkhorn sums) gather across ranks.
+that need the whole batch (negatives, batch statistics, Sinkhorn sums) gather across ranks. Every
+loss runs in float32 whatever the autocast state (`vdiag.losses.precision`): similarities,
+log-sum-exp and Sinkhorn do not survive bf16.
 """
 
 from vdiag.losses.byol import byol_loss

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from vdiag.distributed import gather_with_grad
 from vdiag.losses.infonce import _multi_positive_nll, batch_masks
+from vdiag.losses.precision import float32_island
 
 # |x| is replaced by sqrt(|x|² + δ²) − δ: equal to within δ, and with curvature bounded by 1/δ instead
 # of a kink at 0, where positives converge; the finite-difference hypergradient needs that.
@@ -27,8 +28,11 @@ from vdiag.losses.infonce import _multi_positive_nll, batch_masks
 SMOOTHING = 1e-3
 
 
+@float32_island
 def backdoor_info_nce(embeddings: torch.Tensor, directions: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """L_ct(f, do): InfoNCE per dynamic eigenvector, averaged over eigenvectors.
+
+    Runs in float32 whatever the autocast state: the projections and log-sum-exp of Eq. 11.
 
     Args:
         embeddings: `(n, ρ, M)` clip representations Z (L2-normalised here).

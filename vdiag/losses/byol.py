@@ -14,9 +14,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vdiag.losses.precision import float32_island
 
+
+@float32_island
 def byol_loss(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean of 2 − 2 cos(p_j, sg(t_k)) over videos and ordered pairs j ≠ k.
+
+    Runs in float32 whatever the autocast state (Eq. 2's cosines).
 
     Args:
         predictions: `(n, ρ, D)` online predictor outputs.

@@ -19,13 +19,17 @@ import torch
 import torch.nn.functional as F
 
 from vdiag.distributed import all_reduce_sum, gather_with_grad, rank, world_size
+from vdiag.losses.precision import float32_island
 from vdiag.losses.swav import sinkhorn
 
 
+@float32_island
 def concept_alignment(
     codes_a: torch.Tensor, codes_b: torch.Tensor, *, temperature: float = 0.1, epsilon: float = 0.05, iterations: int = 3
 ) -> torch.Tensor:
     """Eq. 4 for one pair of code sets, averaged over the batch.
+
+    Runs in float32 whatever the autocast state (Sinkhorn and the log-softmax of Eq. 4).
 
     Args:
         codes_a, codes_b: `(B, K)` concept codes (cosines) of two inputs of the same videos.
@@ -52,6 +56,7 @@ def valid_concepts(codes_a: torch.Tensor, codes_b: torch.Tensor, top_k: int) -> 
     return top(codes_a) & top(codes_b)
 
 
+@float32_island
 def local_concept_contrast(local_a: torch.Tensor, local_b: torch.Tensor, valid: torch.Tensor, *, margin: float = 1.0) -> torch.Tensor:
     """Eq. 9, l(F_a, F_b), on L2-normalised local features, averaged over valid (video, concept) pairs.
 

@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from vdiag.distributed import gather_with_grad, rank
+from vdiag.losses.precision import float32_island
 
 
+@float32_island
 def pair_info_nce(
     anchors: torch.Tensor,
     positives: torch.Tensor,
@@ -32,6 +34,8 @@ def pair_info_nce(
     weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Σ_k p_k I(anchor_k; positive_k) averaged over this rank's videos (DCLR Eq. 2 and Eq. 10).
+
+    Runs in float32 whatever the autocast state: the similarities and log-sum-exp of Eq. 2.
 
     Args:
         anchors: `(n, K, D)` or `(n, D)`: what each row contrasts from.

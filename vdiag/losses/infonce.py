@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from vdiag.distributed import gather_with_grad, rank
+from vdiag.losses.precision import float32_island
 
 
 def _multi_positive_nll(logits: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -49,8 +50,11 @@ def batch_masks(n: int, positives: int, candidates: int, *, device) -> tuple[tor
     return same_video & not_self, not_self
 
 
+@float32_island
 def info_nce(embeddings: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """v-SimCLR: every other clip in the (global) batch is a candidate; same-video clips are positives.
+
+    Runs in float32 whatever the autocast state: the similarities and log-sum-exp of Eq. 1.
 
     Args:
         embeddings: `(n, ρ, D)` projector outputs of this rank's n videos, ρ ≥ 2 clips each.
@@ -75,9 +79,12 @@ def info_nce(embeddings: torch.Tensor, temperature: float = 0.1) -> torch.Tensor
     return _multi_positive_nll(logits, positive, valid)
 
 
+@float32_island
 def moco_info_nce(queries: torch.Tensor, keys: torch.Tensor, queue: torch.Tensor, *, temperature: float = 0.1) -> torch.Tensor:
     """v-MoCo: queries from the online network, positives the momentum keys of the same video's
     other clips, negatives the queue of earlier keys (Eq. 1 with Z₋ = queue).
+
+    Runs in float32 whatever the autocast state: the similarities and log-sum-exp of Eq. 1.
 
     Args:
         queries: `(n, ρ, D)` online projector outputs (with gradient).

@@ -26,11 +26,15 @@ import torch
 import torch.nn.functional as F
 
 from vdiag.distributed import all_reduce_sum
+from vdiag.losses.precision import float32_island
 
 
+@float32_island
 @torch.no_grad()
 def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
     """Sinkhorn-Knopp codes (SwAV §3.1, Eq. 3; facebookresearch/swav `distributed_sinkhorn`).
+
+    Runs in float32 whatever the autocast state (exp of scores / ε).
 
     Args:
         scores: `(B, K)` cosine scores (≤ 1) of B samples against K prototypes; B is summed over
@@ -55,6 +59,7 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -
     return (q * batch).T
 
 
+@float32_island
 @torch.no_grad()
 def swav_codes(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3, per_view: bool = True) -> torch.Tensor:
     """Codes `(n, ρ, K)` of every clip: one Sinkhorn problem per view (the reference), or one overall.
@@ -74,8 +79,11 @@ def swav_codes(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3,
     return sinkhorn(scores.flatten(0, 1), epsilon, iterations).view_as(scores)
 
 
+@float32_island
 def swav_loss(scores: torch.Tensor, codes: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """Swapped prediction over ordered pairs of clips.
+
+    Runs in float32 whatever the autocast state (the log-softmax of the swapped prediction).
 
     Args:
         scores: `(n, ρ, K)` cosine scores of this rank's clips against the prototypes.

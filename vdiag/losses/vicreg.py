@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from vdiag.distributed import gather_with_grad
+from vdiag.losses.precision import float32_island
 
 FORMS = ("reference", "paper")
 
@@ -69,6 +70,7 @@ def covariance_term(z: torch.Tensor) -> torch.Tensor:
     return off_diagonal.pow(2).sum() / dim
 
 
+@float32_island
 def vicreg_loss(
     embeddings: torch.Tensor,
     invariance_weight: float = 1.0,
@@ -79,6 +81,8 @@ def vicreg_loss(
     form: str = "reference",
 ) -> dict[str, torch.Tensor]:
     """VICReg over ρ views; returns {'loss', 'invariance', 'variance', 'covariance'} (unweighted parts).
+
+    Runs in float32 whatever the autocast state (variances and covariances, Eq. 9–10).
 
     Args:
         embeddings: `(n, ρ, D)` expander outputs.

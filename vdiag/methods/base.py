@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from vdiag.errors import VdiagError
+from vdiag.losses.precision import float32_island
 from vdiag.models.backbones import VideoBackbone
 
 
@@ -58,6 +59,8 @@ class Method(nn.Module):
     max_positives: int | None = None  # two-view objectives (ViDiDi, DCLR, concepts) set 2
     sync_batchnorm = True  # SyncBN under DDP on GPU (BOLD-DI §5.1: all methods but MoCo)
     extra_frames = 0  # frames sampled after each clip (derivatives, frame differences)
+    accumulates_exactly = False  # a mean over independent samples, so micro-batches add up to the batch (`train.accumulate`)
+    recomputable = True  # `train.activation_checkpointing` may recompute the backbone's blocks in backward
 
     def __init__(self, backbone: VideoBackbone):
         super().__init__()
@@ -103,8 +106,11 @@ class Method(nn.Module):
         """Called after each optimiser step with the fraction of training done."""
 
 
+@float32_island
 def apply_transform(vectors: torch.Tensor, transform: torch.Tensor | None) -> torch.Tensor:
-    """Rows of `vectors` (…, D) through a linear map P: v Pᵀ; identity when `transform` is None."""
+    """Rows of `vectors` (…, D) through a linear map P: v Pᵀ; identity when `transform` is None.
+
+    In float32 whatever the autocast state: P is BOD-VCL's eigen-projector (`vdiag.koopman.split_projectors`)."""
     return vectors if transform is None else vectors @ transform.to(vectors.dtype).T
 
 

@@ -36,6 +36,7 @@ from vdiag.data.views import decoupled_views
 from vdiag.distributed import rank, world_size
 from vdiag.errors import VdiagError
 from vdiag.losses.concepts import concept_alignment, local_concept_contrast, valid_concepts
+from vdiag.losses.precision import float32_island
 from vdiag.methods.base import Method, StepSeed, loss_terms
 from vdiag.models.backbones import VideoBackbone
 from vdiag.models.heads import mlp
@@ -43,8 +44,9 @@ from vdiag.models.heads import mlp
 LOSS_TERMS = ("aln", "loc", "fid", "div")
 
 
+@float32_island
 def concept_codes(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-    """q^(k) = cos(P^(k), σ(x)) with σ the identity (Eq. 3): (B, C), (K, C) → (B, K)."""
+    """q^(k) = cos(P^(k), σ(x)) with σ the identity (Eq. 3): (B, C), (K, C) → (B, K), in float32 whatever the autocast state."""
     return F.normalize(features, dim=1) @ F.normalize(prototypes, dim=1).T
 
 

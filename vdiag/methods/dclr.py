@@ -40,6 +40,7 @@ from vdiag.data.views import decoupled_views, frame_difference, static_clip
 from vdiag.distributed import gather_no_grad, rank, world_size
 from vdiag.errors import VdiagError
 from vdiag.losses.cross_infonce import pair_info_nce
+from vdiag.losses.precision import float32_island
 from vdiag.methods.base import Method, StepSeed, loss_terms, momentum_copy
 from vdiag.models.backbones import VideoBackbone
 from vdiag.models.heads import mlp
@@ -53,8 +54,9 @@ def activation_map(feature_map: torch.Tensor) -> torch.Tensor:
     return feature_map.abs().sum(dim=1)
 
 
+@float32_island
 def minmax(maps: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Min-max normalisation of each map over all its spatio-temporal positions (§3.3): (B, …) → [0, 1]."""
+    """Min-max normalisation of each map over all its spatio-temporal positions (§3.3): (B, …) → [0, 1], float32."""
     flat = maps.flatten(1)
     low, high = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
     return ((flat - low) / (high - low + eps)).view_as(maps)

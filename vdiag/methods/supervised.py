@@ -22,6 +22,7 @@ class Supervised(Method):
 
     name = "supervised"
     min_positives = 1
+    accumulates_exactly = True  # mean cross-entropy over independent clips
 
     def __init__(self, backbone: VideoBackbone, num_classes: int, *, target: str = "label", dropout: float = 0.0):
         super().__init__(backbone)

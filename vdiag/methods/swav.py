@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vdiag.distributed import gather_no_grad
+from vdiag.losses.precision import float32_island
 from vdiag.losses.swav import sinkhorn, swav_loss
 from vdiag.methods.base import Method, apply_transform
 from vdiag.models.backbones import VideoBackbone
@@ -70,9 +71,11 @@ class SwAV(Method):
             self._enqueue(z.detach().flatten(0, 1))
         return {"z": z, "queue": queue}
 
+    @float32_island
     def objective(self, representations: dict, transform: torch.Tensor | None = None, temperature: float | None = None) -> torch.Tensor:
         """Swapped prediction of Sinkhorn codes; with a (D, D) `transform` P, on the renormalised parts
-        z Pᵀ (and queue Pᵀ) against the same prototypes."""
+        z Pᵀ (and queue Pᵀ) against the same prototypes. Scores, Sinkhorn (SwAV Eq. 3) and the log-softmax
+        run in float32 whatever the autocast state (`vdiag.losses.precision`)."""
         z, queue = representations["z"], representations["queue"]
         if transform is not None:
             z = F.normalize(apply_transform(z, transform), dim=-1)

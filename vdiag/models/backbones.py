@@ -18,6 +18,10 @@ three outputs of the design's backbone contract:
 do with R(2+1)D-18, so that T'' equals the number of input frames, which Koopman analysis needs.
 Weight shapes do not change, so the same checkpoint loads either way.
 
+Two training options change how the body runs, never what it computes (docs/training.md):
+`set_channels_last_3d` (NDHWC memory format for 3-D CNNs) and `set_activation_checkpointing` (each
+block's activations recomputed in backward, Chen et al. 2016, `torch.utils.checkpoint`).
+
 Builders take plain keyword arguments and nothing downloads: weights come from local files only
 (`load_backbone_weights`).
 
@@ -30,16 +34,22 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
 
 from vdiag.errors import VdiagError
 from vdiag.models.bodies import ModuleBody, PyTorchVideoMViTBody, SlowFastBody, SwinBody, TorchvisionMViTBody
 from vdiag.models.huggingface import is_huggingface_folder
 from vdiag.models.tiny import TinyVideoNet
+
+_TOKEN_BODIES = (TorchvisionMViTBody, SwinBody, PyTorchVideoMViTBody)
 
 
 class VideoBackbone(nn.Module):
@@ -59,10 +69,47 @@ class VideoBackbone(nn.Module):
         self.embed_dim = embed_dim
         self.keep_temporal = keep_temporal
         self.default_sampling: dict | None = None  # the clips its published weights take (BackboneSpec.default_sampling)
+        self.channels_last_3d = False
+        self.checkpointed_blocks: list[nn.Module] | None = None  # set by `set_activation_checkpointing`
 
     def feature_map(self, clips: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) → (B, C', T', H', W'): the last stage, or the last layer's tokens on their grid."""
+        if self.channels_last_3d and clips.dim() == 5:
+            clips = clips.contiguous(memory_format=torch.channels_last_3d)
+        if self.checkpointed_blocks and self.training and torch.is_grad_enabled():
+            for block in self.checkpointed_blocks:
+                clips = checkpoint(block, clips, use_reentrant=False, context_fn=partial(_recompute_contexts, block))
+            return clips
         return self.body(clips)
+
+    def set_channels_last_3d(self, enabled: bool = True) -> VideoBackbone:
+        """Weights and inputs in the channels-last (N, T, H, W, C) memory format (cuDNN's fast 3-D kernels).
+
+        Raises:
+            VdiagError: a token model (MViT, Video Swin, Hugging Face): its attention layers gain nothing.
+        """
+        if enabled and (isinstance(self.body, _TOKEN_BODIES) or self.name.startswith(("mvit", "swin")) or is_huggingface_folder(self.name)):
+            raise VdiagError(f"train.channels_last_3d is for 3-D CNN backbones; {self.name} is a token model: set it to false")
+        self.channels_last_3d = bool(enabled)
+        return self.to(memory_format=torch.channels_last_3d if enabled else torch.contiguous_format)
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> VideoBackbone:
+        """Recompute each block's activations in backward instead of keeping them (training only).
+
+        Gradients and batch-norm statistics are those of the plain forward: the recomputation restores
+        the running statistics it updates a second time.
+
+        Raises:
+            VdiagError: a body whose forward is not a sequence of blocks vdiag knows (`body_blocks`).
+        """
+        blocks = body_blocks(self.body) if enabled else None
+        if enabled and not blocks:
+            raise VdiagError(
+                f"train.activation_checkpointing supports tiny, torchvision's video ResNets and S3D, and pytorchvideo's "
+                f"single-pathway networks; {self.name} is not one: set it to false"
+            )
+        self.checkpointed_blocks = blocks
+        return self
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) → pooled embedding (B, C')."""
@@ -109,6 +156,42 @@ class _PyTorchVideoBody(nn.Module):
         for block in self.blocks:
             x = block(x)
         return x
+
+
+def body_blocks(body: nn.Module) -> list[nn.Module] | None:
+    """The blocks whose composition is `body`'s forward (checkpointing units), or None for another body."""
+    if isinstance(body, TinyVideoNet):
+        return [body.stem, *body.stages]
+    if isinstance(body, _VideoResNetBody):
+        return [body.stem, *body.layer1, *body.layer2, *body.layer3, *body.layer4]
+    if isinstance(body, _PyTorchVideoBody):
+        return list(body.blocks)
+    if isinstance(body, _S3DBody):
+        return list(body.features)
+    return None
+
+
+def _recompute_contexts(block: nn.Module):
+    """(forward context, recompute context) for `torch.utils.checkpoint`: the recomputation keeps BN statistics."""
+    return nullcontext(), _batchnorm_statistics_kept(block)
+
+
+@contextmanager
+def _batchnorm_statistics_kept(module: nn.Module):
+    """Batch-norm running statistics of `module` as they were on entry, whatever runs inside."""
+    saved = [
+        (buffer, buffer.detach().clone())
+        for m in module.modules()
+        if isinstance(m, _BatchNorm)
+        for buffer in (m.running_mean, m.running_var, m.num_batches_tracked)
+        if buffer is not None
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
 
 
 def _torchvision(builder_name: str) -> Callable[[], tuple[nn.Module, int]]:

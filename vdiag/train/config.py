@@ -11,10 +11,11 @@ re-defaults a setting. A config stored by an older vdiag goes through `migrate_c
 the settings added since with the values of its preset.
 
 Keys (dotted for `--set`): `method`, `preset`, `seed`, `backbone.{name,keep_temporal,weights}`,
-`data.{path,video_root,format,split,split_id,frames,stride,positives,size,pad,workers,max_failures,fingerprint}`,
-`augment.{crop_scale,flip_p,jitter_p,grayscale_p,blur_p}`, `train.{epochs,batch_size,optimizer,lr,
-weight_decay,momentum,warmup_epochs,min_lr_ratio,schedule,milestones,gamma,clip_grad,amp,
-save_every_steps,save_every_minutes,knn_every}`,
+`data.{path,video_root,format,split,split_id,frames,stride,positives,size,pad,workers,max_failures,persistent_workers,
+prefetch_factor,fingerprint}`, `augment.{crop_scale,flip_p,jitter_p,grayscale_p,blur_p}`, `train.{epochs,batch_size,
+optimizer,lr,weight_decay,momentum,warmup_epochs,min_lr_ratio,schedule,milestones,gamma,clip_grad,amp,
+check_finite_every,accumulate,channels_last_3d,compile,activation_checkpointing,save_every_steps,save_every_minutes,
+save_every_epochs,knn_every}` (the throughput and memory settings: docs/training.md),
 `method_args.<name>`. Each setting's type and range: `vdiag.train.settings.SCHEMA`.
 """
 
@@ -222,8 +223,14 @@ CHANGEABLE_ON_RESUME = (
     "train.save_every_steps",
     "train.save_every_minutes",
     "train.knn_every",
+    "train.save_every_epochs",
+    "train.check_finite_every",
+    "train.compile",
+    "train.activation_checkpointing",
     "data.workers",
     "data.max_failures",
+    "data.persistent_workers",
+    "data.prefetch_factor",
 )
 # Written while training, not asked for: the writer's version, the data's fingerprint (checked on its
 # own), and the class count `build_model` records for supervised runs from the data.
@@ -271,6 +278,9 @@ def migrate_config(config: dict) -> dict:
     are kept, in their order, so a complete config comes back equal to the input. `method_args` are
     left alone: a method's own signature defaults apply to options a stored config lacks.
 
+    `train.amp: true` in a config written before `train.accumulate` existed meant autocast on CUDA
+    only, and becomes `auto` (a resumed CPU run stays in float32).
+
     Apply it wherever a stored config is read to build or continue something: the trainer does on
     resume; diagnostics reading `checkpoint['config']` should too.
 
@@ -286,6 +296,10 @@ def migrate_config(config: dict) -> dict:
     migrated = copy.deepcopy(config)
     migrated.setdefault("preset", "cpu")
     migrated.setdefault("method_args", {})
+    train = migrated.get("train") or {}
+    if train.get("amp") is True and "accumulate" not in train:
+        # written before `train.amp` had `auto`: its `true` meant autocast on CUDA only, which is `auto` now
+        train["amp"] = "auto"
     reference = preset_defaults("cpu", migrated["method"])
     missing = [f"{s}.{k}" for s in SECTIONS for k in reference[s] if k not in (migrated.get(s) or {})]
     if not missing:
@@ -312,7 +326,9 @@ def validate(config: dict) -> None:
 
     Raises:
         VdiagError: an unknown section or setting, a method option the method does not take, a value
-            of the wrong type or outside its range (see `SCHEMA`), too few or too many positives.
+            of the wrong type or outside its range (see `SCHEMA`), too few or too many positives,
+            gradient accumulation for an objective it would change, activation checkpointing for a
+            bi-level method.
     """
     _validate_keys(config)
     check_config(config, argument_types(config["method"]))
@@ -322,6 +338,18 @@ def validate(config: dict) -> None:
         raise VdiagError(f"method {config['method']} needs data.positives (ρ) ≥ {minimum}, got {data['positives']!r}")
     if maximum is not None and data["positives"] > maximum:
         raise VdiagError(f"method {config['method']} pairs exactly {maximum} clips per video; set --positives {maximum}")
+    if config["train"].get("activation_checkpointing") and not METHODS[config["method"]].recomputable:
+        raise VdiagError(
+            f"train.activation_checkpointing does not work with {config['method']}: its inner passes run at other parameters "
+            "than the module's, which a recomputation would use instead; set it to false (lower memory with train.amp)"
+        )
+    accumulate = config["train"].get("accumulate", 1)
+    if accumulate > 1 and not METHODS[config["method"]].accumulates_exactly:
+        raise VdiagError(
+            f"train.accumulate={accumulate} would change {config['method']}'s objective (its loss compares the clips of the whole "
+            "batch: negatives, batch statistics, codes); only supervised accumulates exactly. Set train.accumulate=1 and lower "
+            "memory with train.activation_checkpointing=true or train.amp instead"
+        )
 
 
 def argument_types(method: str) -> dict[str, object]:

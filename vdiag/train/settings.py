@@ -33,7 +33,7 @@ _NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting's rule: `kind` ('int', 'float', 'bool', 'choice', 'text', 'fractions', 'scale_range'),
+    """One setting's rule: `kind` ('int', 'float', 'bool', 'bool_or_auto', 'choice', 'text', 'fractions', 'scale_range'),
     the closed or open bounds of a number, the choices of a 'choice', whether null is allowed, and help.
 
     `low_open` / `high_open` make a bound strict (lr > 0 rather than lr ≥ 0); `or_builder` lets a
@@ -56,6 +56,8 @@ class Setting:
             text = "one of " + ", ".join(self.choices) + (", or package.module:builder" if self.or_builder else "")
         elif self.kind == "bool":
             text = "true or false"
+        elif self.kind == "bool_or_auto":
+            text = "true, false or auto"
         elif self.kind == "text":
             text = "a path or name (text)"
         elif self.kind == "fractions":
@@ -116,6 +118,8 @@ SCHEMA: dict[str, Setting] = {
     "data.pad": _choice("clamp", "loop", help="short videos: clamp repeats the last frame, loop wraps to the start"),
     "data.workers": _int(0, help="data-loading processes per training process"),
     "data.max_failures": _float(**_PROBABILITY, help="share of unreadable videos tolerated"),
+    "data.persistent_workers": Setting("bool", help="keep the loader's worker processes between epochs (with data.workers > 0)"),
+    "data.prefetch_factor": _int(1, help="batches each worker loads ahead (with data.workers > 0)"),
     "data.fingerprint": Setting("text", nullable=True, help="written by the trainer: the training split's fingerprint"),
     "augment.crop_scale": Setting("scale_range", help="area fraction range of the random resized crop"),
     "augment.flip_p": _float(**_PROBABILITY, help="probability of a horizontal flip"),
@@ -134,7 +138,13 @@ SCHEMA: dict[str, Setting] = {
     "train.milestones": Setting("fractions", help="step schedule: where the rate drops, as fractions of the run"),
     "train.gamma": _float(0, 1, low_open=True, help="step schedule: factor at each milestone"),
     "train.clip_grad": _float(0, low_open=True, nullable=True, help="max gradient norm; null: no clipping"),
-    "train.amp": Setting("bool", help="mixed precision on CUDA"),
+    "train.amp": Setting("bool_or_auto", help="mixed precision: auto = on CUDA only; true = bf16 autocast on CPU too; false = off"),
+    "train.check_finite_every": _int(1, help="read the losses back (NaN check, log) every N steps; 1 syncs every step"),
+    "train.accumulate": _int(1, help="micro-batches per step (gradient accumulation; exact for supervised only)"),
+    "train.channels_last_3d": Setting("bool", help="channels-last (NDHWC) memory format for 3-D CNN backbones"),
+    "train.compile": Setting("bool", help="torch.compile the backbone (first steps slower while it compiles)"),
+    "train.activation_checkpointing": Setting("bool", help="recompute the backbone's block activations in backward (less memory)"),
+    "train.save_every_epochs": _int(1, nullable=True, help="also keep epoch_NNNN.pt every this many epochs; null: last.pt only"),
     "train.save_every_steps": _int(1, nullable=True, help="also save last.pt every this many steps; null: at epoch ends only"),
     "train.save_every_minutes": _float(0, low_open=True, nullable=True, help="also save last.pt every this many minutes"),
     "train.knn_every": _int(0, help="kNN top-1 accuracy on the validation split every this many epochs; 0: off"),
@@ -189,6 +199,10 @@ def check_setting(key: str, value, *, setting: Setting | None = None):
         if rule.low is not None and (value < rule.low or (rule.low_open and value == rule.low)):
             _refuse(key, rule, value)
         if rule.high is not None and (value > rule.high or (rule.high_open and value == rule.high)):
+            _refuse(key, rule, value)
+        return value
+    if rule.kind == "bool_or_auto":
+        if not isinstance(value, bool) and value != "auto":
             _refuse(key, rule, value)
         return value
     if rule.kind == "bool":

@@ -57,6 +57,7 @@ from vdiag.errors import Preempted, VdiagError
 from vdiag.io import LOCK_NAME, atomic_path, folder_lock, remove_stale_temporaries
 from vdiag.methods import METHODS, build_model
 from vdiag.methods.base import Method
+from vdiag.models.backbones import VideoBackbone
 from vdiag.results import Result
 from vdiag.train.config import CHANGEABLE_ON_RESUME, config_differences, dump_config, migrate_config
 from vdiag.train.monitor import knn_monitor
@@ -76,17 +77,41 @@ class TrainingView:
         return normalize(self.augment(clip, generator))
 
 
-class _SkipSampler(Sampler):
-    """A sampler's order with the first `skip` indices dropped (resuming mid-epoch)."""
+class _EpochSampler(Sampler):
+    """The distributed sampler's order for the current epoch, first `skip` indices dropped (resuming
+    mid-epoch), as (epoch, index) pairs: one DataLoader, whose workers persist across epochs, serves
+    every epoch, and each item carries the epoch its clips and augmentation are drawn for."""
 
-    def __init__(self, sampler: Sampler, skip: int):
-        self.sampler, self.skip = sampler, skip
+    def __init__(self, sampler: DistributedSampler):
+        self.sampler, self.epoch, self.skip = sampler, 0, 0
+
+    def start(self, epoch: int, skip: int) -> None:
+        """The next iteration yields epoch `epoch`'s order from position `skip`."""
+        self.sampler.set_epoch(epoch)
+        self.epoch, self.skip = epoch, skip
 
     def __iter__(self):
-        return islice(iter(self.sampler), self.skip, None)
+        return ((self.epoch, index) for index in islice(iter(self.sampler), self.skip, None))
 
     def __len__(self) -> int:
         return max(len(self.sampler) - self.skip, 0)
+
+
+class _EpochItems(torch.utils.data.Dataset):
+    """The training dataset indexed by (epoch, video index): sets the epoch in whichever process reads
+    the item, so persistent loader workers draw each epoch's clips (seed 000 §3.1: a function of
+    (seed, epoch, video index))."""
+
+    def __init__(self, dataset: VideoClipDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        epoch, index = key
+        self.dataset.set_epoch(epoch)
+        return self.dataset[index]
 
 
 def resolve_data(config: dict) -> DatasetIndex:
@@ -380,6 +405,9 @@ class _Run:
     recent_losses: deque = field(default_factory=lambda: deque(maxlen=SPIKE_WINDOW))
     spikes: int = 0
     last_save: float = 0.0
+    loader: DataLoader | None = None  # built on the first epoch, kept (persistent workers)
+    epoch_sampler: _EpochSampler | None = None
+    pending: list = field(default_factory=list)  # steps whose losses are still on the device (train.check_finite_every)
 
     @property
     def train(self) -> dict:
@@ -426,6 +454,7 @@ def _setup(config: dict, out: Path, device: str, decoder: str, on_step: StepCall
     steps_per_epoch = len(sampler) // per_rank
     if steps_per_epoch == 0:
         raise VdiagError(f"{index.describe()}: fewer videos than one batch of {train['batch_size']}; lower --batch-size")
+    _apply_backbone_options(method, train)
     model, method = _distribute(method, device, world)
     optimizer = build_optimizer(method, train["optimizer"], train["lr"], weight_decay=train["weight_decay"], momentum=train["momentum"])
     autocast, scaler = _mixed_precision(device, train["amp"])
@@ -445,6 +474,25 @@ def _setup(config: dict, out: Path, device: str, decoder: str, on_step: StepCall
         steps_per_epoch=steps_per_epoch,
         on_step=on_step,
     )
+
+
+def _apply_backbone_options(method: Method, train: dict) -> None:
+    """`train.channels_last_3d` (every backbone of the method: online, momentum, slow), and
+    `train.activation_checkpointing` and `train.compile` (the trained backbone only; copies run without
+    gradient and keep nothing to recompute).
+
+    Raises:
+        VdiagError: an option the backbone does not support (a token model in channels-last; a body
+            without known blocks for checkpointing).
+    """
+    if train["channels_last_3d"]:
+        for module in method.modules():
+            if isinstance(module, VideoBackbone):
+                module.set_channels_last_3d(True)
+    if train["activation_checkpointing"]:
+        method.backbone.set_activation_checkpointing(True)
+    if train["compile"]:
+        method.backbone.body.compile()
 
 
 def _distribute(method: Method, device: str, world: int) -> tuple[torch.nn.Module, Method]:
@@ -578,6 +626,7 @@ def _train(run: _Run, position: Position, stop_after_epochs: int | None) -> _Sto
             position.sums, position.counted = {}, 0
             epochs_run += 1
             _save(run, position, "last.pt")
+            _keep_epoch_checkpoint(run, position)
             if stop.requested and position.epoch < run.train["epochs"]:  # asked during the epoch's last step: saved just now
                 return stop
             if stop_after_epochs is not None and epochs_run >= stop_after_epochs and position.epoch < run.train["epochs"]:
@@ -585,27 +634,56 @@ def _train(run: _Run, position: Position, stop_after_epochs: int | None) -> _Sto
     return None
 
 
+def _keep_epoch_checkpoint(run: _Run, position: Position) -> None:
+    """`epoch_NNNN.pt`, a copy of the just-saved last.pt, every `train.save_every_epochs` epochs (`--save-every`)."""
+    every = run.train["save_every_epochs"]
+    if not every or position.epoch % every or not run.main:
+        return
+    with atomic_path(run.out / f"epoch_{position.epoch:04d}.pt") as tmp:
+        shutil.copyfile(run.out / "last.pt", tmp)
+
+
+def _loader(run: _Run, position: Position) -> DataLoader:
+    """The run's one DataLoader, positioned at `position` (epoch, step): built once, so with
+    `data.persistent_workers` the worker processes (and their decoders) live for the whole run;
+    `data.prefetch_factor` batches per worker are loaded ahead; pinned memory on CUDA for
+    non-blocking copies."""
+    data = run.config["data"]
+    if run.loader is None:
+        run.epoch_sampler = _EpochSampler(run.sampler)
+        workers = data["workers"]
+        run.loader = DataLoader(
+            _EpochItems(run.dataset),
+            batch_size=run.per_rank,
+            sampler=run.epoch_sampler,
+            num_workers=workers,
+            collate_fn=collate_clips,
+            drop_last=True,
+            pin_memory=run.device.startswith("cuda"),
+            persistent_workers=workers > 0 and data["persistent_workers"],
+            prefetch_factor=data["prefetch_factor"] if workers > 0 else None,
+        )
+    run.epoch_sampler.start(position.epoch, position.step * run.per_rank)
+    run.dataset.set_epoch(position.epoch)
+    return run.loader
+
+
 def _train_epoch(run: _Run, position: Position, stop: _StopFlag, progress, task) -> dict[str, float] | None:
     """The rest of epoch `position.epoch` (as DINO's `train_one_epoch`): its per-step mean losses,
-    or None when a stop was requested (on any rank) before it ended."""
-    run.sampler.set_epoch(position.epoch)
-    run.dataset.set_epoch(position.epoch)
+    or None when a stop was requested (on any rank) before it ended.
+
+    The losses stay on the device and are read back (one sync) every `train.check_finite_every`
+    steps, at the epoch's end, before any save and before stopping; `_flush` then checks them, logs
+    them and adds them to the epoch's sums, in step order."""
+    loader = _loader(run, position)
     run.method.start_epoch(position.epoch)
-    loader = DataLoader(
-        run.dataset,
-        batch_size=run.per_rank,
-        sampler=_SkipSampler(run.sampler, position.step * run.per_rank),
-        num_workers=run.config["data"]["workers"],
-        collate_fn=collate_clips,
-        drop_last=True,
-        pin_memory=run.device.startswith("cuda"),
-    )
     progress.reset(
         task,
         total=run.steps_per_epoch * run.clips_per_step,
         completed=position.step * run.clips_per_step,
         description=f"epoch {position.epoch + 1}/{run.train['epochs']}",
     )
+    every = run.train["check_finite_every"]
     for batch in loader:
         losses, lr = _step(run, position, batch)
         position.step += 1
@@ -614,20 +692,47 @@ def _train_epoch(run: _Run, position: Position, stop: _StopFlag, progress, task)
             run.skipped += 1
             progress.advance(task, run.clips_per_step)
         else:
-            position.counted += 1
-            for name, value in losses.items():
-                position.sums[name] = position.sums.get(name, 0.0) + value
-            _watch_spikes(run, position, losses["loss"])
-            if _log_step(run, position, losses, lr, progress, task):
-                stop.requested = True
+            run.pending.append((Position(position.epoch, position.step, position.global_step), lr, losses))
+        if len(run.pending) >= every and _flush(run, position, progress, task):
+            stop.requested = True
         if _agree(stop.requested, run.device):
             stop.requested = True  # on every rank, whichever asked
+            _flush(run, position, progress, task)
             if position.step < run.steps_per_epoch:
                 return None
             break  # the epoch's last step: end it normally, then stop
         if position.step < run.steps_per_epoch and _save_due(run, position):
+            if _flush(run, position, progress, task):
+                stop.requested = True
             _save(run, position, "last.pt")
+    if _flush(run, position, progress, task):
+        stop.requested = True
     return {name: value / max(position.counted, 1) for name, value in position.sums.items()}
+
+
+def _flush(run: _Run, position: Position, progress, task) -> bool:
+    """Read the pending steps' losses back (one host sync), stop at the first non-finite one, and log
+    and sum the others in step order: True if `on_step` asked to stop.
+
+    Raises:
+        VdiagError: a pending step's loss is NaN or infinite (naming that step).
+    """
+    if not run.pending:
+        return False
+    pending, run.pending = run.pending, []
+    names = [list(losses) for _, _, losses in pending]
+    values = torch.stack([value for _, _, losses in pending for value in losses.values()]).tolist()
+    stop, cursor = False, 0
+    for (at, lr, _), keys in zip(pending, names):
+        losses = dict(zip(keys, values[cursor : cursor + len(keys)]))
+        cursor += len(keys)
+        _check_finite(run, losses, at)
+        position.counted += 1
+        for name, value in losses.items():
+            position.sums[name] = position.sums.get(name, 0.0) + value
+        _watch_spikes(run, at, losses["loss"])
+        stop = _log_step(run, at, losses, lr, progress, task) or stop
+    return stop
 
 
 def _save_due(run: _Run, position: Position) -> bool:
@@ -655,8 +760,10 @@ def _watch_spikes(run: _Run, position: Position, loss: float) -> None:
     recent.append(loss)
 
 
-def _step(run: _Run, position: Position, batch: dict) -> tuple[dict[str, float] | None, float | None]:
-    """One optimiser step at `position.global_step`: (losses, learning rate); (None, None) for a skipped batch."""
+def _step(run: _Run, position: Position, batch: dict) -> tuple[dict[str, torch.Tensor] | None, float | None]:
+    """One optimiser step at `position.global_step`: (losses as 0-dim float32 tensors on the device, learning
+    rate); (None, None) for a skipped batch. With `train.check_finite_every` 1 the loss is read back here
+    and a non-finite one stops the run before the optimiser steps."""
     run.tracker.update(batch)
     if not _batch_usable(batch, run.per_rank, run.world, run.device):
         return None, None
@@ -672,8 +779,21 @@ def _step(run: _Run, position: Position, batch: dict) -> tuple[dict[str, float] 
         gamma=train["gamma"],
     )
     set_learning_rate(run.optimizer, lr)
-    losses = _train_step(run.model, run.method, run.optimizer, run.scaler, run.autocast, batch, run.device, train["clip_grad"])
-    _check_finite(run, losses, position)
+    every = train["check_finite_every"]
+    losses = _train_step(
+        run.model,
+        run.method,
+        run.optimizer,
+        run.scaler,
+        run.autocast,
+        batch,
+        run.device,
+        train["clip_grad"],
+        train["accumulate"],
+        every == 1,
+    )
+    if every == 1:
+        _check_finite(run, {name: float(value) for name, value in losses.items()}, Position(position.epoch, position.step + 1))
     run.method.after_step((position.global_step + 1) / run.total_steps)
     return losses, lr
 
@@ -745,29 +865,79 @@ def _loss_text(losses: dict[str, float]) -> str:
     return " ".join(f"{k} {losses[k]:.3g}" for k in shown)
 
 
-def _mixed_precision(device: str, enabled: bool):
-    """autocast + GradScaler on CUDA (bf16 where supported, else fp16 with a scaler); off on CPU."""
-    if not (enabled and device.startswith("cuda")):
+def _mixed_precision(device: str, amp: bool | str):
+    """(autocast context factory, GradScaler or None) for `train.amp`.
+
+    'auto': autocast on CUDA (bf16 where supported, else fp16 with a scaler), off on CPU; true: the
+    same on CUDA and bf16 autocast on CPU; false: off. The numerically sensitive parts of every
+    method run in float32 whatever this says (`vdiag.losses.precision`).
+    """
+    if amp is False or (amp == "auto" and not device.startswith("cuda")):
         return nullcontext, None
+    if not device.startswith("cuda"):
+        return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), None
     if torch.cuda.is_bf16_supported():
         return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
     return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
 
 
-def _train_step(model, method: Method, optimizer, scaler, autocast, batch: dict, device: str, clip_grad) -> dict[str, float]:
+def micro_batches(batch: dict, count: int) -> list[tuple[dict, float]]:
+    """`batch` split along its videos into `count` near-equal parts, each with its share of the videos.
+
+    Tensors (and dicts of tensors) whose first dimension is the batch's video count are split; other
+    entries are kept whole. A mean loss over the batch is the share-weighted sum of the parts' means.
+
+    Args:
+        batch: a collated batch (`clips` (n, ρ, C, T, H, W), labels, factors, …).
+        count: parts (`train.accumulate`); at most n non-empty parts are returned.
+
+    Returns:
+        [(part, n_part / n)].
+    """
+    n = batch["clips"].shape[0]
+    if count <= 1:
+        return [(batch, 1.0)]
+    bounds = torch.linspace(0, n, min(count, n) + 1).round().long().tolist()
+
+    def part(value, start, stop):
+        if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == n:
+            return value[start:stop]
+        if isinstance(value, dict):
+            return {k: part(v, start, stop) for k, v in value.items()}
+        if isinstance(value, list) and len(value) == n:
+            return value[start:stop]
+        return value
+
+    return [({**{k: part(v, a, b) for k, v in batch.items()}, "size": b - a}, (b - a) / n) for a, b in zip(bounds, bounds[1:])]
+
+
+def _train_step(
+    model, method: Method, optimizer, scaler, autocast, batch: dict, device: str, clip_grad, accumulate: int = 1, check: bool = True
+) -> dict[str, torch.Tensor]:
+    """Forward and backward over `accumulate` micro-batches, then one optimiser step: the losses as 0-dim
+    float32 device tensors, averaged over micro-batches and ranks. With `check`, a non-finite loss is
+    read back here and the optimiser does not step (the caller stops the run)."""
     batch = _to_device(batch, device)
-    with autocast():
-        outputs = model(batch)
-    loss = outputs["loss"]
-    values = {name: float(dist.all_reduce_sum(value.detach().float()) / dist.world_size()) for name, value in outputs.items()}
-    if not math.isfinite(values["loss"]):
-        return values
     optimizer.zero_grad(set_to_none=True)
+    parts = micro_batches(batch, accumulate)
+    totals: dict[str, torch.Tensor] = {}
+    for index, (part, share) in enumerate(parts):
+        with autocast():
+            outputs = model(part)
+        for name, value in outputs.items():
+            totals[name] = totals.get(name, 0.0) + value.detach().float() * share
+        if len(parts) == 1 and check and not math.isfinite(float(dist.all_reduce_sum(totals["loss"].clone()))):
+            return {name: dist.all_reduce_sum(value) / dist.world_size() for name, value in totals.items()}  # no backward, no step
+        loss = outputs["loss"] * share if share != 1.0 else outputs["loss"]
+        # DDP averages the gradients once, after the last micro-batch
+        synced = model.no_sync() if index < len(parts) - 1 and hasattr(model, "no_sync") else nullcontext()
+        with synced:
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+    values = {name: dist.all_reduce_sum(value) / dist.world_size() for name, value in totals.items()}
+    if check and not math.isfinite(float(values["loss"])):
+        return values
     if scaler is not None:
-        scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
-    else:
-        loss.backward()
     method.before_optimizer_step()
     if clip_grad:
         torch.nn.utils.clip_grad_norm_(method.parameters(), clip_grad)
@@ -806,12 +976,13 @@ def _agree(flag: bool, device: str) -> bool:
     return bool(dist.all_reduce_sum(torch.tensor(float(flag), device=device)) > 0)
 
 
-def _check_finite(run: _Run, losses: dict[str, float], position: Position) -> None:
+def _check_finite(run: _Run, losses: dict[str, float], at: Position) -> None:
+    """Stop on a NaN or infinite loss of the step `at` (its 1-based `step` within epoch `at.epoch`)."""
     if math.isfinite(losses["loss"]):
         return
     parts = ", ".join(f"{k} {v:.4g}" for k, v in losses.items() if k != "loss")
     raise VdiagError(
-        f"the loss became {losses['loss']} at epoch {position.epoch + 1}, step {position.step + 1} ({parts}); "
+        f"the loss became {losses['loss']} at epoch {at.epoch + 1}, step {at.step} ({parts}); "
         f"training stopped and {_kept(run)}. {_lower_lr_advice(run)}"
     )
 
