@@ -15,10 +15,14 @@ the `static-shortcut` preset), it changes one cause at a time:
 - training length (epochs).
 
 For every point it pretrains v-SimCLR and probes every factor (`vdiag probe factors`: fit on val,
-test on test, both unconfounded), with two supervised references on the same data: a static one
-(per-frame `tiny2d` network supervised on the background colour) and a dynamic one (3-D `tiny`
-supervised on the trajectory). It writes a table per axis (mean and 95 % t-interval over the seeds,
-per-seed values in the JSON) and a figure of the curves.
+test on test, both unconfounded), with two supervised references: a static one (per-frame `tiny2d`
+network supervised on the background colour) and a dynamic one (3-D `tiny` supervised on the
+trajectory). The references train on the point's unconfounded twin (the same options with
+`--correlation 0`: a supervised network on the confounded split takes the shortcut too, measured),
+whose val and test videos are the same videos as the point's (the correlation only changes how
+train videos are drawn), and are probed on the point's val and test like v-SimCLR. It writes a
+table per axis (mean and 95 % t-interval over the seeds, per-seed values in the JSON) and a figure
+of the curves.
 
 The shortcut criterion: v-SimCLR's dynamic_score at most half of the dynamic reference's.
 No decoupling method runs here: the setting is chosen from v-SimCLR and the references alone.
@@ -87,10 +91,11 @@ def main():
             measured = {row: [] for row, _, _ in RUNS}
             for seed in seeds:
                 data = make_dataset(recipe, data_options, seed)
+                twin = make_dataset(recipe, [*data_options, "--correlation", "0"], seed)
                 for row, method, options in RUNS:
                     # the references do not depend on the augmentation: one pair per dataset and length
-                    run_preset = preset if method == "simclr" else BASE[2]
-                    checkpoint = pretrain(recipe, data, method, options, run_preset, epochs, seed)
+                    run_preset, train_data = (preset, data) if method == "simclr" else (BASE[2], twin)
+                    checkpoint = pretrain(recipe, train_data, method, options, run_preset, epochs, seed)
                     if checkpoint is not None:
                         measured[row].append(recipe.diagnose("probe factors", checkpoint, data=data))
             for row, _, _ in RUNS:
@@ -113,8 +118,10 @@ def main():
 
 
 def make_dataset(recipe: Recipe, options: list[str], seed: int) -> str:
-    """The benchmark's dataset with `options` changed, for `seed` (made once)."""
-    name = "-".join(["shortcut", *(o.lstrip("-").replace(",", "_") for o in options), f"s{seed}"])
+    """The benchmark's dataset with `options` changed (a later option wins), for `seed` (made once)."""
+    chosen = dict(zip(options[::2], options[1::2], strict=True))
+    name = "-".join(["shortcut", *(f"{k.lstrip('-')}{v.replace(',', '_')}" for k, v in chosen.items()), f"s{seed}"])
+    options = [item for pair in chosen.items() for item in pair]
     folder = recipe.out / "data" / name
     if not (folder / "manifest.json").is_file():
         size = SMOKE_DATA if recipe.smoke else []
