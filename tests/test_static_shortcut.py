@@ -89,3 +89,17 @@ class _no_exit:
         if kind is SystemExit:
             raise AssertionError(f"the recipe exited with status {value.code}")
         return False
+
+
+def test_a_dataset_made_before_the_knobs_existed_is_still_reused(tmp_path):
+    from vdiag.data.synthetic import KNOB_DEFAULTS, default_dataset_dir, generate_dataset
+
+    config = SynthConfig(size=32, frames=4, num_train=2, num_val=1, num_test=1)
+    generate_dataset(config, tmp_path / "old", workers=1)
+    manifest = json.loads((tmp_path / "old" / "manifest.json").read_text())
+    for key in KNOB_DEFAULTS:  # what generator version 2 wrote before the knobs were added
+        del manifest["parameters"][key]
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps(manifest))
+    assert generate_dataset(config, tmp_path / "old", workers=1)["reused"] is True
+    # and its cache folder name did not change: the knobs at their defaults are not part of it
+    assert default_dataset_dir(SynthConfig(seed=1)).name == "synth-ec933a9c44"  # as before the knobs
