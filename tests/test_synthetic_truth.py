@@ -107,9 +107,16 @@ def test_every_frame_level_and_position_is_uniform_for_every_value():
             assert kstest(angles, "uniform").pvalue > 1e-3, (value, t)
 
 
-# --- the static-shortcut knobs (texture, radius, speed, colour offset) keep the truth hidden -------
+# --- the static-shortcut knobs (texture, radius, speed, brightness change, colour offset) keep the truth hidden
 
-KNOBS = {"texture": 0.3, "radius": [0.06, 0.1], "speed": 0.5, "color_offset": 30, "bg_color": ["blue", "green", "red", "yellow"]}
+KNOBS = {
+    "texture": 0.3,
+    "radius": [0.06, 0.1],
+    "speed": 0.5,
+    "brightness_change": 0.5,
+    "color_offset": 30,
+    "bg_color": ["blue", "green", "red", "yellow"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -137,13 +144,24 @@ def test_single_frames_show_no_dynamic_factor_with_every_knob_on(knob_dataset, t
 
 
 def test_knobs_keep_every_frame_uniform_for_every_trajectory():
-    """Smaller shapes and other speeds: the per-frame position and angle stay uniform (KS test)."""
+    """Smaller shapes, other speeds and brightness changes: the per-frame position, angle and
+    background level stay uniform (KS test)."""
     from scipy.stats import kstest
 
+    from vdiag.data.synthetic import BRIGHTNESS_RANGE
+
+    low, high = BRIGHTNESS_RANGE
     for radius, speed in (([0.06, 0.1], 0.5), ([0.2, 0.25], 2.0)):
-        config = SynthConfig(size=32, frames=FRAMES, radius=radius, speed=speed, fg_trajectory=["rotation", "linear", "orbit", "bounce"])
+        config = SynthConfig(size=32, frames=FRAMES, radius=radius, speed=speed, brightness_change=speed)
+        config.fg_trajectory, config.bg_brightness = ["rotation", "linear", "orbit", "bounce"], ["brightening", "darkening", "steady"]
         params = [draw_video_params(config, "test", i) for i in range(2000)]
         assert all(radius[0] * 32 <= p["radius"] <= radius[1] * 32 for p in params)
+        for value in config.bg_brightness:
+            for t in (0, FRAMES - 1):
+                levels = [(p["brightness"][t] - low) / (high - low) for p in params if p["factors"]["bg_brightness"] == value]
+                assert kstest(levels, "uniform").pvalue > 1e-3, (speed, value, t)
+        steps = [abs(p["brightness"][1] - p["brightness"][0]) for p in params if p["factors"]["bg_brightness"] == "brightening"]
+        assert np.median(steps) == pytest.approx(speed * 0.25 / (FRAMES - 1), rel=0.1)  # the change scales
         for value in config.fg_trajectory:
             chosen = [p for p in params if p["factors"]["fg_trajectory"] == value]
             for t in (0, FRAMES - 1):

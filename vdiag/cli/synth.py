@@ -70,6 +70,9 @@ Examples:
 @click.option("--texture", type=float, default=None, help="Per-video multiplicative background texture, amplitude in [0, 1) [0: none].")
 @click.option("--radius", help="Shape radius range MIN,MAX as fractions of the frame side [0.13,0.2].")
 @click.option("--speed", type=float, default=None, help="Multiplier on how far the shape moves / turns over the clip, (0, 4] [1].")
+@click.option(
+    "--brightness-change", type=float, default=None, help="Multiplier on how much the background level changes over the clip, (0, 3] [1]."
+)
 @click.option("--color-offset", type=click.IntRange(0), default=None, help="Per-video background colour offset, ± levels per channel [12].")
 @click.option("--pairing", help="Confounded pairs dynamic=static [fg_trajectory=bg_color,bg_brightness=fg_shape], or 'none'.")
 @click.option("--preview", is_flag=True, help="Also write preview.png: every value of every factor (like BOD-VCL Fig. 5).")
@@ -97,6 +100,7 @@ def synth_dataset(
     texture,
     radius,
     speed,
+    brightness_change,
     color_offset,
     pairing,
     preview,
@@ -127,6 +131,7 @@ def synth_dataset(
         "texture": texture,
         "radius": _radius(radius),
         "speed": speed,
+        "brightness_change": brightness_change,
         "color_offset": color_offset,
         "bg_color": comma_list(colors),
         "fg_shape": comma_list(shapes),

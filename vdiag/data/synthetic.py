@@ -32,7 +32,8 @@ and amount of the brightness ramp, and per-frame pixel noise.
 Knobs for studying the static shortcut (docs/static-shortcut.md), all off or at today's values by
 default, so the default output is unchanged: `texture` (a per-video multiplicative background
 texture: a static identity for every video), `radius` (the shape's size range), `speed` (a
-multiplier on how far the shape moves or turns over the clip) and `color_offset` (the per-video
+multiplier on how far the shape moves or turns over the clip), `brightness_change` (the same for
+the background level's ramp) and `color_offset` (the per-video
 offset of the background colour: how distinct the colours stay). None of them depends on a dynamic
 factor, so a single frame still says nothing about one.
 
@@ -119,6 +120,7 @@ class SynthConfig:
     texture: float = 0.0  # amplitude of a per-video multiplicative background texture (0: uniform background)
     radius: list[float] = field(default_factory=lambda: [0.13, 0.2])  # shape radius range, fraction of the frame side
     speed: float = 1.0  # multiplier on the distance / angle the shape covers over the clip
+    brightness_change: float = 1.0  # multiplier on how much the background level changes over the clip
     color_offset: int = 12  # per-video offset of the background colour, ± levels per channel
     benchmark: str | None = None  # the named setting this dataset started from (BENCHMARKS), if any
     crf: int = 0  # lossless H.264: the only way to get identical decoded frames on every run (see write_video)
@@ -155,6 +157,8 @@ class SynthConfig:
             raise VdiagError(f"--radius must be MIN,MAX with 0.03 <= MIN <= MAX <= 0.3 (fractions of the frame side), got {self.radius}")
         if not 0.0 < self.speed <= 4.0:
             raise VdiagError(f"--speed must lie in (0, 4], got {self.speed}")
+        if not 0.0 < self.brightness_change <= 3.0:
+            raise VdiagError(f"--brightness-change must lie in (0, 3], got {self.brightness_change}")
         if not 0 <= self.color_offset <= 60:
             raise VdiagError(f"--color-offset must lie in [0, 60] levels, got {self.color_offset}")
         for dynamic, static in self.pairing.items():
@@ -197,7 +201,14 @@ def default_dataset_dir(config: SynthConfig | None = None) -> Path:
     return cache_dir() / "datasets" / f"synth-{digest}"
 
 
-KNOB_DEFAULTS = {"texture": 0.0, "radius": [0.13, 0.2], "speed": 1.0, "color_offset": 12, "benchmark": None}  # added after version 2
+KNOB_DEFAULTS = {
+    "texture": 0.0,
+    "radius": [0.13, 0.2],
+    "speed": 1.0,
+    "brightness_change": 1.0,
+    "color_offset": 12,
+    "benchmark": None,
+}  # added after version 2
 
 
 def _identity(parameters: dict) -> dict:
@@ -238,7 +249,7 @@ def draw_video_params(config: SynthConfig, split: str, index: int) -> dict:
     fg_color = _hsv_to_rgb(hue, rng.uniform(0.0, 0.45), rng.uniform(0.88, 1.0))
     values = {name: factors[name][chosen[name]] for name in FACTOR_KINDS}
     path = _trajectory(values["fg_trajectory"], rng, size, frames, radius, config.speed)
-    levels = _brightness_levels(values["bg_brightness"], rng, frames)
+    levels = _brightness_levels(values["bg_brightness"], rng, frames, config.brightness_change)
     return {
         "split": split,
         "index": index,
@@ -288,7 +299,7 @@ def background_texture(config: SynthConfig, seed: int) -> np.ndarray:
 BRIGHTNESS_RANGE = (0.3, 1.1)  # background level, as a multiple of the background colour
 
 
-def _brightness_levels(kind: str, rng: np.random.Generator, frames: int) -> np.ndarray:
+def _brightness_levels(kind: str, rng: np.random.Generator, frames: int, change: float = 1.0) -> np.ndarray:
     """Background level per frame: a constant-rate ramp on a cyclic scale, from a uniform phase.
 
     A monotone ramp inside a bounded range cannot hide its direction from every single frame (its
@@ -297,11 +308,12 @@ def _brightness_levels(kind: str, rng: np.random.Generator, frames: int) -> np.n
     reaching the top (bottom) it restarts at the bottom (top), which happens once in about a third
     of the clips. The phase is uniform, so the level at every single frame is uniform on
     [low, high) for every value of the factor: one frame says nothing about the direction.
+    `change` multiplies the amount (the phase stays uniform, so every frame stays uniform).
     """
     low, high = BRIGHTNESS_RANGE
     width = high - low
     phase = rng.random()
-    amount = float(rng.uniform(0.2, 0.3)) / width  # change over the clip, as a fraction of the cycle
+    amount = change * float(rng.uniform(0.2, 0.3)) / width  # change over the clip, as a fraction of the cycle
     sign = {"brightening": 1.0, "darkening": -1.0, "steady": 0.0}[kind]
     return low + width * np.mod(phase + sign * amount * np.arange(frames) / (frames - 1), 1.0)
 
