@@ -10,7 +10,9 @@ the `static-shortcut` preset), it changes one cause at a time:
   preset (crops 30–100 %, grey scale at p 0.2), at the same frame size and epochs;
 - number of static values: 2 vs 4 background colours (4 trajectories follow them);
 - per-video static identity: a multiplicative background texture (`--texture`);
-- motion salience: smaller shapes (`--radius`), faster motion (`--speed`);
+- motion salience: smaller shapes (`--radius`), faster motion (`--speed`), a steeper brightness
+  ramp (`--brightness-change 1`, the generator's default);
+- what the brightness change follows in train: the colour (the benchmark) or the shape (the default);
 - train correlation (`--correlation`);
 - training length (epochs).
 
@@ -58,6 +60,12 @@ AXES = [
     ),
     ("radius", "shape radius (fraction of frame)", [("0.13-0.2", [], None, None), ("0.06-0.1", ["--radius", "0.06,0.1"], None, None)]),
     ("speed", "speed multiplier", [("0.5", ["--speed", "0.5"], None, None), ("1", [], None, None), ("2", ["--speed", "2"], None, None)]),
+    ("brightness", "brightness change", [("0.5", [], None, None), ("1", ["--brightness-change", "1"], None, None)]),
+    (
+        "pairing",
+        "brightness follows",
+        [("colour", [], None, None), ("shape", ["--pairing", "fg_trajectory=bg_color,bg_brightness=fg_shape"], None, None)],
+    ),
     (
         "correlation",
         "train correlation",
