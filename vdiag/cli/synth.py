@@ -116,8 +116,9 @@ def synth_dataset(
     val and test are decorrelated. Writes H.264 videos, per-frame foreground masks, labels.csv and
     manifest.json. The same options and seed give identical labels and frames.
 
-    --benchmark static-shortcut starts from the setting where plain v-SimCLR takes the static
-    shortcut (docs/static-shortcut.md); options given on the command line still apply.
+    --benchmark static-shortcut starts from the setting where plain v-SimCLR, pretrained with
+    `vdiag pretrain --preset static-shortcut`, takes the static shortcut (docs/static-shortcut.md);
+    options given on the command line still apply.
     """
     given = {
         "size": size,
