@@ -57,7 +57,10 @@ Examples:
 @click.option("--weights", type=click.Path(dir_okay=False), help="Start the backbone from a local checkpoint (any common layout).")
 @click.option("--keep-temporal", is_flag=True, default=None, help="Remove temporal strides: one feature per input frame.")
 @click.option(
-    "--preset", type=click.Choice(["cpu", "paper"]), help="Hyper-parameters: cpu (small, fast) or paper (as the papers state) [cpu]."
+    "--preset",
+    type=click.Choice(["cpu", "paper", "static-shortcut"]),  # vdiag.train.config.PRESETS (not imported: --help stays torch-free)
+    help="Hyper-parameters: cpu (small, fast), static-shortcut (cpu with mild augmentation, for that benchmark) "
+    "or paper (as the papers state) [cpu].",
 )
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML settings (e.g. a saved config.yaml).")
 @click.option(

@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from vdiag.cli.common import comma_list, emit, json_option
-from vdiag.data.synthetic import FACTOR_KINDS, SynthConfig, generate_dataset
+from vdiag.data.synthetic import BENCHMARKS, FACTOR_KINDS, SynthConfig, generate_dataset
 from vdiag.errors import VdiagError
 from vdiag.results import Result
 
@@ -35,7 +35,9 @@ Examples:
   vdiag synth-dataset                                  # default: 64×64, 16 frames, 1000/500/500
   vdiag synth-dataset --out data/synth --preview       # and the factor grid (preview.png)
   vdiag synth-dataset --correlation 1.0 --label-factor bg_color
-  vdiag synth-dataset --shapes circle,square,star --trajectories linear,rotation,orbit,bounce""",
+  vdiag synth-dataset --shapes circle,square,star --trajectories linear,rotation,orbit,bounce
+  vdiag synth-dataset --texture 0.3 --speed 0.5 --radius 0.08,0.12     # static-shortcut knobs
+  vdiag synth-dataset --benchmark static-shortcut --out data/shortcut  # the static-shortcut benchmark""",
 )
 @click.option(
     "--out",
@@ -43,30 +45,35 @@ Examples:
     help="Output folder [default: ~/.cache/vdiag/datasets/synth-default, or synth-<hash> for other parameters].",
 )
 @click.option("--seed", type=int, default=None, help="Generator seed [default: the global --seed].")
-@click.option("--num-train", type=click.IntRange(0), default=1000, show_default=True)
-@click.option("--num-val", type=click.IntRange(0), default=500, show_default=True)
-@click.option("--num-test", type=click.IntRange(0), default=500, show_default=True)
-@click.option("--size", type=int, default=64, show_default=True, help="Frame side in pixels (even, ≥ 32).")
-@click.option("--frames", type=int, default=16, show_default=True, help="Frames per video.")
-@click.option("--fps", type=click.IntRange(1), default=8, show_default=True)
 @click.option(
-    "--correlation",
-    type=float,
-    default=0.8,
-    show_default=True,
-    help="In train, P(dynamic factor copies its static partner); 0 = independent.",
+    "--benchmark",
+    type=click.Choice(list(BENCHMARKS)),
+    default=None,
+    help="A named setting (docs/static-shortcut.md): its parameters replace the defaults; options given still apply.",
+)
+@click.option("--num-train", type=click.IntRange(0), default=None, help="Train videos [1000].")
+@click.option("--num-val", type=click.IntRange(0), default=None, help="Val videos [500].")
+@click.option("--num-test", type=click.IntRange(0), default=None, help="Test videos [500].")
+@click.option("--size", type=int, default=None, help="Frame side in pixels (even, ≥ 32) [64].")
+@click.option("--frames", type=int, default=None, help="Frames per video [16].")
+@click.option("--fps", type=click.IntRange(1), default=None, help="Frames per second of the files [8].")
+@click.option(
+    "--correlation", type=float, default=None, help="In train, P(dynamic factor copies its static partner); 0 = independent [0.8]."
 )
 @click.option(
-    "--label-factor",
-    type=click.Choice(list(FACTOR_KINDS)),
-    default="fg_trajectory",
-    show_default=True,
-    help="Which factor is the action label.",
+    "--label-factor", type=click.Choice(list(FACTOR_KINDS)), default=None, help="Which factor is the action label [fg_trajectory]."
 )
 @click.option("--colors", help="Background colours [blue,green]; also red, yellow, purple, orange, cyan, gray.")
 @click.option("--shapes", help="Foreground shapes [pentagon,circle]; also square, triangle, star, hexagon.")
 @click.option("--brightness", help="Background brightness changes [brightening,darkening]; also steady.")
 @click.option("--trajectories", help="Foreground trajectories [rotation,linear]; also orbit, bounce.")
+@click.option("--texture", type=float, default=None, help="Per-video multiplicative background texture, amplitude in [0, 1) [0: none].")
+@click.option("--radius", help="Shape radius range MIN,MAX as fractions of the frame side [0.13,0.2].")
+@click.option("--speed", type=float, default=None, help="Multiplier on how far the shape moves / turns over the clip, (0, 4] [1].")
+@click.option(
+    "--brightness-change", type=float, default=None, help="Multiplier on how much the background level changes over the clip, (0, 3] [1]."
+)
+@click.option("--color-offset", type=click.IntRange(0), default=None, help="Per-video background colour offset, ± levels per channel [12].")
 @click.option("--pairing", help="Confounded pairs dynamic=static [fg_trajectory=bg_color,bg_brightness=fg_shape], or 'none'.")
 @click.option("--preview", is_flag=True, help="Also write preview.png: every value of every factor (like BOD-VCL Fig. 5).")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Processes [default: all cores].")
@@ -77,6 +84,7 @@ def synth_dataset(
     settings,
     out,
     seed,
+    benchmark,
     num_train,
     num_val,
     num_test,
@@ -89,6 +97,11 @@ def synth_dataset(
     shapes,
     brightness,
     trajectories,
+    texture,
+    radius,
+    speed,
+    brightness_change,
+    color_offset,
     pairing,
     preview,
     workers,
@@ -102,23 +115,34 @@ def synth_dataset(
     follow the static ones with probability --correlation (the confounding of real datasets);
     val and test are decorrelated. Writes H.264 videos, per-frame foreground masks, labels.csv and
     manifest.json. The same options and seed give identical labels and frames.
+
+    --benchmark static-shortcut starts from the setting where plain v-SimCLR, pretrained with
+    `vdiag pretrain --preset static-shortcut`, takes the static shortcut (docs/static-shortcut.md);
+    options given on the command line still apply.
     """
-    config = SynthConfig(
-        size=size,
-        frames=frames,
-        fps=fps,
-        num_train=num_train,
-        num_val=num_val,
-        num_test=num_test,
-        seed=settings.seed if seed is None else seed,
-        correlation=correlation,
-        label_factor=label_factor,
-    )
-    for name, value in (("bg_color", colors), ("fg_shape", shapes), ("bg_brightness", brightness), ("fg_trajectory", trajectories)):
-        if value is not None:
-            setattr(config, name, comma_list(value))
-    if pairing is not None:
-        config.pairing = _pairing(pairing)
+    given = {
+        "size": size,
+        "frames": frames,
+        "fps": fps,
+        "num_train": num_train,
+        "num_val": num_val,
+        "num_test": num_test,
+        "correlation": correlation,
+        "label_factor": label_factor,
+        "texture": texture,
+        "radius": _radius(radius),
+        "speed": speed,
+        "brightness_change": brightness_change,
+        "color_offset": color_offset,
+        "bg_color": comma_list(colors),
+        "fg_shape": comma_list(shapes),
+        "bg_brightness": comma_list(brightness),
+        "fg_trajectory": comma_list(trajectories),
+        "pairing": _pairing(pairing),
+    }
+    start = dict(BENCHMARKS[benchmark]["data"]) if benchmark else {}
+    chosen = start | {key: value for key, value in given.items() if value is not None}
+    config = SynthConfig(seed=settings.seed if seed is None else seed, **chosen)
     summary = generate_dataset(config, out, workers=workers, overwrite=overwrite)
     if preview:
         from vdiag.viz.synth_preview import plot_factor_grid  # matplotlib only when asked
@@ -147,6 +171,19 @@ def synth_dataset(
     if summary.get("preview"):
         footer.append(f"preview: {summary['preview']}")
     emit(result, as_json, table, footer=footer)
+
+
+def _radius(value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    parts = comma_list(value) or []
+    try:
+        numbers = [float(part) for part in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) != 2:
+        raise VdiagError(f"--radius takes MIN,MAX as fractions of the frame side, such as 0.08,0.12; got {value!r}")
+    return numbers
 
 
 def _result(config: SynthConfig, summary: dict) -> Result:

@@ -29,6 +29,14 @@ Nuisance variation keeps the task from being solvable from one pixel: position, 
 direction, start angle, foreground colour, a per-video offset of the background colour, the phase
 and amount of the brightness ramp, and per-frame pixel noise.
 
+Knobs for studying the static shortcut (docs/static-shortcut.md), all off or at today's values by
+default, so the default output is unchanged: `texture` (a per-video multiplicative background
+texture: a static identity for every video), `radius` (the shape's size range), `speed` (a
+multiplier on how far the shape moves or turns over the clip), `brightness_change` (the same for
+the background level's ramp) and `color_offset` (the per-video
+offset of the background colour: how distinct the colours stay). None of them depends on a dynamic
+factor, so a single frame still says nothing about one.
+
 Confounding (the BOD-VCL argument: static and dynamic semantics co-occur in real data). In the
 `train` split, each dynamic factor copies its static partner's value index (modulo its number of
 values) with probability `correlation`, and is drawn uniformly otherwise; in `val` and `test` every
@@ -108,6 +116,13 @@ class SynthConfig:
     # dynamic factor -> the static factor it follows in the train split
     pairing: dict[str, str] = field(default_factory=lambda: {"fg_trajectory": "bg_color", "bg_brightness": "fg_shape"})
     pixel_noise: float = 2.0
+    # static-shortcut knobs (docs/static-shortcut.md); the defaults give generator version 2's output
+    texture: float = 0.0  # amplitude of a per-video multiplicative background texture (0: uniform background)
+    radius: list[float] = field(default_factory=lambda: [0.13, 0.2])  # shape radius range, fraction of the frame side
+    speed: float = 1.0  # multiplier on the distance / angle the shape covers over the clip
+    brightness_change: float = 1.0  # multiplier on how much the background level changes over the clip
+    color_offset: int = 12  # per-video offset of the background colour, ± levels per channel
+    benchmark: str | None = None  # the named setting this dataset started from (BENCHMARKS), if any
     crf: int = 0  # lossless H.264: the only way to get identical decoded frames on every run (see write_video)
 
     def factors(self) -> dict[str, list[str]]:
@@ -125,6 +140,8 @@ class SynthConfig:
             raise VdiagError("the video counts must be >= 0 and not all zero")
         if not 0.0 <= self.correlation <= 1.0:
             raise VdiagError(f"--correlation must lie in [0, 1], got {self.correlation}")
+        if self.benchmark is not None and self.benchmark not in BENCHMARKS:
+            raise VdiagError(f"unknown benchmark {self.benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
         if self.label_factor not in FACTOR_KINDS:
             raise VdiagError(f"--label-factor must be one of {', '.join(FACTOR_KINDS)}, got {self.label_factor!r}")
         allowed = {"bg_color": tuple(COLORS), "fg_shape": SHAPES, "bg_brightness": BRIGHTNESS_CHANGES, "fg_trajectory": TRAJECTORIES}
@@ -134,6 +151,16 @@ class SynthConfig:
                 raise VdiagError(
                     f"{name} needs two or more distinct values from: {', '.join(allowed[name])} (got {', '.join(values) or 'none'})"
                 )
+        if not 0.0 <= self.texture < 1.0:
+            raise VdiagError(f"--texture must lie in [0, 1) (0: no texture), got {self.texture}")
+        if len(self.radius) != 2 or not 0.03 <= self.radius[0] <= self.radius[1] <= 0.3:
+            raise VdiagError(f"--radius must be MIN,MAX with 0.03 <= MIN <= MAX <= 0.3 (fractions of the frame side), got {self.radius}")
+        if not 0.0 < self.speed <= 4.0:
+            raise VdiagError(f"--speed must lie in (0, 4], got {self.speed}")
+        if not 0.0 < self.brightness_change <= 3.0:
+            raise VdiagError(f"--brightness-change must lie in (0, 3], got {self.brightness_change}")
+        if not 0 <= self.color_offset <= 60:
+            raise VdiagError(f"--color-offset must lie in [0, 60] levels, got {self.color_offset}")
         for dynamic, static in self.pairing.items():
             if dynamic not in DYNAMIC_FACTORS or static not in STATIC_FACTORS:
                 raise VdiagError(
@@ -142,13 +169,53 @@ class SynthConfig:
                 )
 
 
+# Named settings (`vdiag synth-dataset --benchmark NAME`): the dataset parameters, and the training
+# that goes with them (the preset and epochs at which the setting was measured).
+BENCHMARKS = {
+    "static-shortcut": {
+        "data": {
+            "benchmark": "static-shortcut",
+            "size": 32,
+            "frames": 8,
+            "num_train": 400,
+            "num_val": 200,
+            "num_test": 200,
+            "correlation": 0.95,
+            # both dynamic factors follow the background colour, and the brightness ramp is half as
+            # steep: otherwise v-SimCLR reads the brightness change at 2 of 3 seeds (measured)
+            "pairing": {"fg_trajectory": "bg_color", "bg_brightness": "bg_color"},
+            "brightness_change": 0.5,
+        },
+        "preset": "static-shortcut",
+        "epochs": 4,
+        "doc": "docs/static-shortcut.md",
+    },
+}
+
+
 def default_dataset_dir(config: SynthConfig | None = None) -> Path:
     """Where a dataset goes without --out: `synth-default` for the default parameters, else a
     folder named by a hash of the parameters (so that different datasets never collide)."""
     if config is None or asdict(config) == asdict(SynthConfig()):
         return cache_dir() / "datasets" / "synth-default"
-    digest = hashlib.sha1(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:10]
+    digest = hashlib.sha1(json.dumps(_identity(asdict(config)), sort_keys=True).encode()).hexdigest()[:10]
     return cache_dir() / "datasets" / f"synth-{digest}"
+
+
+KNOB_DEFAULTS = {
+    "texture": 0.0,
+    "radius": [0.13, 0.2],
+    "speed": 1.0,
+    "brightness_change": 1.0,
+    "color_offset": 12,
+    "benchmark": None,
+}  # added after version 2
+
+
+def _identity(parameters: dict) -> dict:
+    """The parameters that name a dataset: the knobs added later are left out at their defaults, so
+    a dataset made before they existed keeps its cache folder and is still reused."""
+    return {key: value for key, value in parameters.items() if not (key in KNOB_DEFAULTS and value == KNOB_DEFAULTS[key])}
 
 
 def default_synthetic_dataset() -> Path:
@@ -178,12 +245,12 @@ def draw_video_params(config: SynthConfig, split: str, index: int) -> dict:
         drawn = int(rng.integers(len(factors[name])))
         chosen[name] = chosen[partner] % len(factors[name]) if follows else drawn
     size, frames = config.size, config.frames
-    radius = float(rng.uniform(0.13, 0.2) * size)
+    radius = float(rng.uniform(*config.radius) * size)
     hue = rng.random()
     fg_color = _hsv_to_rgb(hue, rng.uniform(0.0, 0.45), rng.uniform(0.88, 1.0))
     values = {name: factors[name][chosen[name]] for name in FACTOR_KINDS}
-    path = _trajectory(values["fg_trajectory"], rng, size, frames, radius)
-    levels = _brightness_levels(values["bg_brightness"], rng, frames)
+    path = _trajectory(values["fg_trajectory"], rng, size, frames, radius, config.speed)
+    levels = _brightness_levels(values["bg_brightness"], rng, frames, config.brightness_change)
     return {
         "split": split,
         "index": index,
@@ -191,19 +258,49 @@ def draw_video_params(config: SynthConfig, split: str, index: int) -> dict:
         "factor_index": chosen,
         "radius": radius,
         "fg_color": [round(c, 2) for c in fg_color],
-        "bg_offset": [int(v) for v in rng.integers(-12, 13, 3)],
+        "bg_offset": [int(v) for v in rng.integers(-config.color_offset, config.color_offset + 1, 3)],
         "brightness": [round(float(v), 5) for v in levels],
         "brightness_start": round(float(levels[0]), 5),
         "brightness_end": round(float(levels[-1]), 5),
         "noise_seed": int(rng.integers(2**31)),
         **path,
+        # drawn last and only when used, so that every other draw is the same with and without it
+        **({"texture_seed": int(rng.integers(2**31))} if config.texture > 0 else {}),
     }
+
+
+TEXTURE_CELLS = 6  # the texture's grid: random values on a 6×6 grid, bilinearly interpolated
+
+
+def background_texture(config: SynthConfig, seed: int) -> np.ndarray:
+    """A video's multiplicative background texture `(H, W, 3)`, float, 1 ± `config.texture`.
+
+    Smooth colour blobs: uniform values in [−1, 1] on a `TEXTURE_CELLS`² grid per channel,
+    bilinearly interpolated to the frame, times the amplitude, plus 1. It is the same on every
+    frame and independent of every factor, so it gives each video a static identity (like a scene)
+    without telling anything about a factor.
+
+    Args:
+        config: the dataset's parameters (`size`, `texture`).
+        seed: the video's `texture_seed` (params.jsonl).
+
+    Returns:
+        float64 array `(size, size, 3)` of factors in [1 − texture, 1 + texture].
+    """
+    grid = np.random.default_rng(seed).uniform(-1.0, 1.0, (TEXTURE_CELLS, TEXTURE_CELLS, 3))
+    position = (np.arange(config.size) + 0.5) / config.size * (TEXTURE_CELLS - 1)
+    low = np.minimum(position.astype(int), TEXTURE_CELLS - 2)
+    frac = (position - low)[:, None]
+    rows = grid[low] * (1 - frac)[..., None] + grid[low + 1] * frac[..., None]  # (size, cells, 3)
+    rows = rows.transpose(1, 0, 2)  # (cells, size, 3): interpolate along the other axis
+    field = rows[low] * (1 - frac)[..., None] + rows[low + 1] * frac[..., None]  # (size, size, 3)
+    return 1.0 + config.texture * field.transpose(1, 0, 2)
 
 
 BRIGHTNESS_RANGE = (0.3, 1.1)  # background level, as a multiple of the background colour
 
 
-def _brightness_levels(kind: str, rng: np.random.Generator, frames: int) -> np.ndarray:
+def _brightness_levels(kind: str, rng: np.random.Generator, frames: int, change: float = 1.0) -> np.ndarray:
     """Background level per frame: a constant-rate ramp on a cyclic scale, from a uniform phase.
 
     A monotone ramp inside a bounded range cannot hide its direction from every single frame (its
@@ -212,22 +309,25 @@ def _brightness_levels(kind: str, rng: np.random.Generator, frames: int) -> np.n
     reaching the top (bottom) it restarts at the bottom (top), which happens once in about a third
     of the clips. The phase is uniform, so the level at every single frame is uniform on
     [low, high) for every value of the factor: one frame says nothing about the direction.
+    `change` multiplies the amount (the phase stays uniform, so every frame stays uniform).
     """
     low, high = BRIGHTNESS_RANGE
     width = high - low
     phase = rng.random()
-    amount = float(rng.uniform(0.2, 0.3)) / width  # change over the clip, as a fraction of the cycle
+    amount = change * float(rng.uniform(0.2, 0.3)) / width  # change over the clip, as a fraction of the cycle
     sign = {"brightening": 1.0, "darkening": -1.0, "steady": 0.0}[kind]
     return low + width * np.mod(phase + sign * amount * np.arange(frames) / (frames - 1), 1.0)
 
 
-def _trajectory(kind: str, rng: np.random.Generator, size: int, frames: int, radius: float) -> dict:
+def _trajectory(kind: str, rng: np.random.Generator, size: int, frames: int, radius: float, speed: float = 1.0) -> dict:
     """Centre positions (x, y) and orientation angles per frame, kept inside the frame.
 
     Every path is an offset from a centre drawn uniformly on the unfolded square of side 2·(high −
     low), folded back into [low, high] (a reflection at the walls). Folding a uniform point, moved
     by any offset, gives a uniform point: at every single frame the shape's position is uniform over
     the frame and its angle uniform, whatever the trajectory, so one frame says nothing about it.
+    `speed` multiplies the distance (linear, bounce) or angle (rotation, orbit) covered over the
+    clip; folding keeps every frame uniform for any speed.
     """
     margin = radius + 1.5
     low, high = margin, size - margin
@@ -237,15 +337,15 @@ def _trajectory(kind: str, rng: np.random.Generator, size: int, frames: int, rad
     angles = np.full(frames, angle0)
     if kind == "rotation":  # spin in place: half a turn to a full turn over the clip
         dx = dy = np.zeros(frames)
-        angles = angle0 + rng.uniform(math.pi, 2 * math.pi) * rng.choice([-1, 1]) * t
+        angles = angle0 + speed * rng.uniform(math.pi, 2 * math.pi) * rng.choice([-1, 1]) * t
     elif kind in ("linear", "bounce"):  # straight at constant speed, reflected at the walls
         direction = rng.uniform(0, 2 * math.pi)
-        distance = rng.uniform(0.35, 0.55) * size if kind == "linear" else rng.uniform(1.0, 1.5) * size
+        distance = speed * (rng.uniform(0.35, 0.55) * size if kind == "linear" else rng.uniform(1.0, 1.5) * size)
         dx, dy = math.cos(direction) * distance * t, math.sin(direction) * distance * t
     elif kind == "orbit":  # circle around a point: half a turn to a full turn
         orbit = rng.uniform(0.12, 0.2) * size
         start = rng.uniform(0, 2 * math.pi)
-        phase = start + rng.uniform(math.pi, 2 * math.pi) * rng.choice([-1, 1]) * t
+        phase = start + speed * rng.uniform(math.pi, 2 * math.pi) * rng.choice([-1, 1]) * t
         dx, dy = orbit * (np.cos(phase) - math.cos(start)), orbit * (np.sin(phase) - math.sin(start))
     else:
         raise ValueError(f"unknown trajectory {kind}")
@@ -316,6 +416,7 @@ def render_video(config: SynthConfig, params: dict) -> tuple[np.ndarray, np.ndar
     marker = np.array([25.0, 25.0, 25.0])
     shape, radius = params["factors"]["fg_shape"], params["radius"]
     noise = np.random.default_rng(params["noise_seed"])
+    texture = background_texture(config, params["texture_seed"]) if "texture_seed" in params else None
     video = np.empty((frames, size, size, 3), np.uint8)
     masks = np.zeros((frames, size, size), bool)
     for t in range(frames):
@@ -329,7 +430,10 @@ def render_video(config: SynthConfig, params: dict) -> tuple[np.ndarray, np.ndar
         h, w = y1 - y0, x1 - x0
         alpha_body = body.reshape(h, sub, w, sub).mean((1, 3))[..., None]
         alpha_dot = dot.reshape(h, sub, w, sub).mean((1, 3))[..., None]
-        frame = np.broadcast_to(np.clip(base * levels[t], 0, 255), (size, size, 3)).copy()
+        if texture is None:
+            frame = np.broadcast_to(np.clip(base * levels[t], 0, 255), (size, size, 3)).copy()
+        else:
+            frame = np.clip(base * levels[t] * texture, 0, 255)
         box = frame[y0:y1, x0:x1]
         box[:] = (box * (1 - alpha_body) + fg * alpha_body) * (1 - alpha_dot) + marker * alpha_dot
         frame += noise.normal(0, config.pixel_noise, frame.shape)
@@ -408,7 +512,10 @@ def generate_dataset(config: SynthConfig, out: str | Path | None = None, workers
     manifest = manifest_for(config)
     existing = _read_manifest(out)
     if existing is not None and not overwrite:
-        if existing.get("parameters") == manifest["parameters"] and existing.get("generator_version") == GENERATOR_VERSION:
+        if (
+            _identity(existing.get("parameters", {})) == _identity(manifest["parameters"])
+            and existing.get("generator_version") == GENERATOR_VERSION
+        ):
             return {"out": str(out), "reused": True, **existing.get("summary", {})}
         raise VdiagError(f"{out} already holds a synthetic dataset with other parameters; pass --overwrite or choose another --out")
     if existing is None and out.exists() and any(out.iterdir()):

@@ -32,7 +32,7 @@ from vdiag.errors import VdiagError
 from vdiag.methods import METHODS, method_arguments
 from vdiag.train.settings import check_config, section_keys
 
-PRESETS = ("cpu", "paper")
+PRESETS = ("cpu", "paper", "static-shortcut")  # static-shortcut: cpu with mild augmentation (docs/static-shortcut.md)
 SECTIONS = ("backbone", "data", "augment", "train")
 UNPRESET_DEFAULTS = {"backbone": {"weights": None}}  # settings no preset names; None: random initialisation
 
@@ -41,10 +41,11 @@ def load_preset(name: str) -> dict:
     """The preset `name` as stored in `vdiag/assets/presets/<name>.yaml`: the source of every default.
 
     Args:
-        name: one of `PRESETS` ('cpu', 'paper').
+        name: one of `PRESETS` ('cpu', 'paper', 'static-shortcut').
 
     Returns:
         The preset's sections (`backbone`, `data`, `augment`, `train`) and its `methods` overrides.
+        A preset that says `extends: OTHER` is OTHER with its own values merged over it.
 
     Raises:
         VdiagError: an unknown preset name.
@@ -52,7 +53,9 @@ def load_preset(name: str) -> dict:
     if name not in PRESETS:
         raise VdiagError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     text = resources.files("vdiag.assets").joinpath("presets").joinpath(f"{name}.yaml").read_text()
-    return yaml.safe_load(text)
+    data = yaml.safe_load(text)
+    base = data.pop("extends", None)
+    return merge(load_preset(base), data) if base else data
 
 
 def read_config_file(path: str | Path) -> dict:
