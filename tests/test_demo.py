@@ -1,6 +1,7 @@
 """`vdiag demo` end to end at a tiny size: every run trained, every card row filled, re-runs reuse."""
 
 import json
+from pathlib import Path
 
 from test_pretrain import run_cli
 
@@ -23,6 +24,12 @@ def test_demo_trains_every_run_and_fills_the_report(tmp_path):
         "bolddi-simclr",
         "supervised",
     }
+    # the benchmark's data for the self-supervised runs, its unconfounded twin for the references
+    manifest = json.loads((Path(summary["data"]) / "manifest.json").read_text())
+    twin = json.loads((Path(summary["details"]["twin"]) / "manifest.json").read_text())
+    assert manifest["parameters"]["benchmark"] == twin["parameters"]["benchmark"] == "static-shortcut"
+    assert manifest["parameters"]["correlation"] == 0.95 and twin["parameters"]["correlation"] == 0.0
+    assert {run["name"] for run in summary["details"]["runs"] if run["unconfounded"]} == {"static-reference", "dynamic-reference"}
     metrics = summary["metrics"]
     for index in range(len(DEMO_RUNS)):  # every metric of the card, for every checkpoint
         for diagnostic, name, *_ in CARD:

@@ -37,9 +37,10 @@ def demo(settings, out, data, size, num_train, epochs, clips, as_json):
     """The papers' core finding end to end: does plain contrastive learning take the static
     shortcut on confounded data, and do the decoupling methods recover motion?
 
-    Generates the confounded synthetic dataset, pretrains a static and a dynamic supervised
-    reference, v-SimCLR, ViDiDi-SimCLR, DCLR, concepts and BOLD-DI-SimCLR with the cpu preset,
-    runs the diagnostics and writes <out>/report/report.html. Run it again to continue after an
+    Generates the static-shortcut benchmark (docs/static-shortcut.md) and its unconfounded twin,
+    pretrains a static and a dynamic supervised reference (on the twin), v-SimCLR, ViDiDi-SimCLR,
+    DCLR, concepts and BOLD-DI-SimCLR with the benchmark's static-shortcut preset, runs the
+    diagnostics and writes <out>/report/report.html. Run it again to continue after an
     interruption: finished runs are reused, an interrupted one resumes.
     """
     from vdiag.demo import DemoSettings, run_demo

@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from vdiag.cli.common import comma_list, emit, json_option
-from vdiag.data.synthetic import BENCHMARKS, FACTOR_KINDS, SynthConfig, generate_dataset
+from vdiag.data.synthetic import BENCHMARKS, FACTOR_KINDS, SynthConfig, generate_dataset, synth_config
 from vdiag.errors import VdiagError
 from vdiag.results import Result
 
@@ -140,9 +140,7 @@ def synth_dataset(
         "fg_trajectory": comma_list(trajectories),
         "pairing": _pairing(pairing),
     }
-    start = dict(BENCHMARKS[benchmark]["data"]) if benchmark else {}
-    chosen = start | {key: value for key, value in given.items() if value is not None}
-    config = SynthConfig(seed=settings.seed if seed is None else seed, **chosen)
+    config = synth_config(benchmark, seed=settings.seed if seed is None else seed, **given)
     summary = generate_dataset(config, out, workers=workers, overwrite=overwrite)
     if preview:
         from vdiag.viz.synth_preview import plot_factor_grid  # matplotlib only when asked

@@ -193,6 +193,26 @@ BENCHMARKS = {
 }
 
 
+def synth_config(benchmark: str | None = None, *, seed: int = 0, **given) -> SynthConfig:
+    """A dataset's parameters: a named setting's (`BENCHMARKS`) or the defaults, with `given` over them.
+
+    Args:
+        benchmark: a name in `BENCHMARKS` (e.g. "static-shortcut"), or None for the defaults.
+        seed: the dataset's seed.
+        given: `SynthConfig` fields; None values keep the benchmark's (or default) value.
+
+    Returns:
+        The `SynthConfig` (not yet validated: `generate_dataset` validates it).
+
+    Raises:
+        VdiagError: an unknown benchmark name.
+    """
+    if benchmark is not None and benchmark not in BENCHMARKS:
+        raise VdiagError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
+    start = dict(BENCHMARKS[benchmark]["data"]) if benchmark else {}
+    return SynthConfig(seed=seed, **(start | {key: value for key, value in given.items() if value is not None}))
+
+
 def default_dataset_dir(config: SynthConfig | None = None) -> Path:
     """Where a dataset goes without --out: `synth-default` for the default parameters, else a
     folder named by a hash of the parameters (so that different datasets never collide)."""
