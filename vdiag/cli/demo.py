@@ -16,9 +16,9 @@ def _card(result):
 @click.command(
     epilog="""\b
 Examples:
-  vdiag demo                                   # ~9 min on 2 CPU cores; files in ./vdiag-demo
+  vdiag demo                                   # ~4 min on 2 CPU cores; files in ./vdiag-demo
   vdiag demo --out my-demo --epochs 8          # longer pretraining
-  vdiag demo --size 64 --num-train 1000        # the default dataset's size (about an hour here)
+  vdiag demo --size 64 --num-train 1000        # a bigger benchmark (the shortcut was measured at the default)
   vdiag --device cuda demo --size 64 --num-train 1000 --epochs 20   # on a GPU""",
 )
 @click.option("--out", type=click.Path(file_okay=False), default="vdiag-demo", show_default=True, help="Where the demo writes its files.")

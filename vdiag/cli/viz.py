@@ -50,7 +50,10 @@ def eig_command(extractor, data, out, device, split, estimator, colour_by, figur
     """Koopman eigenvalues of the model's per-frame features in the complex plane (BOD-VCL Fig. 4a).
 
     static_fraction_bolddi / _bodvcl: share of eigenvalues in each paper's static region;
-    spectral_radius_mean / _max of the per-clip operators. Saves eig.png (or pdf/svg) and eig.npz.
+    static_energy_*: share of each clip's feature trajectory its static modes carry; each with a 95 %
+    interval over videos and a chance level (<name>_chance: the same clips with frames shuffled in
+    time); spectral_radius_mean / _max of the per-clip operators. Saves eig.png (or pdf/svg) and
+    eig.npz.
     """
     from vdiag.viz.eig import viz_eig
 
