@@ -99,7 +99,7 @@ def main():
             measured = {row: [] for row, _, _ in RUNS}
             for seed in seeds:
                 data = make_dataset(recipe, data_options, seed)
-                twin = make_dataset(recipe, [*data_options, "--correlation", "0"], seed)
+                twin = make_dataset(recipe, [*twin_options(data_options), "--correlation", "0"], seed)
                 for row, method, options in RUNS:
                     # the references do not depend on the augmentation: one pair per dataset and length
                     run_preset, train_data = (preset, data) if method == "simclr" else (BASE[2], twin)
@@ -135,6 +135,14 @@ def make_dataset(recipe: Recipe, options: list[str], seed: int) -> str:
         size = SMOKE_DATA if recipe.smoke else []
         recipe.vdiag("--seed", str(seed), "synth-dataset", "--benchmark", "static-shortcut", *options, *size, "--out", folder)
     return str(folder)
+
+
+def twin_options(options: list[str]) -> list[str]:
+    """The options of a point's unconfounded twin: `--pairing` dropped, since at correlation 0 no
+    train video follows its partner and the generator draws the same numbers whatever the pairing
+    (the twin's videos are identical; dropping it lets points share their references)."""
+    pairs = zip(options[::2], options[1::2], strict=True)
+    return [item for key, value in pairs if key != "--pairing" for item in (key, value)]
 
 
 ISSUED: set[Path] = set()  # run folders already trained (or printed, in a dry run)
