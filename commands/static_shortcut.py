@@ -83,6 +83,7 @@ RUNS = [  # (row, method, options): v-SimCLR and the two supervised references
     ("static reference", "supervised", ["--backbone", "tiny2d", "--target", "bg_color"]),
     ("dynamic reference", "supervised", ["--target", "label"]),
 ]
+PROBE = ["--clips", "2"]  # as on docs/static-shortcut.md: two clips per video
 METRICS = ["dynamic_score", "static_score", "acc_fg_trajectory", "acc_bg_brightness", "acc_bg_color"]
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}  # Student t, 97.5 % quantile, by degrees of freedom
 
@@ -105,7 +106,7 @@ def main():
                     run_preset, train_data = (preset, data) if method == "simclr" else (BASE[2], twin)
                     checkpoint = pretrain(recipe, train_data, method, options, run_preset, epochs, seed)
                     if checkpoint is not None:
-                        measured[row].append(recipe.diagnose("probe factors", checkpoint, data=data))
+                        measured[row].append(recipe.diagnose("probe factors", checkpoint, *PROBE, data=data))
             for row, _, _ in RUNS:
                 summary = {name: mean_interval([m.get(name) for m in measured[row]]) for name in METRICS}
                 curves[row].append({"value": value, **summary, "seeds": [{k: m.get(k) for k in METRICS} for m in measured[row]]})
