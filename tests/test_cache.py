@@ -223,3 +223,22 @@ def test_cache_commands_have_examples_in_help():
     for name in (["cache"], ["cache", "info"], ["cache", "verify"]):
         help_text = run_cli(*name, "--help").stdout
         assert "Examples:" in help_text and "vdiag cache" in help_text.split("Examples:")[1], name
+
+
+def test_real_features_do_not_depend_on_the_difference_view_beside_them(dataset):
+    """Extracting the frame-difference view (one extra frame per clip) beside the real one moves no
+    clip of the real view: the same features, and padding counted per view. Before, the real clips
+    were placed by the longer span, so a diagnostic's numbers depended on which ran first."""
+    data, _, _, weights = dataset
+    model = load_model(weights, backbone="tiny")
+    # two 4-frame clips of 8-frame videos: placed by a 5-frame span they would start 1 frame earlier
+    extractor = Extractor(model, Sampling(frames=4, stride=1, size=32, clips=2), workers=0, cache=False)
+    alone = extract_features(extractor, data.split("test"), ("real",))["real"]
+    both = extract_features(extractor, data.split("test"), ("real", "difference"))
+    np.testing.assert_array_equal(alone.features, both["real"].features)
+    # whole-video clips (8 of 8 frames): the real view is not padded, the difference view is
+    extractor = Extractor(model, Sampling(frames=8, stride=1, size=32, clips=2), workers=0, cache=False)
+    both = extract_features(extractor, data.split("test"), ("real", "difference"))
+    clips = len(data.split("test").records) * 2
+    assert both["real"].reading["padded_clips"] == 0
+    assert both["difference"].reading["padded_clips"] == clips

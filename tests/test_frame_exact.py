@@ -198,3 +198,30 @@ def test_padding_of_a_short_video_is_marked_and_counted(tmp_path):
     sample = VideoClipDataset(index, ClipSpec(4, stride=2), clips_per_video=3)[0]
     assert not bool(sample["padded"].any()) and collate_clips([sample])["padded_clips"] == 0
     assert isinstance(sample["padded"], torch.Tensor)
+
+
+def test_an_optional_extra_frame_moves_no_clip_and_pads_only_its_own_view(tmp_path):
+    """The diagnostics read one frame past each clip for the frame-difference view only: the clips
+    stay where they are without it, and a clip that fills its video is padded only in that view."""
+    long_path, _, _ = make_kind("h264-mp4", tmp_path / "long", num_frames=30)
+    short_path, _, _ = make_kind("h264-mp4", tmp_path / "short", num_frames=8)
+    optional = ClipSpec(8, stride=2, extra_frames=1, extra_optional=True)
+    for path in (long_path, short_path):
+        index = DatasetIndex("csv", tmp_path, "all", [VideoRecord(path, 0, "v")], ["a"])
+        plain = VideoClipDataset(index, ClipSpec(8, stride=2), "eval", clips_per_video=3)[0]
+        extra = VideoClipDataset(index, optional, "eval", clips_per_video=3)[0]
+        assert extra["starts"].tolist() == plain["starts"].tolist()
+        assert torch.equal(extra["clips"][:, :, :8], plain["clips"])  # the same frames, one more after
+        assert extra["padded"].tolist() == plain["padded"].tolist()
+    assert extra["padded"].tolist() == [True] * 3  # the 8-frame video: a 15-frame span
+    # a clip that exactly fills its video: real frames, and a padded frame past them
+    index = DatasetIndex("csv", tmp_path, "all", [VideoRecord(short_path, 0, "v")], ["a"])
+    sample = VideoClipDataset(index, ClipSpec(8, stride=1, extra_frames=1, extra_optional=True), "eval", clips_per_video=2)[0]
+    assert sample["padded"].tolist() == [False, False] and sample["padded_extra"].tolist() == [True, True]
+    tracker = FailureTracker(1)
+    tracker.update(collate_clips([sample]))
+    assert tracker.summary()["padded_clips"] == 0 and tracker.summary()["padded_videos"] == 0
+    assert tracker.summary(with_extra=True)["padded_clips"] == 2 and tracker.summary(with_extra=True)["padded_videos"] == 1
+    # training a method that takes derivatives: the extra frame is part of the clip
+    sample = VideoClipDataset(index, ClipSpec(8, stride=1, extra_frames=1), "eval", clips_per_video=2)[0]
+    assert sample["padded"].tolist() == [True, True]

@@ -114,6 +114,7 @@ class VideoClipDataset(Dataset):
             return {"failed": str(record.path), "error": err.reason, "index": item}
         starts = chosen["starts"]
         padded = [self.clip.padded(s, report["num_frames"]) for s in starts]
+        padded_extra = [self.clip.padded_with_extra(s, report["num_frames"]) for s in starts]
         clips = frames.view(*chosen["indices"].shape, *frames.shape[1:])  # (ρ, T, H, W, C)
         clips = clips.permute(0, 4, 1, 2, 3).contiguous()  # (ρ, C, T, H, W)
         if self.transform is not None:
@@ -126,6 +127,7 @@ class VideoClipDataset(Dataset):
             "factors": dict(record.factors),
             "starts": torch.tensor(starts),
             "padded": torch.tensor(padded),  # (ρ,) bool: the clip repeats (pad) or wraps (loop) frames
+            "padded_extra": torch.tensor(padded_extra),  # (ρ,) bool: the same, its extra frames included
             "reading": _reading_notes(record, report),
         }
 
@@ -156,6 +158,7 @@ def collate_clips(samples: list[dict]) -> dict:
     batch["failures"] = failures
     batch["size"] = len(good)
     batch["padded_clips"] = int(batch["padded"].sum()) if "padded" in batch else 0
+    batch["padded_extra_clips"] = int(batch["padded_extra"].sum()) if "padded_extra" in batch else batch["padded_clips"]
     batch["reading"] = reading
     return batch
 
@@ -198,6 +201,8 @@ class FailureTracker:
         self.seen = 0
         self.padded_clips = 0
         self.padded_videos: set[str] = set()
+        self.padded_extra_clips = 0  # clips padded once their extra frames are counted (ClipSpec.extra_optional)
+        self.padded_extra_videos: set[str] = set()
         self.switched: dict[str, str] = {}
         self.count_mismatches: dict[str, tuple[int, int]] = {}
         self.reading_warnings = 0
@@ -210,11 +215,14 @@ class FailureTracker:
         """
         self.seen += batch.get("size", 0) + len(batch.get("failures", []))
         self.padded_clips += int(batch.get("padded_clips", 0))
-        padded = batch.get("padded")
+        self.padded_extra_clips += int(batch.get("padded_extra_clips", batch.get("padded_clips", 0)))
+        padded, padded_extra = batch.get("padded"), batch.get("padded_extra", batch.get("padded"))
         for k, notes in enumerate(batch.get("reading", [])):
             path = notes["path"]
             if padded is not None and bool(padded[k].any()):
                 self.padded_videos.add(path)
+            if padded_extra is not None and bool(padded_extra[k].any()):
+                self.padded_extra_videos.add(path)
             said = []
             if notes.get("switched") and path not in self.switched:
                 self.switched[path] = notes["switched"]
@@ -245,13 +253,15 @@ class FailureTracker:
     def failed(self) -> int:
         return len(self.errors)
 
-    def summary(self) -> dict[str, int]:
-        """Counts for a run's results: missing and failed videos, padded clips and videos, decoder switches, count mismatches."""
+    def summary(self, *, with_extra: bool = False) -> dict[str, int]:
+        """Counts for a run's results: missing and failed videos, padded clips and videos, decoder
+        switches, count mismatches. `with_extra`: padded clips and videos counted with their extra
+        frames (the frame-difference view, which reads them; `ClipSpec.extra_optional`)."""
         return {
             "missing_videos": self.missing,
             "failed_videos": self.failed,
-            "padded_clips": self.padded_clips,
-            "padded_videos": len(self.padded_videos),
+            "padded_clips": self.padded_extra_clips if with_extra else self.padded_clips,
+            "padded_videos": len(self.padded_extra_videos if with_extra else self.padded_videos),
             "decoder_switches": len(self.switched),
             "frame_count_mismatches": len(self.count_mismatches),
         }

@@ -58,7 +58,8 @@ from vdiag.io import cache_dir, content_digest, save_npz
 
 VIEWS = ("real", "static", "shuffled", "reversed", "difference")
 OUTPUTS = ("pooled", "temporal", *(f"concepts.{name}" for name in CONCEPT_FEATURES))
-CACHE_VERSION = 3  # 2: Sampling has mean/std; features record how their videos were read; 3: videos keyed by content, sources recorded
+CACHE_VERSION = 4  # 2: Sampling has mean/std; features record how their videos were read; 3: videos keyed by content, sources recorded;
+# 4: clips placed by their own span whether or not the difference view's extra frame is read, padding counted per view
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -328,7 +329,9 @@ def extract_features(
 def _extract(extractor: Extractor, index: DatasetIndex, views: list[str], *, output: str, max_failures: float) -> dict[str, Features]:
     model, sampling, seed = extractor.model, extractor.sampling, extractor.seed
     extra = 1 if "difference" in views else 0
-    clip = ClipSpec(sampling.frames, sampling.stride, extra_frames=extra)
+    # the extra frame serves the difference view only: every other view sees the same clips, and
+    # counts its padding by its own frames, whether the difference view is extracted with it or not
+    clip = ClipSpec(sampling.frames, sampling.stride, extra_frames=extra, extra_optional=True)
     dataset = VideoClipDataset(index, clip, "eval", sampling.clips, _EvalTransform(sampling), extractor.decoder, seed=seed)
     order = list(range(dist.rank(), len(dataset), dist.world_size()))
     videos_per_batch = max(1, extractor.batch_size // sampling.clips)
@@ -383,7 +386,7 @@ def _extract(extractor: Extractor, index: DatasetIndex, views: list[str], *, out
             list(index.class_names),
             factors,
             dict(index.factor_values),
-            tracker.summary(),
+            tracker.summary(with_extra=view == "difference"),
         )
         for view in views
     }

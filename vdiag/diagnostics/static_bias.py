@@ -122,7 +122,14 @@ def static_bias(extractor: Extractor, data: DataRef, *, target: str = "label") -
         command="probe static-bias",
         metrics=metrics,
         data=data.path,
-        config={**extractor.describe(), "target": target, **sample_sizes(train=train, test=test["real"]), "data": data.describe()},
+        config={
+            **extractor.describe(),
+            "target": target,
+            **sample_sizes(train=train, test=test["real"]),
+            # acc_dynamic reads the difference view, which takes one frame past each clip: padded when the video ends there
+            "test_padded_difference_clips": int(test["difference"].reading.get("padded_clips", 0)),
+            "data": data.describe(),
+        },
         details={
             "classes": class_names,
             "feature_health": split.health,
