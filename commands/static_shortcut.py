@@ -158,9 +158,10 @@ def pretrain(recipe: Recipe, data: str, method: str, options: list[str], preset:
     if not checkpoint.is_file() and folder not in ISSUED:
         ISSUED.add(folder)
         size = SMOKE_TRAIN if recipe.smoke else []
+        resume = ["--resume"] if (folder / "last.pt").is_file() else []  # an interrupted run continues
         recipe.vdiag(
             "--seed", str(seed), "pretrain", "--method", method, "--data", data, *options, "--preset", preset, "--epochs",
-            str(1 if recipe.smoke else epochs), *SHAPE, *size, "--out", folder,
+            str(1 if recipe.smoke else epochs), *SHAPE, *size, "--out", folder, *resume,
         )  # fmt: skip
     elif not recipe.dry_run and folder not in ISSUED:
         ISSUED.add(folder)
