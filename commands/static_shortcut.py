@@ -32,6 +32,7 @@ No decoupling method runs here: the setting is chosen from v-SimCLR and the refe
     python commands/static_shortcut.py --smoke            # seconds: one axis, one seed, tiny data
     python commands/static_shortcut.py                    # every axis, 3 seeds (a GPU job: ~170 runs)
     python commands/static_shortcut.py --dry-run          # print the commands only
+    python commands/static_shortcut.py --seeds 0 --axes epochs correlation   # part of it
 """
 
 from __future__ import annotations
@@ -89,9 +90,9 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}  # Student t, 97.5 % quantile, b
 
 
 def main():
-    recipe = Recipe.from_command_line("static_shortcut", __doc__, synthetic=True)
-    seeds = SMOKE_SEEDS if recipe.smoke else SEEDS
-    axes = SMOKE_AXES if recipe.smoke else AXES
+    recipe = Recipe.from_command_line("static_shortcut", __doc__, synthetic=True, extra_options=add_options)
+    seeds = SMOKE_SEEDS if recipe.smoke else tuple(recipe.options["seeds"] or SEEDS)
+    axes = SMOKE_AXES if recipe.smoke else [axis for axis in AXES if not recipe.options["axes"] or axis[0] in recipe.options["axes"]]
     record = {"benchmark": BENCHMARK, "seeds": list(seeds), "axes": {}}
     for axis, label, points in axes:
         rows, curves = [], {row: [] for row, _, _ in RUNS}
@@ -124,6 +125,14 @@ def main():
         (recipe.out / "static_shortcut_curves.json").write_text(json.dumps(record, indent=2) + "\n")
         figure = plot_curves(record, recipe.out / "static_shortcut.png")
         print(f"figure: {figure}", file=sys.stderr)
+
+
+def add_options(parser) -> None:
+    """The study's own options: which seeds and axes to run (a smaller study, or its tables from
+    the runs already made: finished runs are reused)."""
+    names = [axis[0] for axis in AXES]
+    parser.add_argument("--seeds", type=int, nargs="+", help=f"seeds to run [{' '.join(map(str, SEEDS))}]")
+    parser.add_argument("--axes", nargs="+", choices=names, metavar="AXIS", help=f"axes to run, of: {', '.join(names)} [all]")
 
 
 def make_dataset(recipe: Recipe, options: list[str], seed: int) -> str:

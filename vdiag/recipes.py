@@ -63,6 +63,7 @@ class Recipe:
         full_preset: the preset at full size ("paper", or "cpu" for synthetic experiments).
         video_root: the folder holding the pretraining dataset's videos (`--video-root`) [beside the annotations].
         commands: the `vdiag` lines run so far (written under each table).
+        options: the recipe's own options (`extra_options` of `from_command_line`), by name.
     """
 
     name: str
@@ -77,9 +78,12 @@ class Recipe:
     full_preset: str = "paper"
     video_root: str | None = None
     commands: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
 
     @classmethod
-    def from_command_line(cls, name: str, description: str, argv: list[str] | None = None, *, synthetic: bool = False) -> Recipe:
+    def from_command_line(
+        cls, name: str, description: str, argv: list[str] | None = None, *, synthetic: bool = False, extra_options=None
+    ) -> Recipe:
         """Parse the recipe options. A `synthetic` experiment is defined on the synthetic data: at
         full size `--data` is optional (the default synthetic dataset) and the preset is `cpu`
         with the recipe's longer schedule; otherwise full size needs the real dataset and uses
@@ -90,6 +94,8 @@ class Recipe:
             description: the help text (the script's docstring).
             argv: the arguments [sys.argv].
             synthetic: the experiment is defined on the synthetic data (see above).
+            extra_options: a function that adds the recipe's own options to the argparse parser;
+                their values land in `Recipe.options`.
 
         Returns:
             The `Recipe`. A usage error exits with status 2 (argparse).
@@ -107,6 +113,9 @@ class Recipe:
         )
         parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+        common = {action.dest for action in parser._actions}
+        if extra_options is not None:
+            extra_options(parser)
         args = parser.parse_args(argv)
         if not args.smoke and not synthetic and not args.data:
             parser.error("at full size this experiment needs the real dataset: --data PATH (or --smoke for a tiny synthetic run)")
@@ -122,6 +131,7 @@ class Recipe:
             device=args.device,
             full_preset=preset,
             video_root=args.video_root,
+            options={key: value for key, value in vars(args).items() if key not in common},
         )
 
     # --- running vdiag -------------------------------------------------------------------------
