@@ -111,7 +111,7 @@ def main():
             for row, _, _ in RUNS:
                 summary = {name: mean_interval([m.get(name) for m in measured[row]]) for name in METRICS}
                 curves[row].append({"value": value, **summary, "seeds": [{k: m.get(k) for k in METRICS} for m in measured[row]]})
-                rows.append((f"{label} = {value}: {row}", [cell(summary[name]) for name in METRICS]))
+                rows.append((f"{label} = {value}: {row}", [cell(summary[name], len(seeds)) for name in METRICS]))
         record["axes"][axis] = {"label": label, "curves": curves}
         recipe.table(
             f"Static shortcut, {label}: v-SimCLR and the supervised references (mean ± 95 % t-interval over seeds {list(seeds)})",
@@ -133,6 +133,9 @@ def add_options(parser) -> None:
     names = [axis[0] for axis in AXES]
     parser.add_argument("--seeds", type=int, nargs="+", help=f"seeds to run [{' '.join(map(str, SEEDS))}]")
     parser.add_argument("--axes", nargs="+", choices=names, metavar="AXIS", help=f"axes to run, of: {', '.join(names)} [all]")
+    parser.add_argument(
+        "--finished-only", action="store_true", help="train nothing: tables and figure of the finished runs (each cell says its seeds)"
+    )
 
 
 def make_dataset(recipe: Recipe, options: list[str], seed: int) -> str:
@@ -141,7 +144,7 @@ def make_dataset(recipe: Recipe, options: list[str], seed: int) -> str:
     name = "-".join(["shortcut", *(f"{k.lstrip('-')}{v.replace(',', '_')}" for k, v in chosen.items()), f"s{seed}"])
     options = [item for pair in chosen.items() for item in pair]
     folder = recipe.out / "data" / name
-    if not (folder / "manifest.json").is_file():
+    if not (folder / "manifest.json").is_file() and not recipe.options.get("finished_only"):
         size = SMOKE_DATA if recipe.smoke else []
         recipe.vdiag("--seed", str(seed), "synth-dataset", "--benchmark", "static-shortcut", *options, *size, "--out", folder)
     return str(folder)
@@ -164,6 +167,8 @@ def pretrain(recipe: Recipe, data: str, method: str, options: list[str], preset:
     # the tag names the run: method, backbone / target, preset, epochs
     folder = recipe.out / "runs" / Path(data).name / tag
     checkpoint = folder / "final.pt"
+    if recipe.options.get("finished_only") and not checkpoint.is_file():
+        return None  # tables of the runs made so far: this seed is left out of this point (its n says so)
     if not checkpoint.is_file() and folder not in ISSUED:
         ISSUED.add(folder)
         size = SMOKE_TRAIN if recipe.smoke else []
@@ -182,20 +187,21 @@ def mean_interval(values: list[float | None]) -> dict:
     """Mean and 95 % Student-t half-width over seeds (half-width None for one seed)."""
     values = [v for v in values if v is not None]
     if not values:
-        return {"mean": None, "half_width": None}
+        return {"mean": None, "half_width": None, "n": 0}
     if len(values) == 1:
-        return {"mean": values[0], "half_width": None}
+        return {"mean": values[0], "half_width": None, "n": 1}
     half = T95[len(values) - 1] * statistics.stdev(values) / math.sqrt(len(values))
-    return {"mean": statistics.fmean(values), "half_width": half}
+    return {"mean": statistics.fmean(values), "half_width": half, "n": len(values)}
 
 
-def cell(summary: dict) -> str | None:
-    """'0.512 ± 0.041' (or just the mean for one seed)."""
+def cell(summary: dict, seeds: int) -> str | None:
+    """'0.512 ± 0.041' (or just the mean for one seed), with "(n = 2)" when fewer than `seeds` seeds were measured."""
     if summary["mean"] is None:
         return None
+    fewer = f" (n = {summary['n']})" if summary["n"] < seeds else ""
     if summary["half_width"] is None:
-        return str(score(summary["mean"]))
-    return f"{score(summary['mean'])} ± {score(summary['half_width'])}"
+        return f"{score(summary['mean'])}{fewer}"
+    return f"{score(summary['mean'])} ± {score(summary['half_width'])}{fewer}"
 
 
 def plot_curves(record: dict, path: Path) -> Path:
