@@ -92,7 +92,8 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}  # Student t, 97.5 % quantile, b
 def main():
     recipe = Recipe.from_command_line("static_shortcut", __doc__, synthetic=True, extra_options=add_options)
     seeds = SMOKE_SEEDS if recipe.smoke else tuple(recipe.options["seeds"] or SEEDS)
-    axes = SMOKE_AXES if recipe.smoke else [axis for axis in AXES if not recipe.options["axes"] or axis[0] in recipe.options["axes"]]
+    chosen = recipe.options["axes"] or [axis[0] for axis in AXES]  # in the order given
+    axes = SMOKE_AXES if recipe.smoke else [axis for name in chosen for axis in AXES if axis[0] == name]
     record = {"benchmark": BENCHMARK, "seeds": list(seeds), "axes": {}}
     for axis, label, points in axes:
         rows, curves = [], {row: [] for row, _, _ in RUNS}
@@ -132,7 +133,9 @@ def add_options(parser) -> None:
     the runs already made: finished runs are reused)."""
     names = [axis[0] for axis in AXES]
     parser.add_argument("--seeds", type=int, nargs="+", help=f"seeds to run [{' '.join(map(str, SEEDS))}]")
-    parser.add_argument("--axes", nargs="+", choices=names, metavar="AXIS", help=f"axes to run, of: {', '.join(names)} [all]")
+    parser.add_argument(
+        "--axes", nargs="+", choices=names, metavar="AXIS", help=f"axes to run, in this order, of: {', '.join(names)} [all]"
+    )
     parser.add_argument(
         "--finished-only", action="store_true", help="train nothing: tables and figure of the finished runs (each cell says its seeds)"
     )
