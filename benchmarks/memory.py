@@ -90,7 +90,7 @@ def measure(name: str, backbone: str, frames: int, size: int, videos: int, amp: 
         method.after_step(0.5)
 
     step()  # optimiser state, queue
-    meter.label_method(method.backbone, "feature_map", "backbone")
+    _label_backbone_passes(meter, method, method_name)
     meter.label_modules({"projector": method.projector})
     if method_name == "dclr":
         meter.label_method(method, "_slow_keys", "slow encoder")
@@ -114,6 +114,23 @@ def measure(name: str, backbone: str, frames: int, size: int, videos: int, amp: 
         "seconds": seconds,
     }
     return row
+
+
+def _label_backbone_passes(meter, method, method_name: str) -> None:
+    """Stage names for the trained backbone's passes: DCLR's joint pass, or its s, d, v passes in call order."""
+    if method_name != "dclr":
+        meter.label_method(method.backbone, "feature_map", "backbone")
+        return
+    if method.passes == "joint":
+        meter.label_method(method.backbone, "feature_map", "backbone [v; s; d]")
+        return
+    original, names = method.backbone.feature_map, iter(["backbone s", "backbone d", "backbone v"])  # the order of DCLR.forward
+
+    def labelled(*args, **kwargs):
+        with meter.stage(next(names)):
+            return original(*args, **kwargs)
+
+    method.backbone.feature_map = labelled
 
 
 def batchnorm_difference(checkpoint: str, batches: int = 3) -> dict:
@@ -169,7 +186,7 @@ def batchnorm_difference(checkpoint: str, batches: int = 3) -> dict:
                 rows.append(({k: float(v) for k, v in values.items()}, gradient))
                 method.after_step(0.5)
             results[passes] = rows
-        per_batch = []
+        per_batch, previous = [], None
         for (joint, g_joint), (separate, g_separate) in zip(results["joint"], results["separate"]):
             per_batch.append(
                 {
@@ -177,8 +194,13 @@ def batchnorm_difference(checkpoint: str, batches: int = 3) -> dict:
                     "loss_parts_separate": separate,
                     "gradient_cosine": float(torch.nn.functional.cosine_similarity(g_joint, g_separate, dim=0)),
                     "gradient_norm_ratio": float(g_separate.norm() / g_joint.norm()),
+                    # the scale of batch-to-batch noise: the joint gradient's cosine to the previous batch's
+                    "joint_cosine_to_previous_batch": None
+                    if previous is None
+                    else float(torch.nn.functional.cosine_similarity(g_joint, previous, dim=0)),
                 }
             )
+            previous = g_joint
         out[weights] = per_batch
     return {"checkpoint": checkpoint, "epoch": last_epoch, "batch_size": config["train"]["batch_size"], "batches": out}
 
@@ -194,17 +216,21 @@ def _table(rows: list[dict], batches: list[int]) -> list[str]:
     configs = list(dict.fromkeys(r["config"] for r in rows))
     lines = [
         f"Saved for backward (exact, MiB) at {big} videos × 2 clips, per stage "
-        "(the backbone stage of DCLR is one pass over [v; s; d], each a third of its rows):",
+        "(DCLR's joint pass is one pass over [v; s; d], each a third of its rows; `separate` makes three):",
         "",
-        "| config | backbone | slow encoder | projector | search | views, pooling, maps, losses | total saved | peak live saved |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| config | backbone [v; s; d] (one pass) or v | s | d | slow encoder | projector | search | views, pooling, maps, losses "
+        "| total saved | peak live saved |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in configs:
         r = at.get((name, big))
         if r is None:
             continue
         saved = r["saved"]
-        cells = [_mib(saved.get(stage, 0)) for stage in ("backbone", "slow encoder", "projector", "search", "other")]
+        first = sum(saved.get(stage, 0) for stage in ("backbone", "backbone [v; s; d]", "backbone v"))
+        cells = [_mib(first)] + [
+            _mib(saved.get(stage, 0)) for stage in ("backbone s", "backbone d", "slow encoder", "projector", "search", "other")
+        ]
         lines.append(f"| {name} | {' | '.join(cells)} | {_mib(r['saved_total'])} | {_mib(r['saved_peak_live'])} |")
     lines += [
         "",
@@ -212,8 +238,8 @@ def _table(rows: list[dict], batches: list[int]) -> list[str]:
         "(MemTracker; activations + temporaries at the peak):",
         "",
         "| config | saved MiB/video | × simclr | peak MiB/video | × simclr | peak MiB at "
-        f"{big} | of which activations + temporaries | saved at {small} × {big // small} = at {big}? |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"{big} | of which activations + temporaries | peak during | saved at {small} × {big // small} = at {big}? |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     reference = None
     for name in configs:
@@ -230,7 +256,8 @@ def _table(rows: list[dict], batches: list[int]) -> list[str]:
         transient = b["peak"]["activation"] + b["peak"]["temporary"]
         lines.append(
             f"| {name} | {_mib(saved_slope)} | {ratio[0]} | {_mib(peak_slope)} | {ratio[1]} | {_mib(b['peak']['total'])} "
-            f"| {_mib(transient)} | {'yes' if linear < 0.01 else f'off by {100 * linear:.1f} %'} |"
+            f"| {_mib(transient)} | {'backward' if b['peak']['gradient'] else 'forward'} "
+            f"| {'yes' if linear < 0.01 else f'off by {100 * linear:.1f} %'} |"
         )
     return lines
 
@@ -247,7 +274,16 @@ def main() -> None:
     parser.add_argument(
         "--bn-difference", metavar="CHECKPOINT", help="only compare passes=separate with the joint pass on a DCLR run's data"
     )
+    parser.add_argument("--render", metavar="JSON", help="only rewrite the Markdown of an earlier results file")
     args = parser.parse_args()
+    if args.render:
+        from pathlib import Path
+
+        stored = json.loads(Path(args.render).read_text())
+        text = Path(args.render).with_suffix(".md").read_text().split("\n\n")[0]
+        batches = stored["arguments"]["batches"]
+        Path(args.render).with_suffix(".md").write_text("\n".join([text, "", *_table(stored["rows"], batches)]) + "\n")
+        return
     if args.bn_difference:
         from training import save_results
 
@@ -256,8 +292,9 @@ def main() -> None:
             f"DCLR `passes=separate` vs the joint pass, same weights and batches ({result['batch_size']} videos, "
             f"{args.bn_difference}, epoch {result['epoch']}):",
             "",
-            "| weights | batch | loss joint | loss separate | vs | vd | sd | ac (joint → separate) | gradient cosine | ‖g_sep‖/‖g_joint‖ |",
-            "|---|---:|---:|---:|---|---|---|---|---:|---:|",
+            "| weights | batch | loss joint | loss separate | vs | vd | sd | ac (joint → separate) | gradient cosine | ‖g_sep‖/‖g_joint‖ "
+            "| joint: cosine to the previous batch's gradient |",
+            "|---|---:|---:|---:|---|---|---|---|---:|---:|---:|",
         ]
         for weights, rows in result["batches"].items():
             for i, r in enumerate(rows):
@@ -265,7 +302,8 @@ def main() -> None:
                 parts = [f"{j.get(k, float('nan')):.3f} → {s_.get(k, float('nan')):.3f}" for k in ("vs", "vd", "sd", "ac")]
                 lines.append(
                     f"| {weights} | {i} | {j['loss']:.4f} | {s_['loss']:.4f} | {' | '.join(parts)} "
-                    f"| {r['gradient_cosine']:.3f} | {r['gradient_norm_ratio']:.3f} |"
+                    f"| {r['gradient_cosine']:.3f} | {r['gradient_norm_ratio']:.3f} "
+                    f"| {'–' if r['joint_cosine_to_previous_batch'] is None else format(r['joint_cosine_to_previous_batch'], '.3f')} |"
                 )
         save_results("memory-dclr-passes-batchnorm", lines, result)
         return
