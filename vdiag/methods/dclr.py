@@ -24,7 +24,11 @@ T'×H'×W'. After `warmup_epochs`:
 
 Every ablation of Tables 4–7 is an option: `losses` (any of vv, vs, vd, sd; sd is subtracted),
 `same_view`, `search` (none | dynamic | static | both), `neighbours`, `neighbour_weights`
-(prior | uniform), `activation_alignment`, `refine_static`, `refine_dynamic`.
+(prior | uniform), `activation_alignment`, `refine_static`, `refine_dynamic`. For memory (issue 21):
+`passes` (joint | separate: one backbone pass over [v; s; d], or one per input with its own
+batch-norm statistics) and `recompute_extra_views` (with separate passes, s and d recompute their
+activations in backward); f̃ runs before the trained passes, so its transient tensors never add to
+what they keep for backward (docs/methods/dclr.md, Memory).
 
 `DCLR.activation_maps(clips)` returns A_v, A_s, A_d for any input (Fig. 3); the function
 `decoupled_activation_maps` does the same for any backbone.
