@@ -7,8 +7,8 @@ measures, both exact on CPU and independent of the allocator (they count tensor 
   (`torch.autograd.graph.saved_tensors_hooks`), per named stage, and the peak of those still alive
   (a storage saved by a graph that is later dropped, e.g. behind a `.detach()`, stops counting).
   Storages are counted once however many ops save them (a view saves its base's storage).
-  Inside a `torch.utils.checkpoint` region the checkpoint's own hooks replace these, so what a
-  checkpointed block keeps is not counted here: use `step_peak_memory` for checkpointed runs.
+  A checkpointed block (`torch.utils.checkpoint`, non-reentrant) keeps only its inputs, and those
+  are counted; what it recomputes in backward is transient and only `step_peak_memory` sees it.
 - `step_peak_memory`: the peak of live tensor bytes over one whole optimiser step (forward,
   backward, optimiser), by category (activations, temporaries, parameters, gradients, optimiser
   state), from torch's `MemTracker` (a dispatch mode that follows every storage). It includes the
