@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/extraction.py
 	$(BIN)/python benchmarks/bilevel.py
+	$(BIN)/python benchmarks/memory.py
 
 clean:
 	rm -rf $(VENV) vdiag-demo .pytest_cache

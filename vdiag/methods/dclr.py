@@ -24,7 +24,11 @@ T'×H'×W'. After `warmup_epochs`:
 
 Every ablation of Tables 4–7 is an option: `losses` (any of vv, vs, vd, sd; sd is subtracted),
 `same_view`, `search` (none | dynamic | static | both), `neighbours`, `neighbour_weights`
-(prior | uniform), `activation_alignment`, `refine_static`, `refine_dynamic`.
+(prior | uniform), `activation_alignment`, `refine_static`, `refine_dynamic`. For memory (issue 21):
+`passes` (joint | separate: one backbone pass over [v; s; d], or one per input with its own
+batch-norm statistics) and `recompute_extra_views` (with separate passes, s and d recompute their
+activations in backward); f̃ runs before the trained passes, so its transient tensors never add to
+what they keep for backward (docs/methods/dclr.md, Memory).
 
 `DCLR.activation_maps(clips)` returns A_v, A_s, A_d for any input (Fig. 3); the function
 `decoupled_activation_maps` does the same for any backbone.
@@ -42,7 +46,7 @@ from vdiag.errors import VdiagError
 from vdiag.losses.cross_infonce import pair_info_nce
 from vdiag.losses.precision import float32_island
 from vdiag.methods.base import Method, StepSeed, loss_terms, momentum_copy
-from vdiag.models.backbones import VideoBackbone
+from vdiag.models.backbones import VideoBackbone, body_blocks
 from vdiag.models.heads import mlp
 
 LOSS_TERMS = ("vv", "vs", "vd", "sd")
@@ -175,6 +179,16 @@ class DCLR(Method):
         queue_size: search memory (2048 on UCF-101, 16384 on Kinetics-400, §4.1).
         refresh_every: epochs between refreshes of the slow encoder f̃ (10 on UCF-101, 5 on K400).
         warmup_epochs: epochs before search and refinement start (§3.4: "after a few epochs").
+        passes: 'joint' (default): one backbone pass over [v; s; d], batch-norm statistics of the
+            mixture; 'separate': one pass per input, each normalised with its own batch statistics
+            (the paper does not say which; docs/methods/dclr.md measures the difference).
+        recompute_extra_views: with `passes=separate`, the s and d passes recompute their blocks'
+            activations in backward instead of keeping them (the v pass keeps its own): same
+            losses and gradients as without, less memory (docs/methods/dclr.md, memory).
+
+    Raises:
+        VdiagError: an unknown option value; `recompute_extra_views` without `passes=separate` or
+            with a backbone whose blocks vdiag does not know.
     """
 
     name = "dclr"
@@ -202,6 +216,8 @@ class DCLR(Method):
         queue_size: int = 2048,
         refresh_every: int = 10,
         warmup_epochs: int = 10,
+        passes: str = "joint",
+        recompute_extra_views: bool = False,
     ):
         super().__init__(backbone)
         terms = loss_terms(losses, LOSS_TERMS)
@@ -211,6 +227,16 @@ class DCLR(Method):
             raise VdiagError(f"method_args.neighbour_weights must be prior or uniform; got {neighbour_weights!r}")
         if neighbours < 1 or queue_size < neighbours or refresh_every < 1:
             raise VdiagError("method_args.neighbours must be ≥ 1, queue_size ≥ neighbours and refresh_every ≥ 1")
+        if passes not in ("joint", "separate"):
+            raise VdiagError(f"method_args.passes must be joint or separate; got {passes!r}")
+        if recompute_extra_views and passes != "separate":
+            raise VdiagError(
+                "method_args.recompute_extra_views needs method_args.passes=separate (one joint pass cannot recompute "
+                "only s and d); for the joint pass use train.activation_checkpointing"
+            )
+        if recompute_extra_views and body_blocks(backbone.body) is None:
+            raise VdiagError(f"method_args.recompute_extra_views: vdiag does not know the blocks of {backbone.name}; set it to false")
+        self.passes, self.recompute_extra_views = passes, recompute_extra_views
         self.temperature = temperature
         self.terms = terms
         self.same_view = same_view
@@ -256,11 +282,19 @@ class DCLR(Method):
         video, static, difference = decoupled_views(
             clips.flatten(0, 1), self.random.generator(), rank() * 2 * n, world_size() * 2 * n
         )  # Eq. 3–4
-        maps = self.backbone.feature_map(torch.cat([video, static, difference]))  # one pass: shared BN statistics
-        map_v, map_s, map_d = maps.split(2 * n)
+        refine = self.decoupling
+        searching = self.search != "none" and refine and self.training
+        # f̃ (no gradient) before the trained passes, so its transient tensors never sit on top of their saved ones
+        keys = self._slow_keys(static, difference, n) if searching else {}
+        if self.passes == "joint":
+            maps = self.backbone.feature_map(torch.cat([video, static, difference]))  # one pass: shared BN statistics
+            map_v, map_s, map_d = maps.split(2 * n)
+        else:  # each input with its own BN statistics; s and d first, so that backward frees v's activations
+            recompute = True if self.recompute_extra_views else None  # before it recomputes s's and d's
+            map_s, map_d = (self.backbone.feature_map(x, recompute=recompute) for x in (static, difference))
+            map_v = self.backbone.feature_map(video)
         act_v, act_s, act_d = activation_map(map_v), activation_map(map_s).detach(), activation_map(map_d).detach()
         pooled_v, pooled_s, pooled_d = (m.mean(dim=(2, 3, 4)) for m in (map_v, map_s, map_d))
-        refine = self.decoupling
         v_for_s = weighted_pool(map_v, act_s) if refine and self.refine_static else pooled_v  # f_s(v), Eq. 13–14
         v_for_d = weighted_pool(map_v, act_d) if refine and self.refine_dynamic else pooled_v  # f_d(v), Eq. 13, 15
         z = self.projector(torch.cat([pooled_v, v_for_s, v_for_d, pooled_s, pooled_d])).view(5, n, 2, -1)
@@ -276,8 +310,6 @@ class DCLR(Method):
         parts: dict[str, torch.Tensor] = {}
         if "vv" in self.terms:  # Eq. 1, the v-CL baseline term
             parts["vv"] = dual(z_v, z_v, cross)
-        searching = self.search != "none" and refine and self.training
-        keys = self._slow_keys(static, difference, n) if searching else {}
         if "vs" in self.terms:
             parts["vs"] = (
                 self._searched(z_vs, z_s, keys.get("static"), self.static_queue) if "static" in keys else dual(z_vs, z_s, paired)

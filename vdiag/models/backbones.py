@@ -72,12 +72,23 @@ class VideoBackbone(nn.Module):
         self.channels_last_3d = False
         self.checkpointed_blocks: list[nn.Module] | None = None  # set by `set_activation_checkpointing`
 
-    def feature_map(self, clips: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T, H, W) → (B, C', T', H', W'): the last stage, or the last layer's tokens on their grid."""
+    def feature_map(self, clips: torch.Tensor, recompute: bool | None = None) -> torch.Tensor:
+        """(B, 3, T, H, W) → (B, C', T', H', W'): the last stage, or the last layer's tokens on their grid.
+
+        Args:
+            clips: the input clips.
+            recompute: for this call, recompute each block's activations in backward (True) or keep
+                them (False); None follows `set_activation_checkpointing`. Only in training with
+                gradients enabled.
+
+        Raises:
+            VdiagError: `recompute=True` for a body without known blocks (`body_blocks`).
+        """
         if self.channels_last_3d and clips.dim() == 5:
             clips = clips.contiguous(memory_format=torch.channels_last_3d)
-        if self.checkpointed_blocks and self.training and torch.is_grad_enabled():
-            for block in self.checkpointed_blocks:
+        blocks = self.checkpointed_blocks if recompute is None else (self._recompute_blocks() if recompute else None)
+        if blocks and self.training and torch.is_grad_enabled():
+            for block in blocks:
                 clips = checkpoint(block, clips, use_reentrant=False, context_fn=partial(_recompute_contexts, block))
             return clips
         return self.body(clips)
@@ -92,6 +103,15 @@ class VideoBackbone(nn.Module):
             raise VdiagError(f"train.channels_last_3d is for 3-D CNN backbones; {self.name} is a token model: set it to false")
         self.channels_last_3d = bool(enabled)
         return self.to(memory_format=torch.channels_last_3d if enabled else torch.contiguous_format)
+
+    def _recompute_blocks(self) -> list[nn.Module]:
+        blocks = body_blocks(self.body)
+        if not blocks:
+            raise VdiagError(
+                f"recomputing activations supports tiny, torchvision's video ResNets and S3D, and pytorchvideo's "
+                f"single-pathway networks; {self.name} is not one"
+            )
+        return blocks
 
     def set_activation_checkpointing(self, enabled: bool = True) -> VideoBackbone:
         """Recompute each block's activations in backward instead of keeping them (training only).
@@ -178,7 +198,11 @@ def _recompute_contexts(block: nn.Module):
 
 @contextmanager
 def _batchnorm_statistics_kept(module: nn.Module):
-    """Batch-norm running statistics of `module` as they were on entry, whatever runs inside."""
+    """Batch-norm running statistics of `module` as they were on entry, whatever runs inside.
+
+    Their version counters too: a pass of the same layers that was not checkpointed saved these
+    buffers for its backward, and they are back to the very values it saved.
+    """
     saved = [
         (buffer, buffer.detach().clone())
         for m in module.modules()
@@ -186,12 +210,13 @@ def _batchnorm_statistics_kept(module: nn.Module):
         for buffer in (m.running_mean, m.running_var, m.num_batches_tracked)
         if buffer is not None
     ]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for buffer, value in saved:
-                buffer.copy_(value)
+    with torch.autograd._unsafe_preserve_version_counter(tuple(buffer for buffer, _ in saved)):
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for buffer, value in saved:
+                    buffer.copy_(value)
 
 
 def _torchvision(builder_name: str) -> Callable[[], tuple[nn.Module, int]]:
