@@ -55,20 +55,37 @@ RUNS = [
     ("v-SimCLR, 12 epochs", "simclr-e12", "simclr", (), 12, (0,)),
     # DCLR (cpu preset: sd_weight 0.1, search and refinement after 1 warm-up epoch)
     ("DCLR (cpu preset)", "dclr", "dclr", (), EPOCHS, SEEDS),
-    ("DCLR, sd_weight 1 (Eq. 16)", "dclr-sd1", "dclr", ("sd_weight=1",), EPOCHS, (0,)),
+    ("DCLR, sd_weight 1 (Eq. 16)", "dclr-sd1", "dclr", ("sd_weight=1",), EPOCHS, SEEDS),
     ("DCLR, no warm-up", "dclr-nowarm", "dclr", ("warmup_epochs=0",), EPOCHS, (0,)),
     ("DCLR, no search (Table 5 'None')", "dclr-search-none", "dclr", ("search=none",), EPOCHS, (0,)),
     ("DCLR Table 4: L_VV", "dclr-t4-vv", "dclr", ("losses=vv", *INPUT_LEVEL), EPOCHS, (0,)),
-    ("DCLR Table 4: L_VD", "dclr-t4-vd", "dclr", ("losses=vd", *INPUT_LEVEL), EPOCHS, (0,)),
+    ("DCLR Table 4: L_VD", "dclr-t4-vd", "dclr", ("losses=vd", *INPUT_LEVEL), EPOCHS, SEEDS),
     ("DCLR Table 4: L_VS + L_VD", "dclr-t4-vs-vd", "dclr", ("losses=vs,vd", *INPUT_LEVEL), EPOCHS, (0,)),
     ("DCLR Table 4: L_VV + L_VD", "dclr-t4-vv-vd", "dclr", ("losses=vv,vd", *INPUT_LEVEL), EPOCHS, (0,)),
     ("DCLR Table 4: L_VV + L_VS + L_VD", "dclr-t4-vv-vs-vd", "dclr", ("losses=vv,vs,vd", *INPUT_LEVEL), EPOCHS, (0,)),
+    (
+        "DCLR Table 4: L_VS + L_VD − L_SD, sd_weight 1",
+        "dclr-t4-vs-vd-sd1",
+        "dclr",
+        ("losses=vs,vd,sd", "sd_weight=1", *INPUT_LEVEL),
+        EPOCHS,
+        (0,),
+    ),
+    ("DCLR: − L_SD alone, sd_weight 1", "dclr-t4-sd1", "dclr", ("losses=sd", "sd_weight=1", *INPUT_LEVEL), EPOCHS, (0,)),
     ("DCLR, 12 epochs", "dclr-e12", "dclr", (), 12, (0,)),
     # concepts (cpu preset: L_loc after 1 warm-up epoch)
     ("concepts (cpu preset)", "concepts", "concepts", (), EPOCHS, SEEDS),
     ("concepts, no warm-up", "concepts-nowarm", "concepts", ("warmup_epochs=0",), EPOCHS, (0,)),
     ("concepts Table 4: L_aln", "concepts-aln", "concepts", ("losses=aln",), EPOCHS, (0,)),
     ("concepts Table 4: L_aln + L_fid + L_div", "concepts-aln-fid-div", "concepts", ("losses=aln,fid,div",), EPOCHS, (0,)),
+    (
+        "concepts, K_s = K_d = 50, top-K 5 (the paper's, §4.2)",
+        "concepts-k50",
+        "concepts",
+        ("static_concepts=50", "dynamic_concepts=50", "top_k=5"),
+        EPOCHS,
+        (0,),
+    ),
     ("concepts, 12 epochs", "concepts-e12", "concepts", (), 12, (0,)),
     # BOLD-DI on v-SimCLR (cpu preset: ν 0.1, one inner step, AID-FD, ξ 0.9, ω 0.1)
     ("BOLD-DI-SimCLR (cpu preset)", "bolddi-simclr", "bolddi-simclr", (), EPOCHS, SEEDS),
@@ -85,8 +102,10 @@ RUNS = [
     ("BOD-VCL-SimCLR, radius 0.3", "bodvcl-simclr-r03", "bodvcl-simclr", ("radius=0.3",), EPOCHS, (0,)),
     ("BOD-VCL-SimCLR, radius 0.03", "bodvcl-simclr-r003", "bodvcl-simclr", ("radius=0.03",), EPOCHS, (0,)),
     ("BOD-VCL-SimCLR, 12 epochs", "bodvcl-simclr-e12", "bodvcl-simclr", (), 12, (0,)),
-    # ViDiDi-BYOL (cpu preset: balanced schedule, second order at p 0.5)
+    # ViDiDi-BYOL (cpu preset: balanced schedule, second order at p 0.5) and its base
+    ("v-BYOL", "byol", "byol", (), EPOCHS, (0,)),
     ("ViDiDi-BYOL (cpu preset)", "vididi-byol", "vididi-byol", (), EPOCHS, SEEDS),
+    ("ViDiDi-BYOL, 12 epochs", "vididi-byol-e12", "vididi-byol", (), 12, (0,)),
     (
         "ViDiDi-BYOL, random 1st order (Table 6)",
         "vididi-byol-random",
