@@ -62,7 +62,8 @@ def test_loss_terms_and_concept_features_tables(smoke):
     assert not any(name.startswith("BOLD-DI") for name in names)
     metrics = [json.loads(line) for line in (smoke / "runs" / "concepts-s0" / "metrics.jsonl").read_text().splitlines()]
     epoch = [m for m in metrics if m["type"] == "epoch"][0]
-    assert dict(zip(names, (row["values"][0] for row in terms["rows"])))["concepts (cpu preset): aln"] == round(epoch["aln"], 3)
+    first = dict(zip(names, (row["values"][0] for row in terms["rows"])))
+    assert first["concepts (cpu preset): aln"] == pytest.approx(epoch["aln"], rel=5e-3)
     concepts = json.loads((smoke / "static_shortcut_ablations_concepts.json").read_text())
     for row in concepts["rows"]:
         stem, feature = row["run"].split(": ")
