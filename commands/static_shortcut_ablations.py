@@ -97,8 +97,8 @@ RUNS = [
     ("BOD-VCL-SimCLR, 12 epochs", "bodvcl-simclr-e12", "bodvcl-simclr", (), 12, (0,)),
     # ViDiDi-BYOL (cpu preset: balanced schedule, second order at p 0.5) and its base
     ("v-BYOL", "byol", "byol", (), EPOCHS, (0,)),
-    ("ViDiDi-BYOL (cpu preset)", "vididi-byol", "vididi-byol", (), EPOCHS, (0,)),
-    ("ViDiDi-BYOL, 12 epochs", "vididi-byol-e12", "vididi-byol", (), 12, (0,)),
+    ("ViDiDi-BYOL (cpu preset)", "vididi-byol", "vididi-byol", (), EPOCHS, SEEDS),
+    ("ViDiDi-BYOL, 12 epochs", "vididi-byol-e12", "vididi-byol", (), 12, SEEDS),
     (
         "ViDiDi-BYOL, random 1st order (Table 6)",
         "vididi-byol-random",
