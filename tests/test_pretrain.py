@@ -341,6 +341,8 @@ def test_resume_from_a_checkpoint_written_before_settings_existed(tiny_synth, tm
     save_checkpoint(tmp_path / "last.pt", **{k: v for k, v in state.items() if k not in ("format", "version", "vdiag_version")})
     result = pretrain(config, tmp_path, resume=True)
     assert result.details["finished"] and result.metrics["steps_done"] == 6
+    environment = json.loads((tmp_path / "pretrain.json").read_text())["details"]["environment"]
+    assert environment == {"torch": torch.__version__, "device": "cpu", "intra_op_threads": torch.get_num_threads()}
     saved = load_checkpoint(tmp_path / "final.pt")["config"]
     assert saved["train"]["schedule"] == "cosine" and saved["data"]["max_failures"] == 0.05 and saved["data"]["workers"] == 0
 

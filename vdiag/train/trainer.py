@@ -851,6 +851,10 @@ def _finish(run: _Run, position: Position, stop: _StopFlag | None) -> Result:
             "config_file": str(out / "config.yaml"),
             "metrics_log": str(out / "metrics.jsonl"),
             "history": history,
+            # what bit-for-bit reproduction also needs: float reductions differ with the number of
+            # intra-op threads (measured: DCLR seed 1 on the static-shortcut benchmark reads the
+            # trajectory at 0.610 with 1 thread, 0.690 with 2; docs/training.md, Reproducibility)
+            "environment": {"torch": torch.__version__, "device": str(run.device), "intra_op_threads": torch.get_num_threads()},
         },
     )
     if run.main:
