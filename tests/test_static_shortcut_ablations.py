@@ -43,8 +43,9 @@ def test_the_table_cells_are_the_probes_values(smoke):
         assert values["fg trajectory"].split(" ± ")[0] == f"{statistics.fmean(trajectories):.3f}"
         assert values["dynamic score"].split(" ± ")[0] == f"{statistics.fmean(p['dynamic_score'] for p in probes):.3f}"
         assert (" ± " in values["fg trajectory"]) == (len(seeds) > 1)
-        seconds = [json.loads((smoke / "runs" / f"{stem}-s{seed}" / "pretrain.json").read_text())["metrics"]["seconds"] for seed in seeds]
-        assert values["pretrain s"] == round(statistics.fmean(seconds))
+        # the table's wall-time column is the mean of what the runs recorded (a copy, not a timing check)
+        recorded = [json.loads((smoke / "runs" / f"{stem}-s{seed}" / "pretrain.json").read_text())["metrics"]["seconds"] for seed in seeds]
+        assert values["pretrain s"] == round(statistics.fmean(recorded))
     options = {row["run"]: row["values"][0] for row in record["rows"]}
     assert options["BOLD-DI-SimCLR, no inner step"] == "inner_steps=0" and options["v-SimCLR"] == "(preset)"
 
