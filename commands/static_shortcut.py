@@ -30,7 +30,7 @@ The shortcut criterion: v-SimCLR's dynamic_score at most half of the dynamic ref
 No decoupling method runs here: the setting is chosen from v-SimCLR and the references alone.
 
     python commands/static_shortcut.py --smoke            # seconds: one axis, one seed, tiny data
-    python commands/static_shortcut.py                    # every axis, 3 seeds (a GPU job: ~170 runs)
+    python commands/static_shortcut.py                    # every axis, 3 seeds (102 runs; 7 axes took 2 h on 2 CPU cores)
     python commands/static_shortcut.py --dry-run          # print the commands only
     python commands/static_shortcut.py --seeds 0 --axes epochs correlation   # part of it
 """
