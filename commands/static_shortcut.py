@@ -44,6 +44,7 @@ import sys
 from pathlib import Path
 
 from vdiag.data.synthetic import BENCHMARKS
+from vdiag.errors import VdiagError
 from vdiag.recipes import Recipe, run_recipe, score
 
 BENCHMARK = BENCHMARKS["static-shortcut"]
@@ -95,6 +96,8 @@ def main():
     chosen = recipe.options["axes"] or [axis[0] for axis in AXES]  # in the order given
     axes = SMOKE_AXES if recipe.smoke else [axis for name in chosen for axis in AXES if axis[0] == name]
     record = {"benchmark": BENCHMARK, "seeds": list(seeds), "axes": {}}
+    if recipe.options.get("finished_only") and not list((recipe.out / "runs").glob("*/*/final.pt")):
+        raise VdiagError(f"no finished run under {recipe.out / 'runs'}; run the study first (without --finished-only), or pass its --out")
     for axis, label, points in axes:
         rows, curves = [], {row: [] for row, _, _ in RUNS}
         for value, data_options, preset, epochs in points:
