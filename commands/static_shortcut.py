@@ -39,13 +39,12 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import sys
 from pathlib import Path
 
 from vdiag.data.synthetic import BENCHMARKS
 from vdiag.errors import VdiagError
-from vdiag.recipes import Recipe, run_recipe, score
+from vdiag.recipes import Recipe, run_recipe, score, seed_interval
 
 BENCHMARK = BENCHMARKS["static-shortcut"]
 SEEDS = (0, 1, 2)
@@ -87,7 +86,6 @@ RUNS = [  # (row, method, options): v-SimCLR and the two supervised references
 ]
 PROBE = ["--clips", "2"]  # as on docs/static-shortcut.md: two clips per video
 METRICS = ["dynamic_score", "static_score", "acc_fg_trajectory", "acc_bg_brightness", "acc_bg_color"]
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}  # Student t, 97.5 % quantile, by degrees of freedom
 
 
 def main():
@@ -113,7 +111,7 @@ def main():
                     if checkpoint is not None:
                         measured[row].append(recipe.diagnose("probe factors", checkpoint, *PROBE, data=data))
             for row, _, _ in RUNS:
-                summary = {name: mean_interval([m.get(name) for m in measured[row]]) for name in METRICS}
+                summary = {name: seed_interval(m.get(name) for m in measured[row]) for name in METRICS}
                 curves[row].append({"value": value, **summary, "seeds": [{k: m.get(k) for k in METRICS} for m in measured[row]]})
                 rows.append((f"{label} = {value}: {row}", [cell(summary[name], len(seeds)) for name in METRICS]))
         record["axes"][axis] = {"label": label, "curves": curves}
@@ -187,17 +185,6 @@ def pretrain(recipe: Recipe, data: str, method: str, options: list[str], preset:
         ISSUED.add(folder)
         recipe.commands.append(f"# reused {checkpoint}")
     return None if recipe.dry_run else str(checkpoint)
-
-
-def mean_interval(values: list[float | None]) -> dict:
-    """Mean and 95 % Student-t half-width over seeds (half-width None for one seed)."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"mean": None, "half_width": None, "n": 0}
-    if len(values) == 1:
-        return {"mean": values[0], "half_width": None, "n": 1}
-    half = T95[len(values) - 1] * statistics.stdev(values) / math.sqrt(len(values))
-    return {"mean": statistics.fmean(values), "half_width": half, "n": len(values)}
 
 
 def cell(summary: dict, seeds: int) -> str | None:

@@ -41,7 +41,7 @@ import yaml
 from vdiag.catalog import CONCEPT_FEATURES
 from vdiag.data.synthetic import BENCHMARKS
 from vdiag.errors import VdiagError
-from vdiag.recipes import Recipe, run_recipe, score
+from vdiag.recipes import Recipe, run_recipe, score, seed_interval
 
 BENCHMARK = BENCHMARKS["static-shortcut"]
 EPOCHS = BENCHMARK["epochs"]
@@ -120,7 +120,6 @@ SMOKE_DATA = ["--num-train", "32", "--num-val", "16", "--num-test", "16"]
 SMOKE_TRAIN = ["--batch-size", "8", "--workers", "0", "--set", "data.frames=4", "--set", "train.warmup_epochs=0"]
 PROBE_OPTIONS = ["--clips", "2"]
 COLUMNS = ["options", "seeds", "fg trajectory", "dynamic score", "static score", "bg colour", "trajectory per seed", "pretrain s"]
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}  # Student t, 97.5 % quantile, by degrees of freedom
 BOOKKEEPING = {"type", "epoch", "global_step", "seconds", "lr", "clips_per_s"}
 
 
@@ -218,11 +217,11 @@ def probe_factors(recipe: Recipe, folder: Path, data: Path) -> dict | None:
 
 
 def mean_interval(values: list[float]) -> str:
-    """'0.512' for one value, '0.512 ± 0.041' (95 % Student t) for several."""
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    half = T95[len(values) - 1] * statistics.stdev(values) / math.sqrt(len(values))
-    return f"{statistics.fmean(values):.3f} ± {half:.3f}"
+    """'0.512' for one value, '0.512 ± 0.041' (95 % Student t, `seed_interval`) for several."""
+    summary = seed_interval(values)
+    if summary["half_width"] is None:
+        return f"{summary['mean']:.3f}"
+    return f"{summary['mean']:.3f} ± {summary['half_width']:.3f}"
 
 
 def table_row(options: tuple[str, ...], epochs: int, seeds: tuple[int, ...], measured: list[dict]) -> list:

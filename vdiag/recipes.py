@@ -272,6 +272,27 @@ class Recipe:
         return markdown
 
 
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}  # Student t, 97.5 % quantile, by degrees of freedom
+
+
+def seed_interval(values) -> dict:
+    """Mean and 95 % Student-t half-width of one metric over seeds (None values left out).
+
+    Returns:
+        {"mean", "half_width", "n"}: mean None for no value, half-width None for one.
+    """
+    import math
+    import statistics
+
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "half_width": None, "n": 0}
+    if len(values) == 1:
+        return {"mean": values[0], "half_width": None, "n": 1}
+    half = T95[len(values) - 1] * statistics.stdev(values) / math.sqrt(len(values))
+    return {"mean": statistics.fmean(values), "half_width": half, "n": len(values)}
+
+
 def method_args(*assignments: str) -> list[str]:
     """`--set method_args.KEY=VALUE` for each "KEY=VALUE" (a method's ablation options)."""
     return [item for assignment in assignments for item in ("--set", f"method_args.{assignment}")]
